@@ -1,0 +1,1 @@
+"""The data gate (Great Expectations 1.x): an edge over the prepared dataset."""

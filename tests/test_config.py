@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+
+from codistill.config import ConfigError, Params, StudentConfig, from_mapping, load_params
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repository_params_parse_into_typed_objects():
+    params = load_params(REPO_PARAMS)
+    assert params.data.dataset == "camvid"
+    assert params.validate.split_sizes == {"train": 367, "val": 101, "test": 233}
+    assert params.validate.class_share.bounds_for("road") == (0.20, 0.45)
+    assert params.validate.class_share.bounds_for("sky") == (0.002, 0.45)
+    assert params.models.cnn.aspp_rates == (6, 12, 18)
+    assert params.models.vit.output_stride is None
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    assert load_params(write(tmp_path, "{}\n")) == Params()
+
+
+def test_unknown_top_level_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key trian"):
+        load_params(write(tmp_path, "trian: {}\n"))
+
+
+def test_unknown_nested_key_is_named_with_its_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key prepare\.jpeg_qualty"):
+        load_params(write(tmp_path, "prepare:\n  jpeg_qualty: 80\n"))
+
+
+def test_wrongly_typed_value_names_key_and_value(tmp_path):
+    with pytest.raises(ConfigError, match=r"prepare\.shard_mib: expected an integer, got 'big'"):
+        load_params(write(tmp_path, "prepare:\n  shard_mib: big\n"))
+
+
+def test_out_of_range_value_names_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"prepare\.jpeg_quality: 101 is outside 50\.\.100"):
+        load_params(write(tmp_path, "prepare:\n  jpeg_quality: 101\n"))
+
+
+def test_literal_choice_is_enforced(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.dataset: 'kitti' is not one of"):
+        load_params(write(tmp_path, "data:\n  dataset: kitti\n"))
+
+
+def test_bad_share_range_names_the_class(tmp_path):
+    text = "validate:\n  class_share:\n    per_class:\n      road: [0.5, 0.1]\n"
+    with pytest.raises(ConfigError, match=r"validate\.class_share\.per_class\.road"):
+        load_params(write(tmp_path, text))
+
+
+def test_bool_is_not_accepted_as_number(tmp_path):
+    with pytest.raises(ConfigError, match=r"prepare\.max_total_mib: expected a number"):
+        load_params(write(tmp_path, "prepare:\n  max_total_mib: true\n"))
+
+
+def test_missing_required_key_is_named():
+    with pytest.raises(ConfigError, match=r"missing key cnn\.encoder"):
+        from_mapping(StudentConfig, {"arch": "deeplabv3plus"}, "cnn")
+
+
+def test_weights_file_requires_pretrained(tmp_path):
+    text = "models:\n  vit:\n    arch: segformer\n    encoder: pvt_v2_b0\n    weights_file: w.pth\n"
+    with pytest.raises(ConfigError, match=r"models\.vit\.weights_file"):
+        load_params(write(tmp_path, text))
+
+
+def test_invalid_yaml_and_missing_file_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"params\.yaml: not valid YAML"):
+        load_params(write(tmp_path, "data: [unclosed\n"))
+    with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
+        load_params(tmp_path / "nope.yaml")
