@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: venv
-	dvc pull
+	dvc pull data.dvc
 	dvc repro
 
 test: venv

@@ -58,10 +58,13 @@ def test_statistics_match_a_direct_computation(camvid_tree, tmp_path):
     pixels = train.reshape(-1, 3) / 255.0
     assert np.allclose(stats["mean"], pixels.mean(0), atol=1e-5)
     assert np.allclose(stats["std"], pixels.std(0), atol=1e-5)
-    masks = np.stack([np.asarray(Image.open(p)) for p in sorted((camvid_tree / "trainannot").glob("*"))])
+    masks = np.stack(
+        [np.asarray(Image.open(p)) for p in sorted((camvid_tree / "trainannot").glob("*"))]
+    )
     labelled = int((masks < 11).sum())
     assert stats["splits"]["train"]["class_share"]["road"] == pytest.approx(
-        (masks == 3).sum() / labelled, abs=1e-6)
+        (masks == 3).sum() / labelled, abs=1e-6
+    )
     summary = json.loads((out / "dataset.json").read_text())
     assert summary["splits"]["train"]["in_shards"] == TINY_SPLITS["train"]
 
@@ -69,9 +72,13 @@ def test_statistics_match_a_direct_computation(camvid_tree, tmp_path):
 def test_small_shard_limit_rolls_over_to_several_files(camvid_tree, tmp_path):
     out = tmp_path / "prepared"
     prepared(camvid_tree, out, shard_mib=1)
-    assert sorted(p.name for p in out.glob("*.shard")) == ["test-000.shard", "train-000.shard",
-                                                           "val-000.shard"]
+    assert sorted(p.name for p in out.glob("*.shard")) == [
+        "test-000.shard",
+        "train-000.shard",
+        "val-000.shard",
+    ]
     from codistill.data.shards import ShardWriter
+
     writer = ShardWriter(tmp_path, "x", max_bytes=10)
     assert writer.append(b"123456", b"78") == ("x-000.shard", 0, 6)
     assert writer.append(b"abcdef", b"gh") == ("x-001.shard", 0, 6)

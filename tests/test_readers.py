@@ -12,11 +12,15 @@ from tests.conftest import TINY_SPLITS, save_png, synthetic_image
 def build_cityscapes_tree(root: Path) -> Path:
     rng = np.random.default_rng(1)
     labels = np.array([[7, 8, 26, 33], [0, 1, 23, 24]], dtype=np.uint8).repeat(6, 0).repeat(8, 1)
-    for split, city, stem in [("train", "aachen", "aachen_000000_000019"),
-                              ("train", "bonn", "bonn_000001_000019"),
-                              ("val", "lindau", "lindau_000000_000019")]:
-        save_png(synthetic_image(rng)[:12], root / "leftImg8bit" / split / city /
-                 f"{stem}_leftImg8bit.png")
+    for split, city, stem in [
+        ("train", "aachen", "aachen_000000_000019"),
+        ("train", "bonn", "bonn_000001_000019"),
+        ("val", "lindau", "lindau_000000_000019"),
+    ]:
+        save_png(
+            synthetic_image(rng)[:12],
+            root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+        )
         save_png(labels, root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
     return root
 
@@ -24,8 +28,11 @@ def build_cityscapes_tree(root: Path) -> Path:
 def build_voc_tree(root: Path) -> Path:
     rng = np.random.default_rng(2)
     labels = np.array([[0, 15, 255], [7, 20, 0]], dtype=np.uint8).repeat(12, 0).repeat(10, 1)
-    palette = [c for i in range(256) for c in dataset_spec("voc").colorize(
-        np.array([[min(i, 255)]], dtype=np.uint8))[0, 0]]
+    palette = [
+        c
+        for i in range(256)
+        for c in dataset_spec("voc").colorize(np.array([[min(i, 255)]], dtype=np.uint8))[0, 0]
+    ]
     for image_id in ("2007_000032", "2007_000039", "2008_000002"):
         path = root / "JPEGImages" / f"{image_id}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,10 +65,13 @@ def test_cityscapes_maps_label_ids_to_19_train_ids(tmp_path):
     reader = create_reader("cityscapes", build_cityscapes_tree(tmp_path / "cs"))
     assert reader.splits() == ["train", "val"]
     assert [r.sample_id for r in reader.samples("train")] == [
-        "train/aachen/aachen_000000_000019", "train/bonn/bonn_000001_000019"]
+        "train/aachen/aachen_000000_000019",
+        "train/bonn/bonn_000001_000019",
+    ]
     sample = inspect_sample(reader.samples("val")[0], reader.spec)
     assert sample.image_error == sample.mask_error == ""
-    # label ids 7 road, 8 sidewalk, 26 car, 33 bicycle, 0 unlabeled, 1 ego vehicle, 23 sky, 24 person
+    # label ids: 7 road, 8 sidewalk, 26 car, 33 bicycle; 0 unlabeled, 1 ego vehicle, 23 sky,
+    # 24 person
     assert sample.labels[::6, ::8].tolist() == [[0, 1, 13, 18], [255, 255, 10, 11]]
     assert sample.invalid_values == ()
     assert reader.spec.num_classes == 19 and len(reader.spec.palette) == 19
@@ -70,8 +80,10 @@ def test_cityscapes_maps_label_ids_to_19_train_ids(tmp_path):
 def test_voc_reads_palette_masks_and_keeps_255_as_ignore(tmp_path):
     reader = create_reader("voc", build_voc_tree(tmp_path / "voc"))
     assert reader.splits() == ["train", "val"]
-    assert [r.sample_id for r in reader.samples("train")] == ["train/2007_000032",
-                                                             "train/2008_000002"]
+    assert [r.sample_id for r in reader.samples("train")] == [
+        "train/2007_000032",
+        "train/2008_000002",
+    ]
     sample = inspect_sample(reader.samples("val")[0], reader.spec)
     assert sample.labels[::12, ::10].tolist() == [[0, 15, 255], [7, 20, 0]]
     assert sample.class_pixels[15] == 120 and sample.class_pixels[-1] == 120

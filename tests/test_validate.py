@@ -49,11 +49,13 @@ def drop_val_sample(tree: Path) -> None:
 CORRUPTIONS: list[tuple[Callable[[Path], None], str, dict[str, str]]] = [
     (truncate_image, "image_decodes", {"train/tr_001": "image: cannot decode"}),
     (shrink_mask, "mask_size_matches_image", {"val/va_000": "image 24x32, mask 12x16"}),
-    (write_label_200, "label_values_valid",
-     {"train/tr_004": "invalid raw values 200 in 5 pixels"}),
+    (write_label_200, "label_values_valid", {"train/tr_004": "invalid raw values 200 in 5 pixels"}),
     (remove_mask, "mask_decodes", {"test/te_002": "mask: file not found"}),
-    (duplicate_across_splits, "no_content_in_two_splits",
-     {"train/tr_000": "is also in another split", "test/te_001": "is also in another split"}),
+    (
+        duplicate_across_splits,
+        "no_content_in_two_splits",
+        {"train/tr_000": "is also in another split", "test/te_001": "is also in another split"},
+    ),
     (drop_val_sample, "split_sizes", {"val": "1 samples, expected 2"}),
 ]
 
@@ -70,10 +72,12 @@ def test_clean_dataset_passes_every_check(camvid_tree, tmp_path):
     assert report["samples"] == sum(TINY_SPLITS.values())
 
 
-@pytest.mark.parametrize(("corrupt", "check", "offenders"), CORRUPTIONS,
-                         ids=[c[0].__name__ for c in CORRUPTIONS])
+@pytest.mark.parametrize(
+    ("corrupt", "check", "offenders"), CORRUPTIONS, ids=[c[0].__name__ for c in CORRUPTIONS]
+)
 def test_each_corruption_fails_exactly_its_check_naming_the_sample(
-        camvid_tree, tmp_path, corrupt, check, offenders):
+    camvid_tree, tmp_path, corrupt, check, offenders
+):
     corrupt(camvid_tree)
     report = validate_prepared(prepare(camvid_tree, tmp_path / "p"), TINY_GATE)
     assert not report["passed"]
@@ -86,8 +90,9 @@ def test_each_corruption_fails_exactly_its_check_naming_the_sample(
 
 
 def test_class_share_outside_bounds_names_the_class(camvid_tree, tmp_path):
-    gate = ValidateConfig(split_sizes=dict(TINY_SPLITS),
-                          class_share=ClassShareBounds(per_class={"road": (0.5, 1.0)}))
+    gate = ValidateConfig(
+        split_sizes=dict(TINY_SPLITS), class_share=ClassShareBounds(per_class={"road": (0.5, 1.0)})
+    )
     report = validate_prepared(prepare(camvid_tree, tmp_path / "p"), gate)
     assert report["failed_checks"] == ["class_shares_within_bounds"]
     offender = report["checks"][-1]["offenders"]
@@ -96,11 +101,19 @@ def test_class_share_outside_bounds_names_the_class(camvid_tree, tmp_path):
 
 
 def test_cli_failure_exits_nonzero_and_the_gate_refuses_the_data(
-        camvid_tree, tmp_path, tiny_validate_params, capsys):
+    camvid_tree, tmp_path, tiny_validate_params, capsys
+):
     prepared = prepare(camvid_tree, tmp_path / "p")
     report_path = tmp_path / "reports" / "validation.json"
-    argv = ["validate", "--params", str(tiny_validate_params), "--prepared", str(prepared),
-            "--report", str(report_path)]
+    argv = [
+        "validate",
+        "--params",
+        str(tiny_validate_params),
+        "--prepared",
+        str(prepared),
+        "--report",
+        str(report_path),
+    ]
     assert main(argv) == 0
     assert require_validated(prepared, report_path)["passed"]
 

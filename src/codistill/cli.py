@@ -21,8 +21,10 @@ def _prepare(args: argparse.Namespace) -> int:
         print(f"prepare: {err}", file=sys.stderr)
         return 1
     counts = ", ".join(f"{s} {v['in_shards']}/{v['samples']}" for s, v in summary["splits"].items())
-    print(f"prepared {summary['dataset']} into {args.out}: {counts} samples in shards, "
-          f"{summary['total_bytes'] / 2**20:.1f} MiB")
+    print(
+        f"prepared {summary['dataset']} into {args.out}: {counts} samples in shards, "
+        f"{summary['total_bytes'] / 2**20:.1f} MiB"
+    )
     return 0
 
 
@@ -44,8 +46,9 @@ def _students(args: argparse.Namespace) -> int:
     num_classes = dataset_spec(params.data.dataset).num_classes
     for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
         model = build_student(cfg, num_classes)
-        print(f"{role}: {cfg.arch} on {cfg.encoder}, {count_parameters(model) / 1e6:.2f} M "
-              "parameters")
+        print(
+            f"{role}: {cfg.arch} on {cfg.encoder}, {count_parameters(model) / 1e6:.2f} M parameters"
+        )
     return 0
 
 
@@ -56,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--params", type=Path, default=Path("params.yaml"),
-                         help="parameters file (default: params.yaml)")
+        sub.add_argument(
+            "--params",
+            type=Path,
+            default=Path("params.yaml"),
+            help="parameters file (default: params.yaml)",
+        )
         return sub
 
     prepare = command("prepare", "Encode a raw dataset tree into shards, manifest and stats.")

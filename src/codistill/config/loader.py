@@ -36,7 +36,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, option, key)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {args}")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {args}"
+        )
     if origin is typing.Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
@@ -59,7 +61,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
-        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(
+            _convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -90,9 +94,7 @@ def from_mapping(cls: type[T], data: Any, key: str = "") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"{key}." if key else ""
-        raise ConfigError(
-            f"unknown key {where}{unknown[0]} (allowed: {', '.join(sorted(fields))})"
-        )
+        raise ConfigError(f"unknown key {where}{unknown[0]} (allowed: {', '.join(sorted(fields))})")
     values = {}
     for name, field in fields.items():
         child = f"{key}.{name}" if key else name

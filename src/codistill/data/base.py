@@ -43,8 +43,10 @@ class DatasetReader(ABC):
         return [ref for split in self.splits() for ref in self.samples(split)]
 
     def _unknown_split(self, split: str) -> ValueError:
-        return ValueError(f"{self.spec.name}: no split {split!r} under {self.root} "
-                          f"(found: {', '.join(self.splits()) or 'none'})")
+        return ValueError(
+            f"{self.spec.name}: no split {split!r} under {self.root} "
+            f"(found: {', '.join(self.splits()) or 'none'})"
+        )
 
 
 _READERS: dict[str, type[DatasetReader]] = {}

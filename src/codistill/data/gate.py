@@ -22,12 +22,14 @@ def require_validated(prepared_dir: str | Path, report_path: str | Path) -> dict
         raise UnvalidatedDataError(f"{report_path}: no validation report; run the validate stage")
     report = json.loads(report_path.read_text())
     if report.get("report_version") != REPORT_VERSION:
-        raise UnvalidatedDataError(f"{report_path}: unknown report version "
-                                   f"{report.get('report_version')!r}")
+        raise UnvalidatedDataError(
+            f"{report_path}: unknown report version {report.get('report_version')!r}"
+        )
     if not report.get("passed"):
         failed = ", ".join(report.get("failed_checks", [])) or "unknown checks"
-        raise UnvalidatedDataError(f"{report_path}: validation failed ({failed}); "
-                                   f"see {report_path.with_suffix('.txt')}")
+        raise UnvalidatedDataError(
+            f"{report_path}: validation failed ({failed}); see {report_path.with_suffix('.txt')}"
+        )
     manifest = prepared_dir / MANIFEST_NAME
     if not manifest.is_file():
         raise UnvalidatedDataError(f"{manifest}: missing; run the prepare stage")

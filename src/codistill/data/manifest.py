@@ -47,8 +47,17 @@ class ManifestRow:
 
 
 _SCALAR_FIELDS = [f.name for f in fields(ManifestRow) if f.name != "class_pixels"]
-_INT_FIELDS = {"height", "width", "mask_height", "mask_width", "invalid_label_pixels",
-               "image_offset", "image_nbytes", "mask_offset", "mask_nbytes"}
+_INT_FIELDS = {
+    "height",
+    "width",
+    "mask_height",
+    "mask_width",
+    "invalid_label_pixels",
+    "image_offset",
+    "image_nbytes",
+    "mask_offset",
+    "mask_nbytes",
+}
 _BOOL_FIELDS = {"image_ok", "mask_ok"}
 
 
@@ -73,8 +82,9 @@ def manifest_text(rows: list[ManifestRow], class_names: tuple[str, ...]) -> str:
     width = len(class_names) + 1
     for row in rows:
         counts = row.class_pixels if row.class_pixels is not None else (None,) * width
-        writer.writerow([_cell(getattr(row, name)) for name in _SCALAR_FIELDS]
-                        + [_cell(c) for c in counts])
+        writer.writerow(
+            [_cell(getattr(row, name)) for name in _SCALAR_FIELDS] + [_cell(c) for c in counts]
+        )
     return buffer.getvalue()
 
 
@@ -94,8 +104,10 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         rows = []
         for record in reader:
             counts = [record[c] for c in count_columns]
-            rows.append(ManifestRow(
-                **{name: _parse(name, record[name]) for name in _SCALAR_FIELDS},
-                class_pixels=tuple(int(c) for c in counts) if all(counts) else None,
-            ))
+            rows.append(
+                ManifestRow(
+                    **{name: _parse(name, record[name]) for name in _SCALAR_FIELDS},
+                    class_pixels=tuple(int(c) for c in counts) if all(counts) else None,
+                )
+            )
     return rows

@@ -79,20 +79,27 @@ def _manifest_row(
         image_nbytes=len(sample.image_record) if position else None,
         mask_offset=mask_offset,
         mask_nbytes=len(sample.mask_record) if position else None,
-        class_pixels=(tuple(int(c) for c in found.class_pixels)
-                      if found.class_pixels is not None else None),
+        class_pixels=(
+            tuple(int(c) for c in found.class_pixels) if found.class_pixels is not None else None
+        ),
     )
 
 
 def _write_split(
-    reader: DatasetReader, split: str, folder: Path, cfg: PrepareConfig, moments: ChannelMoments,
+    reader: DatasetReader,
+    split: str,
+    folder: Path,
+    cfg: PrepareConfig,
+    moments: ChannelMoments,
     pool: ThreadPoolExecutor,
 ) -> tuple[list[ManifestRow], list[Path]]:
     writer = ShardWriter(folder, split, cfg.shard_mib * 2**20)
     refs = reader.samples(split)
     rows = []
     encoded = pool.map(lambda r: _inspect_and_encode(r, reader, cfg.jpeg_quality), refs)
-    for sample in tqdm(encoded, total=len(refs), desc=f"prepare {split}", leave=False, disable=None):
+    for sample in tqdm(
+        encoded, total=len(refs), desc=f"prepare {split}", leave=False, disable=None
+    ):
         position = None
         if sample.image_record is not None:
             position = writer.append(sample.image_record, sample.mask_record)
@@ -128,20 +135,27 @@ def prepare_dataset(reader: DatasetReader, out_dir: str | Path, cfg: PrepareConf
                 }
         write_text_atomic(staged / MANIFEST_NAME, manifest_text(rows, spec.class_names))
         mean, std = moments.result() if MEAN_STD_SPLIT in splits else ([], [])
-        write_json_atomic(staged / STATS_JSON, {
-            "mean": mean,
-            "std": std,
-            "mean_std_split": MEAN_STD_SPLIT,
-            "splits": class_statistics(rows, spec.class_names),
-        })
+        write_json_atomic(
+            staged / STATS_JSON,
+            {
+                "mean": mean,
+                "std": std,
+                "mean_std_split": MEAN_STD_SPLIT,
+                "splits": class_statistics(rows, spec.class_names),
+            },
+        )
         summary = {
             "dataset": spec.name,
             "num_classes": spec.num_classes,
             "class_names": list(spec.class_names),
             "palette": [list(c) for c in spec.palette],
             "ignore_index": 255,
-            "encoding": {"image": "jpeg", "jpeg_quality": cfg.jpeg_quality,
-                         "chroma_subsampling": "4:4:4", "mask": "png"},
+            "encoding": {
+                "image": "jpeg",
+                "jpeg_quality": cfg.jpeg_quality,
+                "chroma_subsampling": "4:4:4",
+                "mask": "png",
+            },
             "splits": splits,
             "manifest_sha256": file_sha256(staged / MANIFEST_NAME),
         }

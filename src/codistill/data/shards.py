@@ -35,8 +35,9 @@ class ShardWriter:
 
     def append(self, image: bytes, mask: bytes) -> tuple[str, int, int]:
         """Append one sample's image and mask; return (shard name, image offset, mask offset)."""
-        if self._handle is None or (self._size and self._size + len(image) + len(mask)
-                                    > self.max_bytes):
+        if self._handle is None or (
+            self._size and self._size + len(image) + len(mask) > self.max_bytes
+        ):
             self._roll()
         image_offset = self._size
         self._handle.write(image)

@@ -25,8 +25,9 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         if len(self.palette) != len(self.class_names):
-            raise ValueError(f"{self.name}: {len(self.palette)} colours for "
-                             f"{len(self.class_names)} classes")
+            raise ValueError(
+                f"{self.name}: {len(self.palette)} colours for {len(self.class_names)} classes"
+            )
         bad = {t for t in self.label_map.values() if t != IGNORE_INDEX and t >= self.num_classes}
         if bad:
             raise ValueError(f"{self.name}: train ids {sorted(bad)} exceed the class count")

@@ -45,10 +45,10 @@ def class_statistics(rows: list[ManifestRow], class_names: tuple[str, ...]) -> d
         result[split] = {
             "labelled_pixels": labelled,
             "ignored_pixels": int(counts[-1]),
-            "class_pixels": {n: int(c) for n, c in zip(class_names, counts[:-1])},
+            "class_pixels": {n: int(c) for n, c in zip(class_names, counts[:-1], strict=True)},
             "class_share": {
                 n: (round(float(c) / labelled, 6) if labelled else 0.0)
-                for n, c in zip(class_names, counts[:-1])
+                for n, c in zip(class_names, counts[:-1], strict=True)
             },
         }
     return result

@@ -20,9 +20,27 @@ def _voc_colour(index: int) -> tuple[int, int, int]:
 VOC = DatasetSpec(
     name="voc",
     class_names=(
-        "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-        "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-        "sheep", "sofa", "train", "tvmonitor",
+        "background",
+        "aeroplane",
+        "bicycle",
+        "bird",
+        "boat",
+        "bottle",
+        "bus",
+        "car",
+        "cat",
+        "chair",
+        "cow",
+        "diningtable",
+        "dog",
+        "horse",
+        "motorbike",
+        "person",
+        "pottedplant",
+        "sheep",
+        "sofa",
+        "train",
+        "tvmonitor",
     ),
     palette=tuple(_voc_colour(i) for i in range(21)),
     # Palette indices 0..20 are classes; 255 marks object borders and "difficult" regions.
@@ -50,8 +68,13 @@ class VocReader(DatasetReader):
         """One sample per id listed in the split file."""
         if split not in self.splits():
             raise self._unknown_split(split)
-        ids = sorted({line.strip() for line in self._split_file(split).read_text().splitlines()
-                      if line.strip()})
+        ids = sorted(
+            {
+                line.strip()
+                for line in self._split_file(split).read_text().splitlines()
+                if line.strip()
+            }
+        )
         return [
             SampleRef(
                 sample_id=f"{split}/{image_id}",

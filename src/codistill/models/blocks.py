@@ -10,8 +10,14 @@ def conv_bn_relu(
 ) -> nn.Sequential:
     """Convolution (same padding, no bias), batch norm and ReLU."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2),
-                  dilation=dilation, bias=False),
+        nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            padding=dilation * (kernel_size // 2),
+            dilation=dilation,
+            bias=False,
+        ),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )

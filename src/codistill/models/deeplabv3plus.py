@@ -70,7 +70,8 @@ class DeepLabV3Plus(nn.Module):
         """Segment ``image`` (N×3×H×W); outputs are at the low-level feature's stride."""
         features = self.encoder(image)
         low = features[self.low_index]
-        context = F.interpolate(self.aspp(features[-1]), size=low.shape[2:], mode="bilinear",
-                                align_corners=False)
+        context = F.interpolate(
+            self.aspp(features[-1]), size=low.shape[2:], mode="bilinear", align_corners=False
+        )
         dec = self.decoder(torch.cat([context, self.reduce_low(low)], dim=1))
         return StudentOutput(logits=self.classifier(dec), low=low, dec=dec)

@@ -31,19 +31,16 @@ def create_encoder(cfg: StudentConfig) -> nn.Module:
         raise EncoderError(f"unknown timm encoder {cfg.encoder!r}")
     try:
         return timm.create_model(cfg.encoder, **kwargs)
-    except (TypeError, AssertionError, ValueError) as err:
-        raise EncoderError(f"{cfg.encoder}: cannot build with {kwargs}: {err}") from err
-    except (OSError, RuntimeError) as err:
-        if cfg.pretrained:
+    except Exception as err:
+        if cfg.pretrained and cfg.weights_file is None:
             raise EncoderError(
-                f"{cfg.encoder}: could not load pretrained weights ({err}); on a machine "
-                "without network name a local weights_file"
+                f"{cfg.encoder}: could not fetch pretrained weights ({type(err).__name__}: "
+                f"{err}); on a machine without network name a local weights_file"
             ) from err
-        raise
+        raise EncoderError(f"{cfg.encoder}: cannot build with {kwargs}: {err}") from err
 
 
 def finest_feature_index(reductions: list[int], minimum: int = 4) -> int:
     """Index of the earliest feature at the smallest stride of at least ``minimum``."""
     candidates = [r for r in reductions if r >= minimum] or reductions
     return reductions.index(min(candidates))
-

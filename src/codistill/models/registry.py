@@ -29,8 +29,9 @@ def list_architectures() -> list[str]:
 def build_student(cfg: StudentConfig, num_classes: int) -> nn.Module:
     """Build the student that ``cfg`` describes, with ``num_classes`` output classes."""
     if cfg.arch not in _ARCHITECTURES:
-        raise ConfigError(f"arch: unknown architecture {cfg.arch!r} "
-                          f"(known: {', '.join(list_architectures())})")
+        raise ConfigError(
+            f"arch: unknown architecture {cfg.arch!r} (known: {', '.join(list_architectures())})"
+        )
     return _ARCHITECTURES[cfg.arch](cfg, num_classes)
 
 

@@ -24,9 +24,7 @@ class SegFormer(nn.Module):
         # Stages finer than stride 4 (some CNN encoders have one) are not decoded.
         self.first_stage = finest_feature_index(self.encoder.feature_info.reduction())
         width = cfg.decoder_channels
-        self.project = nn.ModuleList(
-            nn.Conv2d(c, width, 1) for c in channels[self.first_stage :]
-        )
+        self.project = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels[self.first_stage :])
         self.fuse = conv_bn_relu(width * len(self.project), width)
         self.dropout = nn.Dropout(0.1)
         self.classifier = nn.Conv2d(width, num_classes, 1)
@@ -37,8 +35,9 @@ class SegFormer(nn.Module):
         size = features[0].shape[2:]
         projected = [
             F.interpolate(proj(f), size=size, mode="bilinear", align_corners=False)
-            if f.shape[2:] != size else proj(f)
-            for proj, f in zip(self.project, features)
+            if f.shape[2:] != size
+            else proj(f)
+            for proj, f in zip(self.project, features, strict=True)
         ]
         dec = self.fuse(torch.cat(projected, dim=1))
         return StudentOutput(logits=self.classifier(self.dropout(dec)), low=features[0], dec=dec)

@@ -32,8 +32,9 @@ CHECKS: tuple[Check, ...] = (
         description="every image file exists and decodes",
         table="samples",
         id_column="sample_id",
-        expectations=(gx.expectations.ExpectColumnValuesToBeInSet(column="image_ok",
-                                                                  value_set=[1]),),
+        expectations=(
+            gx.expectations.ExpectColumnValuesToBeInSet(column="image_ok", value_set=[1]),
+        ),
         detail=_error_text,
     ),
     Check(
@@ -41,8 +42,9 @@ CHECKS: tuple[Check, ...] = (
         description="every mask file exists and decodes as a single-channel label image",
         table="samples",
         id_column="sample_id",
-        expectations=(gx.expectations.ExpectColumnValuesToBeInSet(column="mask_ok",
-                                                                  value_set=[1]),),
+        expectations=(
+            gx.expectations.ExpectColumnValuesToBeInSet(column="mask_ok", value_set=[1]),
+        ),
         detail=_error_text,
     ),
     Check(
@@ -50,9 +52,11 @@ CHECKS: tuple[Check, ...] = (
         description="each mask has its image's height and width",
         table="samples",
         id_column="sample_id",
-        expectations=(gx.expectations.ExpectColumnPairValuesToBeEqual(
-            column_A="image_size", column_B="mask_size", ignore_row_if="either_value_is_missing"
-        ),),
+        expectations=(
+            gx.expectations.ExpectColumnPairValuesToBeEqual(
+                column_A="image_size", column_B="mask_size", ignore_row_if="either_value_is_missing"
+            ),
+        ),
         detail=lambda row: f"image {row['image_size']}, mask {row['mask_size']}",
     ),
     Check(
@@ -60,19 +64,26 @@ CHECKS: tuple[Check, ...] = (
         description="mask values are class ids or the void/ignore value",
         table="samples",
         id_column="sample_id",
-        expectations=(gx.expectations.ExpectColumnValuesToBeInSet(column="invalid_label_pixels",
-                                                                  value_set=[0]),),
-        detail=lambda row: (f"invalid raw values {row['invalid_label_values']} in "
-                            f"{int(row['invalid_label_pixels'])} pixels"),
+        expectations=(
+            gx.expectations.ExpectColumnValuesToBeInSet(
+                column="invalid_label_pixels", value_set=[0]
+            ),
+        ),
+        detail=lambda row: (
+            f"invalid raw values {row['invalid_label_values']} in "
+            f"{int(row['invalid_label_pixels'])} pixels"
+        ),
     ),
     Check(
         name="no_content_in_two_splits",
         description="no image content (pixel hash) appears in more than one split",
         table="samples",
         id_column="sample_id",
-        expectations=(gx.expectations.ExpectColumnValuesToBeInSet(
-            column="splits_with_same_content", value_set=[1]
-        ),),
+        expectations=(
+            gx.expectations.ExpectColumnValuesToBeInSet(
+                column="splits_with_same_content", value_set=[1]
+            ),
+        ),
         detail=lambda row: f"content {row['content_hash'][:12]} is also in another split",
     ),
     Check(
@@ -80,9 +91,11 @@ CHECKS: tuple[Check, ...] = (
         description="each split has the configured number of samples",
         table="splits",
         id_column="split",
-        expectations=(gx.expectations.ExpectColumnPairValuesToBeEqual(
-            column_A="samples", column_B="expected", ignore_row_if="either_value_is_missing"
-        ),),
+        expectations=(
+            gx.expectations.ExpectColumnPairValuesToBeEqual(
+                column_A="samples", column_B="expected", ignore_row_if="either_value_is_missing"
+            ),
+        ),
         detail=lambda row: f"{row['samples']} samples, expected {int(row['expected'])}",
     ),
     Check(
@@ -98,7 +111,8 @@ CHECKS: tuple[Check, ...] = (
                 column_A="max_share", column_B="share", or_equal=True
             ),
         ),
-        detail=lambda row: (f"share {row['share']:.4f} outside "
-                            f"[{row['min_share']}, {row['max_share']}]"),
+        detail=lambda row: (
+            f"share {row['share']:.4f} outside [{row['min_share']}, {row['max_share']}]"
+        ),
     ),
 )

@@ -17,14 +17,13 @@ from codistill.validation.tables import classes_table, samples_table, splits_tab
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-import great_expectations as gx  # noqa: E402 - analytics must be off before the import
-from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+import great_expectations as gx
+from great_expectations.data_context.types.base import ProgressBarsConfig
 
 
 def _batches(tables: dict[str, pd.DataFrame]) -> dict[str, object]:
     context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False,
-                                                         metric_calculations=False)
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     source = context.data_sources.add_pandas("prepared")
     batches = {}
     for name, frame in tables.items():
@@ -36,12 +35,18 @@ def _batches(tables: dict[str, pd.DataFrame]) -> dict[str, object]:
 def _run_check(check: Check, batch: object, table: pd.DataFrame) -> dict:
     offenders: list[str] = []
     for expectation in check.expectations:
-        result = batch.validate(expectation, result_format={
-            "result_format": "COMPLETE", "unexpected_index_column_names": [check.id_column],
-        })
+        result = batch.validate(
+            expectation,
+            result_format={
+                "result_format": "COMPLETE",
+                "unexpected_index_column_names": [check.id_column],
+            },
+        )
         if result.exception_info and result.exception_info.get("raised_exception"):
-            raise RuntimeError(f"check {check.name} could not run: "
-                               f"{result.exception_info.get('exception_message')}")
+            raise RuntimeError(
+                f"check {check.name} could not run: "
+                f"{result.exception_info.get('exception_message')}"
+            )
         for index in result.result.get("unexpected_index_list") or []:
             if index[check.id_column] not in offenders:
                 offenders.append(index[check.id_column])
@@ -81,9 +86,11 @@ def validate_prepared(prepared_dir: str | Path, cfg: ValidateConfig) -> dict:
 def summary_text(report: dict) -> str:
     """A short human-readable account of the report, one line per offender."""
     verdict = "PASSED" if report["passed"] else "FAILED"
-    lines = [f"data validation {verdict}: {report['dataset']}, {report['samples']} samples, "
-             f"{len(report['checks']) - len(report['failed_checks'])}/{len(report['checks'])} "
-             "checks passed"]
+    lines = [
+        f"data validation {verdict}: {report['dataset']}, {report['samples']} samples, "
+        f"{len(report['checks']) - len(report['failed_checks'])}/{len(report['checks'])} "
+        "checks passed"
+    ]
     for check in report["checks"]:
         mark = "ok  " if check["passed"] else "FAIL"
         lines.append(f"  [{mark}] {check['check']}: {check['description']}")

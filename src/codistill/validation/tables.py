@@ -21,8 +21,9 @@ def _size_text(height: pd.Series, width: pd.Series) -> pd.Series:
 
 def samples_table(prepared_dir: Path) -> pd.DataFrame:
     """One row per sample, with the derived columns the expectations read."""
-    frame = pd.read_csv(prepared_dir / MANIFEST_NAME, dtype={"errors": str,
-                                                            "invalid_label_values": str})
+    frame = pd.read_csv(
+        prepared_dir / MANIFEST_NAME, dtype={"errors": str, "invalid_label_values": str}
+    )
     frame["errors"] = frame["errors"].fillna("")
     frame["invalid_label_values"] = frame["invalid_label_values"].fillna("")
     frame["image_size"] = _size_text(frame["height"], frame["width"])
@@ -37,11 +38,13 @@ def splits_table(samples: pd.DataFrame, cfg: ValidateConfig) -> pd.DataFrame:
     """One row per split named in the config or found in the manifest: found vs expected."""
     found = samples.groupby("split").size()
     names = list(cfg.split_sizes) + [s for s in found.index if s not in cfg.split_sizes]
-    return pd.DataFrame({
-        "split": names,
-        "samples": [int(found.get(name, 0)) for name in names],
-        "expected": [cfg.split_sizes.get(name) for name in names],
-    }).astype({"expected": "Float64"})
+    return pd.DataFrame(
+        {
+            "split": names,
+            "samples": [int(found.get(name, 0)) for name in names],
+            "expected": [cfg.split_sizes.get(name) for name in names],
+        }
+    ).astype({"expected": "Float64"})
 
 
 def classes_table(prepared_dir: Path, cfg: ValidateConfig) -> pd.DataFrame:
@@ -50,9 +53,11 @@ def classes_table(prepared_dir: Path, cfg: ValidateConfig) -> pd.DataFrame:
     stats = json.loads((prepared_dir / STATS_JSON).read_text())["splits"]
     shares = stats.get(SHARE_SPLIT, {}).get("class_share", {})
     bounds = [cfg.class_share.bounds_for(name) for name in class_names]
-    return pd.DataFrame({
-        "class_name": class_names,
-        "share": [shares.get(name, 0.0) for name in class_names],
-        "min_share": [low for low, _ in bounds],
-        "max_share": [high for _, high in bounds],
-    })
+    return pd.DataFrame(
+        {
+            "class_name": class_names,
+            "share": [shares.get(name, 0.0) for name in class_names],
+            "min_share": [low for low, _ in bounds],
+            "max_share": [high for _, high in bounds],
+        }
+    )

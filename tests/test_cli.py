@@ -1,0 +1,56 @@
+import re
+
+from codistill.cli import main
+from tests.conftest import REPO_ROOT
+
+
+def test_bad_params_exit_2_with_the_key_named(tmp_path, camvid_tree, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("prepare:\n  jpeg_quality: high\n")
+    out = tmp_path / "prepared"
+    code = main(["prepare", "--params", str(params), "--data", str(camvid_tree), "--out", str(out)])
+    assert code == 2
+    assert "prepare.jpeg_quality: expected an integer, got 'high'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_dataset_root_is_named(tmp_path, capsys):
+    code = main(
+        [
+            "prepare",
+            "--params",
+            str(REPO_ROOT / "params.yaml"),
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 2
+    assert "dataset root" in capsys.readouterr().err
+
+
+def test_prepare_prints_what_it_wrote(tmp_path, camvid_tree, capsys):
+    out = tmp_path / "prepared"
+    assert (
+        main(
+            [
+                "prepare",
+                "--params",
+                str(REPO_ROOT / "params.yaml"),
+                "--data",
+                str(camvid_tree),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "train 6/6, val 2/2, test 3/3 samples in shards" in capsys.readouterr().out
+
+
+def test_students_command_reports_parameter_counts(capsys):
+    assert main(["students", "--params", str(REPO_ROOT / "params.yaml")]) == 0
+    counts = dict(re.findall(r"(cnn|vit): .*?([\d.]+) M parameters", capsys.readouterr().out))
+    assert 12 <= float(counts["cnn"]) <= 17
+    assert 3.5 <= float(counts["vit"]) <= 4.0

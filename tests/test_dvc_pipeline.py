@@ -1,0 +1,96 @@
+"""Real DVC commands on the real CamVid remote, in a copy of this repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO_ROOT, SHARED
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (SHARED / "dvc-remote").is_dir(), reason="no shared DVC remote"),
+]
+
+BIN = Path(sys.executable).parent
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repository's files beside a link to the shared folder, as a git repo."""
+    base = tmp_path_factory.mktemp("clone")
+    (base / "shared").symlink_to(SHARED)
+    files = run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], REPO_ROOT
+    ).stdout.split()
+    root = base / "project"
+    for name in files:
+        if (REPO_ROOT / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, root / name)
+    run(["git", "init", "-q"], root)
+    return root
+
+
+def test_committed_data_dvc_is_the_shared_one():
+    assert (REPO_ROOT / "data.dvc").read_text() == (SHARED / "datasets" / "data.dvc").read_text()
+    config = (REPO_ROOT / ".dvc" / "config").read_text()
+    assert "remote = shared" in config and "url = ../../shared/dvc-remote" in config
+
+
+def test_dvc_pull_restores_camvid(project):
+    run([str(BIN / "dvc"), "pull", "-q", "data.dvc"], project)
+    camvid = project / "data" / "camvid"
+    counts = {d.name: len(list(d.glob("*.png"))) for d in sorted(camvid.iterdir())}
+    assert counts == {
+        "test": 233,
+        "testannot": 233,
+        "train": 367,
+        "trainannot": 367,
+        "val": 101,
+        "valannot": 101,
+    }
+    assert "up to date" in run([str(BIN / "dvc"), "status", "data.dvc"], project).stdout.lower()
+
+
+def test_dvc_repro_prepares_and_validates_real_camvid(project):
+    run([str(BIN / "dvc"), "repro"], project)
+    report = json.loads((project / "build/reports/validation.json").read_text())
+    assert report["passed"] and report["samples"] == 701
+    prepared = project / "build/prepared/camvid"
+    assert sum(p.stat().st_size for p in prepared.iterdir()) <= 64 * 2**20
+    again = run([str(BIN / "dvc"), "repro"], project)
+    assert "didn't change" in again.stdout or "up to date" in again.stdout.lower()
+
+
+def test_bad_label_in_real_data_stops_dvc_repro_naming_the_sample(project):
+    mask = project / "data/camvid/valannot/0016E5_07959.png"
+    labels = np.asarray(Image.open(mask)).copy()
+    labels[:10, :10] = 200
+    Image.fromarray(labels).save(mask)
+    lock_before = (project / "dvc.lock").read_text()
+    result = run([str(BIN / "dvc"), "repro"], project, check=False)
+    assert result.returncode != 0
+    assert "[FAIL] label_values_valid" in result.stdout
+    assert "val/0016E5_07959: invalid raw values 200 in 100 pixels" in result.stdout
+    lock = (project / "dvc.lock").read_text()
+    validate_lock = lock[lock.index("  validate:") :]
+    assert validate_lock == lock_before[lock_before.index("  validate:") :]
