@@ -10,48 +10,40 @@ import pandas as pd
 from great_expectations.expectations import Expectation
 
 
+def _error_text(row: pd.Series) -> str:
+    return row["errors"]
+
+
 @dataclass(frozen=True)
 class Check:
-    """One gate check: which table it reads, the expectations, and how to name an offender."""
+    """One gate check: the expectations, the table they read, and how to name an offender."""
 
     name: str
     description: str
-    table: str
-    id_column: str
     expectations: tuple[Expectation, ...]
-    detail: Callable[[pd.Series], str]
-
-
-def _error_text(row: pd.Series) -> str:
-    return row["errors"]
+    detail: Callable[[pd.Series], str] = _error_text
+    table: str = "samples"
+    id_column: str = "sample_id"
 
 
 CHECKS: tuple[Check, ...] = (
     Check(
         name="image_decodes",
         description="every image file exists and decodes",
-        table="samples",
-        id_column="sample_id",
         expectations=(
             gx.expectations.ExpectColumnValuesToBeInSet(column="image_ok", value_set=[1]),
         ),
-        detail=_error_text,
     ),
     Check(
         name="mask_decodes",
         description="every mask file exists and decodes as a single-channel label image",
-        table="samples",
-        id_column="sample_id",
         expectations=(
             gx.expectations.ExpectColumnValuesToBeInSet(column="mask_ok", value_set=[1]),
         ),
-        detail=_error_text,
     ),
     Check(
         name="mask_size_matches_image",
         description="each mask has its image's height and width",
-        table="samples",
-        id_column="sample_id",
         expectations=(
             gx.expectations.ExpectColumnPairValuesToBeEqual(
                 column_A="image_size", column_B="mask_size", ignore_row_if="either_value_is_missing"
@@ -62,8 +54,6 @@ CHECKS: tuple[Check, ...] = (
     Check(
         name="label_values_valid",
         description="mask values are class ids or the void/ignore value",
-        table="samples",
-        id_column="sample_id",
         expectations=(
             gx.expectations.ExpectColumnValuesToBeInSet(
                 column="invalid_label_pixels", value_set=[0]
@@ -77,8 +67,6 @@ CHECKS: tuple[Check, ...] = (
     Check(
         name="no_content_in_two_splits",
         description="no image content (pixel hash) appears in more than one split",
-        table="samples",
-        id_column="sample_id",
         expectations=(
             gx.expectations.ExpectColumnValuesToBeInSet(
                 column="splits_with_same_content", value_set=[1]

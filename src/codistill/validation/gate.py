@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+import great_expectations as gx
 import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from codistill.artifacts import write_json_atomic, write_text_atomic
 from codistill.config import ValidateConfig
@@ -14,11 +15,6 @@ from codistill.data.gate import REPORT_VERSION
 from codistill.data.prepare import DATASET_JSON
 from codistill.validation.checks import CHECKS, Check
 from codistill.validation.tables import classes_table, samples_table, splits_table
-
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-
-import great_expectations as gx
-from great_expectations.data_context.types.base import ProgressBarsConfig
 
 
 def _batches(tables: dict[str, pd.DataFrame]) -> dict[str, object]:

@@ -1,0 +1,28 @@
+"""The core runs on a bare GPU machine: it must not pull in any edge library."""
+
+import json
+import subprocess
+import sys
+
+CORE = ["codistill.config", "codistill.data", "codistill.models", "codistill.cli"]
+EDGES = ["great_expectations", "dvc", "mlflow", "kfp", "tritonclient", "pytriton", "pandas"]
+
+
+def test_core_imports_no_edge_library():
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {CORE!r}: importlib.import_module(name)\n"
+        f"print(json.dumps([m for m in {EDGES!r} if m in sys.modules]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_gate_edge_does_import_great_expectations():
+    code = "import sys, codistill.validation.gate; print('great_expectations' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip().endswith("True")
