@@ -106,6 +106,151 @@ class ModelsConfig:
     )
 
 
+Method = Literal["independent", "dml", "kdcl", "ours"]
+
+
+@dataclass(frozen=True)
+class HFDConfig:
+    """Heterogeneous feature distillation on the stage-1 features."""
+
+    mode: Literal["mimic", "crossfeed"] = "mimic"
+
+
+@dataclass(frozen=True)
+class RegionBSDConfig:
+    """Region-wise selective distillation on decoder features."""
+
+    window: int = 8
+    margin: float = 0.0
+    score: Literal["ce", "entropy"] = "ce"
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ConfigError(f"window: {self.window} must be at least 1")
+        if self.margin < 0:
+            raise ConfigError(f"margin: {self.margin} must not be negative")
+
+
+@dataclass(frozen=True)
+class PixelBSDConfig:
+    """Pixel-wise selective distillation on logits."""
+
+    rule: Literal["correct_only", "correct_or_more_confident", "lower_ce"] = (
+        "correct_or_more_confident"
+    )
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature: {self.temperature} must be positive")
+
+
+@dataclass(frozen=True)
+class TemperatureConfig:
+    """A distillation term whose only knob is the softmax temperature."""
+
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature: {self.temperature} must be positive")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Options and weights of every distillation term (used only when the term is on)."""
+
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"hfd": 1.0, "rbsd": 1.0, "pbsd": 1.0, "dml": 1.0, "kdcl": 1.0}
+    )
+    warmup_iters: int = 0
+    hfd: HFDConfig = field(default_factory=HFDConfig)
+    rbsd: RegionBSDConfig = field(default_factory=RegionBSDConfig)
+    pbsd: PixelBSDConfig = field(default_factory=PixelBSDConfig)
+    dml: TemperatureConfig = field(default_factory=TemperatureConfig)
+    kdcl: TemperatureConfig = field(default_factory=TemperatureConfig)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.weights) - DISTILL_TERMS)
+        if unknown:
+            raise ConfigError(
+                f"weights.{unknown[0]}: not a distillation term "
+                f"({', '.join(sorted(DISTILL_TERMS))})"
+            )
+        if self.warmup_iters < 0:
+            raise ConfigError(f"warmup_iters: {self.warmup_iters} must not be negative")
+
+
+DISTILL_TERMS = frozenset({"hfd", "rbsd", "pbsd", "dml", "kdcl"})
+
+
+@dataclass(frozen=True)
+class SGDConfig:
+    """The CNN student's optimizer: SGD with momentum and a poly schedule."""
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+
+
+@dataclass(frozen=True)
+class AdamWConfig:
+    """The ViT student's optimizer: AdamW, a faster head, and a poly schedule."""
+
+    lr: float = 6e-5
+    head_lr_mult: float = 10.0
+    weight_decay: float = 0.01
+    poly_power: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The co-training run: method, ablation switches, schedule and augmentation."""
+
+    method: Method = "ours"
+    hfd: bool | None = None
+    rbsd: bool | None = None
+    pbsd: bool | None = None
+    seed: int = 0
+    iterations: int = 400
+    batch_size: int = 8
+    crop: tuple[int, int] = (192, 256)
+    scale: tuple[float, float] = (0.5, 2.0)
+    flip: bool = True
+    num_workers: int = 2
+    log_every: int = 10
+    checkpoint_every: int = 50
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    cnn_optimizer: SGDConfig = field(default_factory=SGDConfig)
+    vit_optimizer: AdamWConfig = field(default_factory=AdamWConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_size", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: {getattr(self, name)} must be at least 1")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers: {self.num_workers} must not be negative")
+        if min(self.crop) < 8:
+            raise ConfigError(f"crop: {list(self.crop)} must be at least 8 pixels each way")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ConfigError(f"scale: {list(self.scale)} is not a range of positive factors")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Whole-image, single-scale evaluation."""
+
+    split: str = "test"
+    overlays: int = 4
+
+    def __post_init__(self) -> None:
+        if self.overlays < 0:
+            raise ConfigError(f"overlays: {self.overlays} must not be negative")
+
+
 @dataclass(frozen=True)
 class Params:
     """Every knob of the pipeline, grouped by stage."""
@@ -114,12 +259,46 @@ class Params:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+PROFILE_KEYS = ("profile", "profiles")
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_profile(data: dict) -> dict:
+    """Merge the section ``profiles.<profile>`` over the base keys and drop the profile keys.
+
+    A profile without a section (``cpu`` by convention) is the base configuration itself.
+    """
+    profile = data.get("profile")
+    sections = data.get("profiles") or {}
+    if not isinstance(sections, dict):
+        raise ConfigError("profiles: expected a mapping of profile name to overrides")
+    if profile is not None and profile not in sections and profile != "cpu":
+        raise ConfigError(
+            f"profile: {profile!r} has no section under profiles "
+            f"(found: {', '.join(sorted(sections)) or 'none'})"
+        )
+    base = {k: v for k, v in data.items() if k not in PROFILE_KEYS}
+    return _merge(base, sections.get(profile) or {}) if profile else base
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Parse and validate ``params.yaml``; errors name the file and the offending key."""
+    """Parse and validate ``params.yaml`` under its profile; errors name the file and key."""
     data = load_yaml_mapping(path)
     try:
-        return from_mapping(Params, data)
+        return from_mapping(Params, apply_profile(data))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

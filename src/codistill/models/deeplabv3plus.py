@@ -8,7 +8,7 @@ from torch import nn
 
 from codistill.config import StudentConfig
 from codistill.models.blocks import conv_bn_relu
-from codistill.models.encoders import create_encoder, finest_feature_index
+from codistill.models.encoders import create_encoder, features_from, finest_feature_index
 from codistill.models.output import StudentOutput
 from codistill.models.registry import register_architecture
 
@@ -58,6 +58,8 @@ class DeepLabV3Plus(nn.Module):
         channels = self.encoder.feature_info.channels()
         self.low_index = finest_feature_index(self.encoder.feature_info.reduction())
         width = cfg.decoder_channels
+        self.low_channels = channels[self.low_index]
+        self.dec_channels = width
         self.aspp = ASPP(channels[-1], width, cfg.aspp_rates)
         self.reduce_low = conv_bn_relu(channels[self.low_index], cfg.low_level_channels)
         self.decoder = nn.Sequential(
@@ -68,7 +70,14 @@ class DeepLabV3Plus(nn.Module):
 
     def forward(self, image: torch.Tensor) -> StudentOutput:
         """Segment ``image`` (N×3×H×W); outputs are at the low-level feature's stride."""
-        features = self.encoder(image)
+        return self.decode(self.encoder(image))
+
+    def forward_from_low(self, low: torch.Tensor) -> StudentOutput:
+        """Run the rest of the encoder and the head from a stage-1 feature ``low``."""
+        return self.decode(features_from(self.encoder, self.low_index, low))
+
+    def decode(self, features: list[torch.Tensor]) -> StudentOutput:
+        """Head over the encoder's feature list."""
         low = features[self.low_index]
         context = F.interpolate(
             self.aspp(features[-1]), size=low.shape[2:], mode="bilinear", align_corners=False

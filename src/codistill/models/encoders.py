@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import timm
+import torch
+from timm.models._features import FeatureListNet
 from torch import nn
 
 from codistill.config import StudentConfig
@@ -44,3 +46,23 @@ def finest_feature_index(reductions: list[int], minimum: int = 4) -> int:
     """Index of the earliest feature at the smallest stride of at least ``minimum``."""
     candidates = [r for r in reductions if r >= minimum] or reductions
     return reductions.index(min(candidates))
+
+
+def features_from(encoder: nn.Module, index: int, feature: torch.Tensor) -> list:
+    """Run ``encoder`` onward from its feature ``index``, given that feature's value.
+
+    Returns the full feature list with earlier entries as None. Works for timm's sequential
+    ``FeatureListNet`` encoders; others raise EncoderError.
+    """
+    if not isinstance(encoder, FeatureListNet):
+        raise EncoderError(f"{type(encoder).__name__} encoders cannot resume from a feature")
+    names = list(encoder.return_layers)
+    modules = list(encoder.items())
+    start = [name for name, _ in modules].index(names[index]) + 1
+    features: list = [None] * index + [feature]
+    x = feature
+    for name, module in modules[start:]:
+        x = module(x)
+        if name in encoder.return_layers:
+            features.append(x)
+    return features

@@ -8,7 +8,7 @@ from torch import nn
 
 from codistill.config import StudentConfig
 from codistill.models.blocks import conv_bn_relu
-from codistill.models.encoders import create_encoder, finest_feature_index
+from codistill.models.encoders import create_encoder, features_from, finest_feature_index
 from codistill.models.output import StudentOutput
 from codistill.models.registry import register_architecture
 
@@ -22,16 +22,26 @@ class SegFormer(nn.Module):
         self.encoder = create_encoder(cfg)
         channels = self.encoder.feature_info.channels()
         # Stages finer than stride 4 (some CNN encoders have one) are not decoded.
-        self.first_stage = finest_feature_index(self.encoder.feature_info.reduction())
+        self.low_index = finest_feature_index(self.encoder.feature_info.reduction())
         width = cfg.decoder_channels
-        self.project = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels[self.first_stage :])
+        self.low_channels = channels[self.low_index]
+        self.dec_channels = width
+        self.project = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels[self.low_index :])
         self.fuse = conv_bn_relu(width * len(self.project), width)
         self.dropout = nn.Dropout(0.1)
         self.classifier = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, image: torch.Tensor) -> StudentOutput:
         """Segment ``image`` (N×3×H×W); outputs are at the first decoded stage's stride."""
-        features = self.encoder(image)[self.first_stage :]
+        return self.decode(self.encoder(image))
+
+    def forward_from_low(self, low: torch.Tensor) -> StudentOutput:
+        """Run the rest of the encoder and the head from a stage-1 feature ``low``."""
+        return self.decode(features_from(self.encoder, self.low_index, low))
+
+    def decode(self, features: list[torch.Tensor]) -> StudentOutput:
+        """All-MLP head over the encoder's feature list."""
+        features = features[self.low_index :]
         size = features[0].shape[2:]
         projected = [
             F.interpolate(proj(f), size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,62 @@
+"""HFD: heterogeneous feature distillation between the two students' stage-1 features."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from codistill.config import DistillConfig
+from codistill.data.spec import IGNORE_INDEX
+from codistill.distill.adapters import adapter_pair
+from codistill.distill.pair import StudentPair, channel_norm, resize_to
+from codistill.distill.registry import register_term
+from codistill.models.output import upsample_logits
+
+
+class HeterogeneousFeatureDistillation(nn.Module):
+    """``mimic``: each student's adapted low feature regresses the other's normalized one.
+
+    ``crossfeed``: each student's adapted low feature runs through the *other* student's
+    later stages and head, and that path is supervised by the labels.
+    """
+
+    def __init__(self, mode: str, cnn_low: int, vit_low: int) -> None:
+        super().__init__()
+        self.mode = mode
+        self.adapters = adapter_pair(cnn_low, vit_low)
+
+    def forward(self, pair: StudentPair) -> torch.Tensor:
+        """The HFD loss of one batch."""
+        cnn_as_vit = self.adapters["cnn"](pair.cnn.low)
+        vit_as_cnn = self.adapters["vit"](pair.vit.low)
+        if self.mode == "mimic":
+            vit_target = channel_norm(resize_to(pair.vit.low.detach(), cnn_as_vit.shape[-2:]))
+            cnn_target = channel_norm(resize_to(pair.cnn.low.detach(), vit_as_cnn.shape[-2:]))
+            return F.mse_loss(cnn_as_vit.float(), vit_target.float()) + F.mse_loss(
+                vit_as_cnn.float(), cnn_target.float()
+            )
+        if pair.cnn_model is None or pair.vit_model is None:
+            raise ValueError("HFD crossfeed needs both student models in the StudentPair")
+        through_vit = pair.vit_model.forward_from_low(
+            resize_to(cnn_as_vit, pair.vit.low.shape[-2:])
+        )
+        through_cnn = pair.cnn_model.forward_from_low(
+            resize_to(vit_as_cnn, pair.cnn.low.shape[-2:])
+        )
+        size = pair.labels.shape[-2:]
+        return sum(
+            F.cross_entropy(
+                upsample_logits(out.logits, size).float(),
+                pair.labels,
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            )
+            / pair.valid_count()
+            for out in (through_vit, through_cnn)
+        )
+
+
+@register_term("hfd")
+def _build(cfg: DistillConfig, channels: dict[str, int]) -> nn.Module:
+    return HeterogeneousFeatureDistillation(cfg.hfd.mode, channels["cnn_low"], channels["vit_low"])

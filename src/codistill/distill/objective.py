@@ -1,0 +1,72 @@
+"""The co-training objective: supervision plus the configured distillation terms."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from codistill.config import DistillConfig, TrainConfig
+from codistill.distill.pair import StudentPair
+from codistill.distill.registry import build_term
+from codistill.distill.supervised import supervised_loss
+
+METHOD_TERMS: dict[str, tuple[str, ...]] = {
+    "independent": (),
+    "dml": ("dml",),
+    "kdcl": ("kdcl",),
+    "ours": ("hfd", "rbsd", "pbsd"),
+}
+ABLATION_FLAGS = ("hfd", "rbsd", "pbsd")
+TERM_ORDER = ("hfd", "rbsd", "pbsd", "dml", "kdcl")
+
+
+def active_terms(cfg: TrainConfig) -> tuple[str, ...]:
+    """The method's terms, with each ablation flag (true/false) switching its term on or off."""
+    terms = set(METHOD_TERMS[cfg.method])
+    for flag in ABLATION_FLAGS:
+        value = getattr(cfg, flag)
+        if value is True:
+            terms.add(flag)
+        elif value is False:
+            terms.discard(flag)
+    return tuple(t for t in TERM_ORDER if t in terms)
+
+
+def warmup_factor(iteration: int, warmup_iters: int) -> float:
+    """Linear ramp of the distillation weights from 0 at iteration 0 to 1 at ``warmup_iters``."""
+    return 1.0 if warmup_iters == 0 else min(1.0, iteration / warmup_iters)
+
+
+class CoDistillationObjective(nn.Module):
+    """L = L_sup + ramp · Σ λ_t · L_t over the active terms; holds the terms' adapters."""
+
+    def __init__(
+        self, train: TrainConfig, distill: DistillConfig, channels: dict[str, int]
+    ) -> None:
+        super().__init__()
+        self.names = active_terms(train)
+        self.terms = nn.ModuleDict({n: build_term(n, distill, channels) for n in self.names})
+        self.weights = {n: distill.weights.get(n, 1.0) for n in self.names}
+        self.warmup_iters = distill.warmup_iters
+
+    def forward(self, pair: StudentPair, iteration: int) -> tuple[torch.Tensor, dict]:
+        """Total loss, and each unweighted term (detached) for logging."""
+        sup = supervised_loss(pair)
+        parts = {"sup": sup.detach()}
+        total = sup
+        ramp = warmup_factor(iteration, self.warmup_iters)
+        for name, term in self.terms.items():
+            value = term(pair)
+            parts[name] = value.detach()
+            total = total + ramp * self.weights[name] * value
+        parts["total"] = total.detach()
+        return total, parts
+
+    def owned_parameters(self, owner: str) -> list[nn.Parameter]:
+        """Adapter parameters owned by ``owner`` (``cnn`` or ``vit``), for its optimizer."""
+        return [
+            p
+            for term in self.terms.values()
+            if hasattr(term, "adapters")
+            for p in term.adapters[owner].parameters()
+        ]

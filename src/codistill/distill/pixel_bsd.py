@@ -1,0 +1,59 @@
+"""Pixel-wise BSD: a pixel's prediction flows only from the student that is reliable there."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from codistill.config import DistillConfig
+from codistill.distill.pair import StudentPair, kl_map
+from codistill.distill.registry import register_term
+
+
+def true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """softmax(logits) at each pixel's label, N×H×W (labels must be valid class ids)."""
+    return logits.softmax(dim=1).gather(1, labels[:, None].long())[:, 0]
+
+
+def select_pixels(pair: StudentPair, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean N×H×W maps (cnn teaches, vit teaches) under ``rule``; never at ignored pixels.
+
+    ``correct_only``: the teacher is right and the learner wrong.
+    ``correct_or_more_confident``: that, or both right and the teacher gives the true class
+    the higher probability. ``lower_ce``: the teacher has the lower per-pixel CE.
+    """
+    if rule == "lower_ce":
+        return (pair.valid & (pair.cnn_ce < pair.vit_ce), pair.valid & (pair.vit_ce < pair.cnn_ce))
+    cnn_right = pair.valid & (pair.cnn_logits.argmax(dim=1) == pair.labels)
+    vit_right = pair.valid & (pair.vit_logits.argmax(dim=1) == pair.labels)
+    cnn_teaches = cnn_right & ~vit_right
+    vit_teaches = vit_right & ~cnn_right
+    if rule == "correct_or_more_confident":
+        cnn_p = true_class_probability(pair.cnn_logits, pair.safe_labels)
+        vit_p = true_class_probability(pair.vit_logits, pair.safe_labels)
+        both = cnn_right & vit_right
+        cnn_teaches = cnn_teaches | (both & (cnn_p > vit_p))
+        vit_teaches = vit_teaches | (both & (vit_p > cnn_p))
+    return cnn_teaches, vit_teaches
+
+
+class PixelSelectiveDistillation(nn.Module):
+    """T² · KL(sg(p_teacher) ‖ p_learner) over the selected pixels, divided by |Ω|."""
+
+    def __init__(self, rule: str, temperature: float) -> None:
+        super().__init__()
+        self.rule = rule
+        self.temperature = temperature
+
+    def forward(self, pair: StudentPair) -> torch.Tensor:
+        """The pixel-wise BSD loss of one batch."""
+        cnn_teaches, vit_teaches = select_pixels(pair, self.rule)
+        t = self.temperature
+        to_vit = kl_map(pair.cnn_logits, pair.vit_logits, t) * cnn_teaches
+        to_cnn = kl_map(pair.vit_logits, pair.cnn_logits, t) * vit_teaches
+        return t * t * (to_vit.sum() + to_cnn.sum()) / pair.valid_count()
+
+
+@register_term("pbsd")
+def _build(cfg: DistillConfig, channels: dict[str, int]) -> nn.Module:
+    return PixelSelectiveDistillation(cfg.pbsd.rule, cfg.pbsd.temperature)

@@ -1,0 +1,98 @@
+"""Region-wise BSD: per window, the more reliable student's decoder feature teaches the other."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from codistill.config import DistillConfig
+from codistill.distill.adapters import adapter_pair
+from codistill.distill.pair import StudentPair, channel_norm, resize_to
+from codistill.distill.registry import register_term
+
+
+def _window_mean(values: torch.Tensor, weights: torch.Tensor, window: int) -> torch.Tensor:
+    """Weighted mean of N×1×h×w ``values`` over window×window cells (partial edge windows)."""
+    numerator = F.avg_pool2d(values * weights, window, window, ceil_mode=True)
+    denominator = F.avg_pool2d(weights, window, window, ceil_mode=True)
+    return numerator / denominator.clamp(min=1e-12)
+
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1, keepdim=True)
+
+
+def _to_grid(window_map: torch.Tensor, window: int, size: torch.Size) -> torch.Tensor:
+    """Expand a per-window map back onto the h×w decoder grid."""
+    expanded = window_map.repeat_interleave(window, dim=2).repeat_interleave(window, dim=3)
+    return expanded[..., : size[0], : size[1]]
+
+
+class RegionSelectiveDistillation(nn.Module):
+    """Cut the decoder grid into windows; the student with the lower score teaches there."""
+
+    def __init__(self, window: int, margin: float, score: str, cnn_dec: int, vit_dec: int) -> None:
+        super().__init__()
+        self.window = window
+        self.margin = margin
+        self.score = score
+        self.adapters = adapter_pair(cnn_dec, vit_dec)
+
+    def window_scores(self, pair: StudentPair) -> tuple[torch.Tensor, ...]:
+        """(cnn score, vit score, scored) per window, each N×1×H'×W' (lower score = better)."""
+        grid = pair.cnn.dec.shape[-2:]
+        if self.score == "entropy":
+            cnn_entropy = _entropy(resize_to(pair.cnn.logits, grid))
+            vit_entropy = _entropy(resize_to(pair.vit.logits, grid))
+            ones = torch.ones_like(cnn_entropy)
+            cnn = _window_mean(cnn_entropy, ones, self.window)
+            vit = _window_mean(vit_entropy, ones, self.window)
+            return cnn, vit, torch.ones_like(cnn, dtype=torch.bool)
+        valid = F.adaptive_avg_pool2d(pair.valid[:, None].float(), grid)
+        cnn_ce = F.adaptive_avg_pool2d(pair.cnn_ce[:, None], grid)
+        vit_ce = F.adaptive_avg_pool2d(pair.vit_ce[:, None], grid)
+        # Cell CE sums over the cell's valid share give the mean CE over valid pixels.
+        ones = torch.ones_like(valid)
+        valid_share = _window_mean(valid, ones, self.window)
+        cnn = _window_mean(cnn_ce, ones, self.window) / valid_share.clamp(min=1e-12)
+        vit = _window_mean(vit_ce, ones, self.window) / valid_share.clamp(min=1e-12)
+        return cnn, vit, valid_share > 0
+
+    def _select(
+        self, cnn: torch.Tensor, vit: torch.Tensor, scored: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return scored & (cnn + self.margin < vit), scored & (vit + self.margin < cnn)
+
+    def directions(self, pair: StudentPair) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boolean N×1×H'×W' window maps: where the CNN teaches, where the ViT teaches."""
+        return self._select(*self.window_scores(pair))
+
+    def forward(self, pair: StudentPair) -> torch.Tensor:
+        """The region-wise BSD loss of one batch."""
+        cnn_score, vit_score, scored = self.window_scores(pair)
+        cnn_teaches, vit_teaches = self._select(cnn_score, vit_score, scored)
+        grid = pair.cnn.dec.shape[-2:]
+        to_vit = _to_grid(cnn_teaches, self.window, grid)[:, 0]
+        to_cnn = _to_grid(vit_teaches, self.window, grid)[:, 0]
+        positions = _to_grid(scored, self.window, grid).sum().clamp(min=1)
+        vit_dec = resize_to(pair.vit.dec, grid)
+        vit_error = (
+            (self.adapters["vit"](vit_dec).float() - channel_norm(pair.cnn.dec.detach()).float())
+            .pow(2)
+            .mean(dim=1)
+        )
+        cnn_error = (
+            (self.adapters["cnn"](pair.cnn.dec).float() - channel_norm(vit_dec.detach()).float())
+            .pow(2)
+            .mean(dim=1)
+        )
+        return ((vit_error * to_vit).sum() + (cnn_error * to_cnn).sum()) / positions
+
+
+@register_term("rbsd")
+def _build(cfg: DistillConfig, channels: dict[str, int]) -> nn.Module:
+    return RegionSelectiveDistillation(
+        cfg.rbsd.window, cfg.rbsd.margin, cfg.rbsd.score, channels["cnn_dec"], channels["vit_dec"]
+    )
