@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from codistill.config import ConfigError, load_params
+from codistill.data.gate import UnvalidatedDataError
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -36,6 +37,42 @@ def _validate(args: argparse.Namespace) -> int:
     summary_path = write_report(report, args.report)
     print(summary_path.read_text(), end="")
     return 0 if report["passed"] else 1
+
+
+def _train(args: argparse.Namespace) -> int:
+    from codistill.data import require_validated
+    from codistill.engine.distributed import shutdown_distributed
+    from codistill.engine.trainer import CoTrainer
+
+    params = load_params(args.params)
+    require_validated(args.prepared, args.report)
+    try:
+        trainer = CoTrainer(params, args.prepared, args.out, tracking=params.tracking.enabled)
+        metrics = trainer.run()
+    finally:
+        shutdown_distributed()
+    if metrics:
+        final = metrics["final"]
+        print(
+            f"trained {metrics['method']} ({', '.join(metrics['terms']) or 'no cross terms'}) "
+            f"to iteration {metrics['iterations']}: loss {final.get('loss_total', 0):.4f}"
+        )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from codistill.data import require_validated
+    from codistill.evaluation.stage import run_evaluation
+
+    params = load_params(args.params)
+    require_validated(args.prepared, args.report)
+    summary = run_evaluation(params, args.prepared, args.train, args.out)
+    for role, scores in summary.items():
+        print(
+            f"{role}: mIoU {scores['miou']:.4f}, pixel accuracy "
+            f"{scores['pixel_accuracy']:.4f}, {scores['images_per_s']:.1f} images/s"
+        )
+    return 0
 
 
 def _students(args: argparse.Namespace) -> int:
@@ -77,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--report", type=Path, required=True, help="JSON report to write")
     validate.set_defaults(run=_validate)
 
+    train = command("train", "Co-train both students (resumes from OUT/last.pt).")
+    train.add_argument("--prepared", type=Path, required=True, help="prepared folder")
+    train.add_argument("--report", type=Path, required=True, help="passing validation report")
+    train.add_argument("--out", type=Path, required=True, help="training output folder")
+    train.set_defaults(run=_train)
+
+    evaluate = command("evaluate", "Score both trained students on a split.")
+    evaluate.add_argument("--prepared", type=Path, required=True, help="prepared folder")
+    evaluate.add_argument("--report", type=Path, required=True, help="passing validation report")
+    evaluate.add_argument("--train", type=Path, required=True, help="training output folder")
+    evaluate.add_argument("--out", type=Path, required=True, help="evaluation output folder")
+    evaluate.set_defaults(run=_evaluate)
+
     students = command("students", "Build both students and print their parameter counts.")
     students.set_defaults(run=_students)
     return parser
@@ -87,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, FileNotFoundError, KeyError) as err:
+    except (ConfigError, FileNotFoundError, KeyError, UnvalidatedDataError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"codistill {args.command}: error: {message}", file=sys.stderr)
         return 2

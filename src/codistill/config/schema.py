@@ -240,6 +240,13 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking of the train stage (the URI comes from MLFLOW_TRACKING_URI)."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     """Whole-image, single-scale evaluation."""
 
@@ -262,6 +269,7 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 PROFILE_KEYS = ("profile", "profiles")

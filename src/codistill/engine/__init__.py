@@ -1,0 +1,1 @@
+"""Training: the co-training loop, checkpoints, distributed setup and tracking."""

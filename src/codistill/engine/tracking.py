@@ -1,0 +1,114 @@
+"""Experiment tracking: an optional MLflow edge behind a small interface the trainer calls."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "codistill"
+
+
+class Tracker(Protocol):
+    """What the trainer reports: parameters once, metrics per step, files, and the outcome."""
+
+    run_id: str | None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Record flat run parameters."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Record metric values at ``step``."""
+
+    def log_artifact(self, path: str | Path) -> None:
+        """Attach a file to the run."""
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Close the run with ``status``."""
+
+
+class NullTracker:
+    """Tracks nothing: for runs without MLflow and for non-main ranks."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Ignore parameters."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Ignore metrics."""
+
+    def log_artifact(self, path: str | Path) -> None:
+        """Ignore files."""
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Nothing to close."""
+
+
+class MlflowTracker:
+    """One MLflow run, configured from the environment.
+
+    Honours MLFLOW_TRACKING_URI (default ``sqlite:///mlflow.db``), MLFLOW_EXPERIMENT_NAME
+    (default ``codistill``) and MLFLOW_RUN_ID (continue that run); ``resume_run_id``
+    continues the run of an interrupted training.
+    """
+
+    def __init__(
+        self, run_name: str, resume_run_id: str | None = None, tags: dict[str, str] | None = None
+    ) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        import mlflow
+
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT))
+        run_id = os.environ.get("MLFLOW_RUN_ID") or resume_run_id
+        nested = mlflow.active_run() is not None
+        self._run = mlflow.start_run(
+            run_id=run_id, run_name=None if run_id else run_name, nested=nested, tags=tags
+        )
+        self.run_id = self._run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Record parameters, skipping ones this (resumed) run already holds."""
+        known = self._mlflow.get_run(self.run_id).data.params
+        fresh = {k: str(v) for k, v in params.items() if k not in known}
+        if fresh:
+            self._mlflow.log_params(fresh)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Record metric values at ``step``."""
+        self._mlflow.log_metrics(metrics, step=step)
+
+    def log_artifact(self, path: str | Path) -> None:
+        """Attach a file to the run."""
+        self._mlflow.log_artifact(str(path))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """End the run."""
+        self._mlflow.end_run(status=status)
+
+
+def create_tracker(
+    enabled: bool,
+    run_name: str,
+    resume_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Tracker:
+    """An MlflowTracker when ``enabled``, else a NullTracker."""
+    if not enabled:
+        return NullTracker()
+    return MlflowTracker(run_name, resume_run_id, tags)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts into dotted keys, for run parameters."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

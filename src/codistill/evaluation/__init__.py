@@ -1,0 +1,1 @@
+"""Evaluation: confusion-matrix metrics, whole-image inference, and plots."""

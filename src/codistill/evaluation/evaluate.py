@@ -1,0 +1,74 @@
+"""Whole-image, single-scale evaluation of both students on a prepared split."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from codistill.data.loading import PreparedSplit
+from codistill.evaluation.metrics import confusion_matrix, segmentation_scores
+from codistill.models.output import upsample_logits
+
+
+def predict(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """Arg-max labels at the input's size for one N×3×H×W batch."""
+    return upsample_logits(model(image).logits, image.shape[-2:]).argmax(dim=1)
+
+
+@torch.no_grad()
+def evaluate_students(
+    models: dict[str, nn.Module],
+    prepared_dir: str | Path,
+    split: str,
+    device: torch.device,
+    keep: int = 0,
+) -> tuple[dict, list[dict]]:
+    """Score each model on every image of ``split``, one image at a time at native size.
+
+    Returns per-model scores (with the confusion matrix and images per second) and, for the
+    first ``keep`` images, the image, its labels and each model's prediction for plots.
+    """
+    data = PreparedSplit(prepared_dir, split)
+    num_classes = data.info["num_classes"]
+    confusion = {name: torch.zeros(num_classes, num_classes, dtype=torch.int64) for name in models}
+    seconds = dict.fromkeys(models, 0.0)
+    examples: list[dict] = []
+    for model in models.values():
+        model.eval().to(device)
+    for index in range(len(data)):
+        image, labels = data[index, 0]
+        batch = image[None].to(device)
+        example = (
+            {
+                "id": data.sample_id(index),
+                "labels": labels.numpy(),
+                "image": data.reader.read(data.rows[index])[0],
+            }
+            if index < keep
+            else None
+        )
+        for name, model in models.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            prediction = predict(model, batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[name] += time.perf_counter() - start
+            confusion[name] += confusion_matrix(prediction[0].cpu(), labels, num_classes)
+            if example is not None:
+                example[name] = prediction[0].cpu().numpy().astype(np.uint8)
+        if example is not None:
+            examples.append(example)
+    scores = {}
+    for name in models:
+        scores[name] = {
+            **segmentation_scores(confusion[name].numpy()),
+            "images_per_s": round(len(data) / seconds[name], 3),
+            "confusion": confusion[name].tolist(),
+        }
+    return scores, examples

@@ -1,0 +1,36 @@
+"""Segmentation scores from a confusion matrix: IoU per class, mIoU, pixel accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from codistill.data.spec import IGNORE_INDEX
+
+
+def confusion_matrix(
+    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """K×K int64 counts, rows = true class, columns = predicted; ignored pixels excluded."""
+    valid = labels != IGNORE_INDEX
+    index = labels[valid].long() * num_classes + predictions[valid].long()
+    return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def segmentation_scores(confusion: np.ndarray) -> dict:
+    """Scores: mIoU over classes seen in labels or predictions, per-class IoU, pixel accuracy.
+
+    A class absent from both labels and predictions has no IoU (None) and does not count
+    in the mean; one that is predicted but never labelled has IoU 0.
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    true_positive = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - true_positive
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, true_positive / union, np.nan)
+    total = confusion.sum()
+    return {
+        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
+        "pixel_accuracy": float(true_positive.sum() / total) if total else 0.0,
+        "per_class_iou": [None if np.isnan(v) else float(v) for v in iou],
+    }

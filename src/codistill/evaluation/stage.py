@@ -1,0 +1,94 @@
+"""The evaluate stage: trained students in, metrics, per-class report and pictures out."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from codistill.artifacts import write_json_atomic, write_text_atomic
+from codistill.config import Params
+from codistill.data.base import dataset_spec
+from codistill.engine.checkpoint import load_checkpoint
+from codistill.evaluation.evaluate import evaluate_students
+from codistill.evaluation.plots import overlay_grid, per_class_iou_chart
+from codistill.models import build_student
+
+METRICS_JSON = "metrics.json"
+REPORT_JSON = "report.json"
+PER_CLASS_CSV = "per_class_iou.csv"
+
+
+def load_students(params: Params, train_dir: Path, num_classes: int) -> dict[str, nn.Module]:
+    """Both trained students, as plain models (no distillation adapters)."""
+    students = {}
+    for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
+        path = train_dir / f"{role}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no trained {role} student; run the train stage")
+        model = build_student(cfg, num_classes)
+        model.load_state_dict(load_checkpoint(path))
+        students[role] = model
+    return students
+
+
+def _per_class_csv(scores: dict, class_names: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["class", *scores])
+    for index, name in enumerate(class_names):
+        values = [scores[role]["per_class_iou"][index] for role in scores]
+        writer.writerow([name, *("" if v is None else round(v, 6) for v in values)])
+    return buffer.getvalue()
+
+
+def run_evaluation(
+    params: Params,
+    prepared_dir: str | Path,
+    train_dir: str | Path,
+    out_dir: str | Path,
+    device: torch.device | None = None,
+) -> dict:
+    """Evaluate both students on ``params.evaluate.split`` and write the stage outputs."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = dataset_spec(params.data.dataset)
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    students = load_students(params, Path(train_dir), spec.num_classes)
+    split = params.evaluate.split
+    scores, examples = evaluate_students(
+        students, prepared_dir, split, device, keep=params.evaluate.overlays
+    )
+    class_names = list(spec.class_names)
+    summary = {
+        role: {
+            "miou": round(s["miou"], 6),
+            "pixel_accuracy": round(s["pixel_accuracy"], 6),
+            "images_per_s": s["images_per_s"],
+        }
+        for role, s in scores.items()
+    }
+    write_json_atomic(out_dir / METRICS_JSON, {"split": split, **summary})
+    write_json_atomic(
+        out_dir / REPORT_JSON,
+        {
+            "split": split,
+            "device": str(device),
+            "class_names": class_names,
+            **{
+                role: {
+                    **summary[role],
+                    "per_class_iou": dict(zip(class_names, s["per_class_iou"], strict=True)),
+                    "confusion": s["confusion"],
+                }
+                for role, s in scores.items()
+            },
+        },
+    )
+    write_text_atomic(out_dir / PER_CLASS_CSV, _per_class_csv(scores, class_names))
+    per_class_iou_chart(scores, class_names, out_dir / "per_class_iou.png")
+    overlay_grid(examples, spec, list(students), out_dir / "overlays.png")
+    return summary
