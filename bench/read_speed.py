@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from codistill.artifacts import write_text_atomic
 from codistill.data import ShardReader, create_reader

@@ -79,3 +79,24 @@ def test_invalid_yaml_and_missing_file_name_the_file(tmp_path):
         load_params(write(tmp_path, "data: [unclosed\n"))
     with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_gpu_profile_overrides_only_its_keys(tmp_path):
+    text = REPO_PARAMS.read_text().replace("profile: cpu", "profile: gpu", 1)
+    base, gpu = load_params(REPO_PARAMS), load_params(write(tmp_path, text))
+    assert gpu.train.iterations >= 10000 and gpu.train.batch_size >= 8
+    assert gpu.train.crop == (360, 480)
+    assert gpu.train.vit_optimizer.lr == 6e-5
+    assert gpu.train.vit_optimizer.head_lr_mult == base.train.vit_optimizer.head_lr_mult
+    assert gpu.train.method == base.train.method and gpu.models == base.models
+
+
+def test_unknown_profile_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="profile: 'tpu' has no section"):
+        load_params(write(tmp_path, "profile: tpu\nprofiles:\n  gpu: {}\n"))
+
+
+def test_a_profile_cannot_smuggle_an_unknown_key(tmp_path):
+    text = "profile: gpu\nprofiles:\n  gpu:\n    train:\n      iteratons: 5\n"
+    with pytest.raises(ConfigError, match=r"unknown key train\.iteratons"):
+        load_params(write(tmp_path, text))

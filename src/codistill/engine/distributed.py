@@ -52,3 +52,15 @@ def shutdown_distributed() -> None:
     """Leave the process group if one was joined."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_buffers(module: torch.nn.Module, context: DistContext) -> None:
+    """Copy rank 0's buffers (batch-norm statistics) to every rank.
+
+    DDP syncs buffers at the start of each forward, so after the last step each rank still
+    holds statistics of its own last batch.
+    """
+    if context.world_size == 1:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)

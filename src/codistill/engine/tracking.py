@@ -62,8 +62,12 @@ class MlflowTracker:
 
         self._mlflow = mlflow
         mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT))
         run_id = os.environ.get("MLFLOW_RUN_ID") or resume_run_id
+        if run_id is None:
+            mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT))
+        else:
+            # A continued run already belongs to an experiment: make that one active.
+            mlflow.set_experiment(experiment_id=mlflow.get_run(run_id).info.experiment_id)
         nested = mlflow.active_run() is not None
         self._run = mlflow.start_run(
             run_id=run_id, run_name=None if run_id else run_name, nested=nested, tags=tags

@@ -25,7 +25,12 @@ from codistill.data.transforms import Augmentation
 from codistill.distill import CoDistillationObjective, StudentPair
 from codistill.distill.objective import TERM_ORDER
 from codistill.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from codistill.engine.distributed import DistContext, gather_objects, init_distributed
+from codistill.engine.distributed import (
+    DistContext,
+    broadcast_buffers,
+    gather_objects,
+    init_distributed,
+)
 from codistill.engine.optim import cnn_optimizer, poly_schedule, vit_optimizer
 from codistill.engine.tracking import NullTracker, Tracker, create_tracker, flatten
 from codistill.models import build_student
@@ -33,6 +38,7 @@ from codistill.models import build_student
 LAST = "last.pt"
 TRAIN_METRICS = "train_metrics.json"
 CURVES = "curves.csv"
+CONFIG_JSON = "config.json"
 ROLES = ("cnn", "vit")
 # Every method logs the same columns (an inactive term reads 0), so plots work for all.
 CURVE_TERMS = ("sup", *TERM_ORDER, "total")
@@ -217,6 +223,8 @@ class CoTrainer:
         self.run_id = tracker.run_id
         config = {k: asdict(getattr(self.params, k)) for k in ("models", "train", "distill")}
         tracker.log_params(flatten(config))
+        write_json_atomic(self.out_dir / CONFIG_JSON, asdict(self.params))
+        tracker.log_artifact(self.out_dir / CONFIG_JSON)
         return tracker
 
     def run(self) -> dict[str, Any]:
@@ -277,7 +285,7 @@ class CoTrainer:
                 elapsed = time.perf_counter() - window_start
                 row = {
                     "iteration": self.iteration,
-                    **{f"loss_{k}": round(float(v), 6) for k, v in parts.items()},
+                    **{f"loss_{k}": round(float(parts.get(k, 0.0)), 6) for k in CURVE_TERMS},
                     **{f"lr_{r}": o.param_groups[0]["lr"] for r, o in self.optimizers.items()},
                     "images_per_s": round(images_per_step * window_iters / elapsed, 3),
                 }
@@ -289,7 +297,7 @@ class CoTrainer:
                     {
                         k.removeprefix("loss_"): f"{v:.3g}"
                         for k, v in row.items()
-                        if k.startswith(("loss_", "images"))
+                        if k != "iteration" and v
                     }
                 )
                 window_start, window_iters = time.perf_counter(), 0
@@ -302,6 +310,7 @@ class CoTrainer:
         return self._finish(tracker, time.perf_counter() - started, start_iteration)
 
     def _finish(self, tracker: Tracker, seconds: float, start_iteration: int) -> dict[str, Any]:
+        broadcast_buffers(self.model, self.context)
         digests = {
             r: gather_objects(weights_digest(getattr(self.model, r)), self.context) for r in ROLES
         }

@@ -1,0 +1,75 @@
+"""Training logs to a real MLflow server, and the values read back through its client."""
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from codistill.config import load_params
+from codistill.engine.trainer import CoTrainer
+from tests.conftest import tiny_params_file
+from tests.servers.mlflow_server import mlflow_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory):
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+def test_training_run_is_logged_and_read_back(validated_tiny, tmp_path, tracking_uri, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "codistill-test")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    prepared, _ = validated_tiny
+    params = load_params(tiny_params_file(tmp_path, iterations=4, log_every=2, tracking=True))
+    metrics = CoTrainer(params, prepared, tmp_path / "run", tracking=True).run()
+
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(metrics["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "codistill-test"
+    assert run.data.params["train.method"] == "ours"
+    assert run.data.params["distill.pbsd.rule"] == "correct_or_more_confident"
+    history = client.get_metric_history(run.info.run_id, "loss_pbsd")
+    assert [m.step for m in history] == [2, 4]
+    curves = (tmp_path / "run" / "curves.csv").read_text().splitlines()
+    header = curves[0].split(",")
+    logged_sup = [m.value for m in client.get_metric_history(run.info.run_id, "loss_sup")]
+    file_sup = [float(line.split(",")[header.index("loss_sup")]) for line in curves[1:]]
+    assert logged_sup == pytest.approx(file_sup)
+    for name in ("lr_cnn", "lr_vit", "images_per_s"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == 2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.json", "train_metrics.json"} <= artifacts
+    local = client.download_artifacts(run.info.run_id, "config.json", str(tmp_path))
+    config = json.loads(Path(local).read_text())
+    assert config["train"]["iterations"] == 4
+
+
+def test_mlflow_run_id_from_the_environment_is_continued(
+    validated_tiny, tmp_path, tracking_uri, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment("codistill-given-run")
+    given = client.create_run(experiment).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", given)
+    prepared, _ = validated_tiny
+    params = load_params(tiny_params_file(tmp_path, iterations=2, tracking=True))
+    metrics = CoTrainer(params, prepared, tmp_path / "run", tracking=True).run()
+    assert metrics["mlflow_run_id"] == given
+    assert len(client.get_metric_history(given, "loss_total")) == 1
+
+
+def test_tracking_off_logs_nothing(validated_tiny, tmp_path, tracking_uri, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "codistill-off")
+    prepared, _ = validated_tiny
+    params = load_params(tiny_params_file(tmp_path, iterations=2))
+    metrics = CoTrainer(params, prepared, tmp_path / "run", tracking=False).run()
+    assert metrics["mlflow_run_id"] is None
+    assert MlflowClient(tracking_uri).get_experiment_by_name("codistill-off") is None

@@ -1,0 +1,188 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from codistill.config import load_params
+from codistill.engine.trainer import CoTrainer
+from tests.conftest import tiny_params_file
+
+
+def train_command(params: Path, prepared: Path, report: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "codistill.cli",
+        "train",
+        "--params",
+        str(params),
+        "--prepared",
+        str(prepared),
+        "--report",
+        str(report),
+        "--out",
+        str(out),
+    ]
+
+
+def state_dicts_equal(a: Path, b: Path) -> bool:
+    left, right = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+
+
+def test_training_lowers_the_supervised_loss_of_both_methods(validated_tiny, tmp_path):
+    prepared, _ = validated_tiny
+    for method in ("independent", "ours"):
+        params = load_params(
+            tiny_params_file(tmp_path, method, iterations=24, log_every=4, checkpoint_every=24)
+        )
+        metrics = CoTrainer(params, prepared, tmp_path / method).run()
+        curves = (tmp_path / method / "curves.csv").read_text().splitlines()
+        header = curves[0].split(",")
+        sup = [float(line.split(",")[header.index("loss_sup")]) for line in curves[1:]]
+        assert len(sup) == 6
+        assert sup[-1] < sup[0] * 0.9, (method, sup)
+        expected = [] if method == "independent" else ["hfd", "rbsd", "pbsd"]
+        assert metrics["terms"] == expected
+        if method == "independent":
+            column = header.index("loss_pbsd")
+            assert {line.split(",")[column] for line in curves[1:]} == {"0.0"}
+        for role in ("cnn", "vit"):
+            weights = torch.load(tmp_path / method / f"{role}.pt", weights_only=True)
+            assert not any("adapter" in key for key in weights)
+
+
+def test_crossfeed_mode_trains(validated_tiny, tmp_path):
+    prepared, _ = validated_tiny
+    params = load_params(tiny_params_file(tmp_path, iterations=2, hfd_mode="crossfeed"))
+    metrics = CoTrainer(params, prepared, tmp_path / "run").run()
+    assert metrics["iterations"] == 2 and metrics["final"]["loss_hfd"] > 0
+
+
+def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(validated_tiny, tmp_path):
+    prepared, report = validated_tiny
+    params = tiny_params_file(tmp_path, iterations=30, log_every=3, checkpoint_every=3)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        train_command(params, prepared, report, tmp_path / "whole"),
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        train_command(params, prepared, report, killed),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not (killed / "last.pt").exists() and time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    stopped_at = torch.load(killed / "last.pt", weights_only=True)["iteration"]
+    assert 0 < stopped_at < 30
+    assert not (killed / "cnn.pt").exists()
+
+    resumed = subprocess.run(
+        train_command(params, prepared, report, killed),
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert f"resuming from {killed / 'last.pt'} at iteration {stopped_at}" in resumed.stdout
+    metrics = json.loads((killed / "train_metrics.json").read_text())
+    assert metrics["iterations_this_run"] == 30 - stopped_at
+    for role in ("cnn", "vit"):
+        assert state_dicts_equal(tmp_path / "whole" / f"{role}.pt", killed / f"{role}.pt")
+
+
+def test_checkpoint_from_another_configuration_is_not_resumed(validated_tiny, tmp_path, capsys):
+    prepared, _ = validated_tiny
+    out = tmp_path / "run"
+    CoTrainer(load_params(tiny_params_file(tmp_path, "dml", iterations=2)), prepared, out).run()
+    metrics = CoTrainer(
+        load_params(tiny_params_file(tmp_path, "kdcl", iterations=2)), prepared, out
+    ).run()
+    assert "from another configuration; starting afresh" in capsys.readouterr().out
+    assert metrics["iterations_this_run"] == 2 and metrics["terms"] == ["kdcl"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_ddp_ranks_on_gloo_end_with_identical_weights(validated_tiny, tmp_path):
+    prepared, report = validated_tiny
+    params = tiny_params_file(tmp_path, iterations=4, log_every=2, checkpoint_every=2)
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "codistill.cli",
+        "train",
+        "--params",
+        str(params),
+        "--prepared",
+        str(prepared),
+        "--report",
+        str(report),
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert metrics["ranks_in_sync"] is True
+    assert result.stdout.count("trained ours") == 1  # only rank 0 reports
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 4
+
+
+def test_train_refuses_data_without_a_passing_report(validated_tiny, tmp_path):
+    prepared, _ = validated_tiny
+    params = tiny_params_file(tmp_path)
+    result = subprocess.run(
+        train_command(params, prepared, tmp_path / "none.json", tmp_path / "out"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "no validation report" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad", ["iterations: 0", "crop: [4, 4]", "method: distil"])
+def test_bad_train_values_are_named(tmp_path, bad):
+    key = bad.split(":")[0]
+    path = tmp_path / "params.yaml"
+    path.write_text(f"train:\n  {bad}\n")
+    with pytest.raises(Exception, match=rf"train\.{key}"):
+        load_params(path)
