@@ -8,9 +8,9 @@ from torch import nn
 
 from codistill.config import StudentConfig
 from codistill.models.blocks import conv_bn_relu
-from codistill.models.encoders import create_encoder, features_from, finest_feature_index
 from codistill.models.output import StudentOutput
 from codistill.models.registry import register_architecture
+from codistill.models.student import SegmentationStudent
 
 
 class ImagePooling(nn.Module):
@@ -49,32 +49,19 @@ class ASPP(nn.Module):
 
 
 @register_architecture("deeplabv3plus")
-class DeepLabV3Plus(nn.Module):
+class DeepLabV3Plus(SegmentationStudent):
     """DeepLabV3+ student on any timm ``features_only`` encoder."""
 
     def __init__(self, cfg: StudentConfig, num_classes: int) -> None:
-        super().__init__()
-        self.encoder = create_encoder(cfg)
-        channels = self.encoder.feature_info.channels()
-        self.low_index = finest_feature_index(self.encoder.feature_info.reduction())
+        super().__init__(cfg)
         width = cfg.decoder_channels
-        self.low_channels = channels[self.low_index]
-        self.dec_channels = width
-        self.aspp = ASPP(channels[-1], width, cfg.aspp_rates)
-        self.reduce_low = conv_bn_relu(channels[self.low_index], cfg.low_level_channels)
+        self.aspp = ASPP(self.encoder_channels[-1], width, cfg.aspp_rates)
+        self.reduce_low = conv_bn_relu(self.low_channels, cfg.low_level_channels)
         self.decoder = nn.Sequential(
             conv_bn_relu(width + cfg.low_level_channels, width, 3),
             conv_bn_relu(width, width, 3),
         )
         self.classifier = nn.Conv2d(width, num_classes, 1)
-
-    def forward(self, image: torch.Tensor) -> StudentOutput:
-        """Segment ``image`` (N×3×H×W); outputs are at the low-level feature's stride."""
-        return self.decode(self.encoder(image))
-
-    def forward_from_low(self, low: torch.Tensor) -> StudentOutput:
-        """Run the rest of the encoder and the head from a stage-1 feature ``low``."""
-        return self.decode(features_from(self.encoder, self.low_index, low))
 
     def decode(self, features: list[torch.Tensor]) -> StudentOutput:
         """Head over the encoder's feature list."""

@@ -8,36 +8,24 @@ from torch import nn
 
 from codistill.config import StudentConfig
 from codistill.models.blocks import conv_bn_relu
-from codistill.models.encoders import create_encoder, features_from, finest_feature_index
 from codistill.models.output import StudentOutput
 from codistill.models.registry import register_architecture
+from codistill.models.student import SegmentationStudent
 
 
 @register_architecture("segformer")
-class SegFormer(nn.Module):
+class SegFormer(SegmentationStudent):
     """Each stage is projected linearly, upsampled to the finest stage, concatenated and fused."""
 
     def __init__(self, cfg: StudentConfig, num_classes: int) -> None:
-        super().__init__()
-        self.encoder = create_encoder(cfg)
-        channels = self.encoder.feature_info.channels()
-        # Stages finer than stride 4 (some CNN encoders have one) are not decoded.
-        self.low_index = finest_feature_index(self.encoder.feature_info.reduction())
+        super().__init__(cfg)
         width = cfg.decoder_channels
-        self.low_channels = channels[self.low_index]
-        self.dec_channels = width
-        self.project = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels[self.low_index :])
+        # Stages finer than stride 4 (some CNN encoders have one) are not decoded.
+        stages = self.encoder_channels[self.low_index :]
+        self.project = nn.ModuleList(nn.Conv2d(c, width, 1) for c in stages)
         self.fuse = conv_bn_relu(width * len(self.project), width)
         self.dropout = nn.Dropout(0.1)
         self.classifier = nn.Conv2d(width, num_classes, 1)
-
-    def forward(self, image: torch.Tensor) -> StudentOutput:
-        """Segment ``image`` (N×3×H×W); outputs are at the first decoded stage's stride."""
-        return self.decode(self.encoder(image))
-
-    def forward_from_low(self, low: torch.Tensor) -> StudentOutput:
-        """Run the rest of the encoder and the head from a stage-1 feature ``low``."""
-        return self.decode(features_from(self.encoder, self.low_index, low))
 
     def decode(self, features: list[torch.Tensor]) -> StudentOutput:
         """All-MLP head over the encoder's feature list."""
