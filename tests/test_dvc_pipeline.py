@@ -33,10 +33,8 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     return result
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the repository's files beside a link to the shared folder, as a git repo."""
-    base = tmp_path_factory.mktemp("clone")
+def copy_repository(base: Path) -> Path:
+    """Copy the repository's files into ``base/project`` beside a link to shared/, as a git repo."""
     (base / "shared").symlink_to(SHARED)
     files = run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"], REPO_ROOT
@@ -48,6 +46,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copy2(REPO_ROOT / name, root / name)
     run(["git", "init", "-q"], root)
     return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repository, to pull the real CamVid into."""
+    return copy_repository(tmp_path_factory.mktemp("clone"))
 
 
 def test_committed_data_dvc_is_the_shared_one():
@@ -71,13 +75,13 @@ def test_dvc_pull_restores_camvid(project):
     assert "up to date" in run([str(BIN / "dvc"), "status", "data.dvc"], project).stdout.lower()
 
 
-def test_dvc_repro_prepares_and_validates_real_camvid(project):
-    run([str(BIN / "dvc"), "repro"], project)
+def test_dvc_repro_to_validate_prepares_and_validates_real_camvid(project):
+    run([str(BIN / "dvc"), "repro", "validate"], project)
     report = json.loads((project / "build/reports/validation.json").read_text())
     assert report["passed"] and report["samples"] == 701
     prepared = project / "build/prepared/camvid"
     assert sum(p.stat().st_size for p in prepared.iterdir()) <= 64 * 2**20
-    again = run([str(BIN / "dvc"), "repro"], project)
+    again = run([str(BIN / "dvc"), "repro", "validate"], project)
     assert "didn't change" in again.stdout or "up to date" in again.stdout.lower()
 
 
@@ -87,10 +91,45 @@ def test_bad_label_in_real_data_stops_dvc_repro_naming_the_sample(project):
     labels[:10, :10] = 200
     Image.fromarray(labels).save(mask)
     lock_before = (project / "dvc.lock").read_text()
-    result = run([str(BIN / "dvc"), "repro"], project, check=False)
+    result = run([str(BIN / "dvc"), "repro", "validate"], project, check=False)
     assert result.returncode != 0
     assert "[FAIL] label_values_valid" in result.stdout
     assert "val/0016E5_07959: invalid raw values 200 in 100 pixels" in result.stdout
     lock = (project / "dvc.lock").read_text()
     validate_lock = lock[lock.index("  validate:") :]
     assert validate_lock == lock_before[lock_before.index("  validate:") :]
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repository whose data/camvid is a tiny tree and params a tiny run."""
+    import yaml
+
+    from tests.conftest import TINY_SPLITS, TRAIN_SIZE, build_camvid_tree
+
+    root = copy_repository(tmp_path_factory.mktemp("tiny-clone"))
+    build_camvid_tree(root / "data" / "camvid", size=TRAIN_SIZE)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["validate"] = {"split_sizes": dict(TINY_SPLITS)}
+    params["train"].update(
+        iterations=4, batch_size=2, crop=[32, 48], num_workers=0, log_every=2, checkpoint_every=2
+    )
+    params["distill"]["rbsd"]["window"] = 2
+    params["evaluate"]["split"] = "val"
+    params["tracking"]["enabled"] = False
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def test_dvc_repro_runs_every_stage_and_reports_metrics_and_plots(tiny_project):
+    run([str(BIN / "dvc"), "repro"], tiny_project)
+    shown = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], tiny_project).stdout)
+    metrics = next(iter(shown.values()))["data"]["build/eval/metrics.json"]["data"]
+    assert set(metrics) == {"split", "cnn", "vit"}
+    assert 0 <= metrics["cnn"]["miou"] <= 1 and 0 <= metrics["vit"]["miou"] <= 1
+    plots = run([str(BIN / "dvc"), "plots", "show", "--json"], tiny_project).stdout
+    for name in ("training_loss", "distillation_terms", "per_class_iou_cnn", "per_class_iou_vit"):
+        assert name in plots
+    assert "could not find provided field" not in plots
+    status = run([str(BIN / "dvc"), "status"], tiny_project).stdout
+    assert "up to date" in status.lower()
