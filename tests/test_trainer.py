@@ -143,17 +143,7 @@ def test_two_ddp_ranks_on_gloo_end_with_identical_weights(validated_tiny, tmp_pa
         "127.0.0.1",
         "--master-port",
         str(free_port()),
-        "-m",
-        "codistill.cli",
-        "train",
-        "--params",
-        str(params),
-        "--prepared",
-        str(prepared),
-        "--report",
-        str(report),
-        "--out",
-        str(out),
+        *train_command(params, prepared, report, out)[1:],
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

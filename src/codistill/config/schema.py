@@ -132,20 +132,6 @@ class RegionBSDConfig:
 
 
 @dataclass(frozen=True)
-class PixelBSDConfig:
-    """Pixel-wise selective distillation on logits."""
-
-    rule: Literal["correct_only", "correct_or_more_confident", "lower_ce"] = (
-        "correct_or_more_confident"
-    )
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature: {self.temperature} must be positive")
-
-
-@dataclass(frozen=True)
 class TemperatureConfig:
     """A distillation term whose only knob is the softmax temperature."""
 
@@ -154,6 +140,15 @@ class TemperatureConfig:
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ConfigError(f"temperature: {self.temperature} must be positive")
+
+
+@dataclass(frozen=True)
+class PixelBSDConfig(TemperatureConfig):
+    """Pixel-wise selective distillation on logits: a selection rule and a temperature."""
+
+    rule: Literal["correct_only", "correct_or_more_confident", "lower_ce"] = (
+        "correct_or_more_confident"
+    )
 
 
 @dataclass(frozen=True)
