@@ -282,3 +282,37 @@ def test_golden_loss_values():
     assert set(golden) == set(values)
     for key, value in values.items():
         assert value == pytest.approx(golden[key], rel=1e-5, abs=1e-7), key
+
+
+def test_crossfeed_leaves_the_students_running_statistics_alone():
+    from codistill.config import StudentConfig
+    from codistill.distill import StudentPair
+    from codistill.models import build_student
+
+    torch.manual_seed(0)
+    cnn = build_student(
+        StudentConfig(
+            arch="deeplabv3plus", encoder="resnet18", output_stride=16, decoder_channels=16
+        ),
+        5,
+    ).train()
+    vit = build_student(
+        StudentConfig(arch="segformer", encoder="pvt_v2_b0", decoder_channels=16), 5
+    ).train()
+    images = torch.randn(2, 3, 64, 64)
+    pair = StudentPair(cnn(images), vit(images), torch.randint(0, 5, (2, 64, 64)), cnn, vit)
+    before = {n: b.clone() for m in (cnn, vit) for n, b in m.named_buffers()}
+    channels = {
+        "cnn_low": cnn.low_channels,
+        "vit_low": vit.low_channels,
+        "cnn_dec": 16,
+        "vit_dec": 16,
+    }
+    cfg = DistillConfig()
+    term = build_term("hfd", replace(cfg, hfd=replace(cfg.hfd, mode="crossfeed")), channels)
+    loss = term(pair)
+    loss.backward()
+    after = {n: b for m in (cnn, vit) for n, b in m.named_buffers()}
+    assert loss.item() > 0
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in vit.encoder.parameters())

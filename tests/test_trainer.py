@@ -176,3 +176,11 @@ def test_bad_train_values_are_named(tmp_path, bad):
     path.write_text(f"train:\n  {bad}\n")
     with pytest.raises(Exception, match=rf"train\.{key}"):
         load_params(path)
+
+
+def test_resume_fingerprint_depends_on_world_size():
+    from codistill.config import Params
+    from codistill.engine.trainer import config_fingerprint
+
+    assert config_fingerprint(Params(), "m", 1) != config_fingerprint(Params(), "m", 2)
+    assert config_fingerprint(Params(), "m", 2) == config_fingerprint(Params(), "m", 2)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,6 +15,31 @@ from codistill.distill.adapters import adapter_pair
 from codistill.distill.pair import StudentPair, channel_norm, resize_to
 from codistill.distill.registry import register_term
 from codistill.models.output import upsample_logits
+
+
+@contextlib.contextmanager
+def running_stats_kept(model: nn.Module) -> Iterator[None]:
+    """Keep ``model``'s batch-norm running statistics unchanged inside the block.
+
+    The crossfeed path is training-only: batches of the other student's adapted features
+    must not leak into the statistics the deployed student evaluates with. A zero momentum
+    makes the kernel's own update a no-op; restoring the tensors afterwards instead would
+    break autograd, which saves them for the backward pass.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+        for m in norms
+    ]
+    for norm in norms:
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for norm, (momentum, count) in zip(norms, saved, strict=True):
+            norm.momentum = momentum
+            if count is not None:
+                norm.num_batches_tracked.copy_(count)
 
 
 class HeterogeneousFeatureDistillation(nn.Module):
@@ -38,12 +66,13 @@ class HeterogeneousFeatureDistillation(nn.Module):
             )
         if pair.cnn_model is None or pair.vit_model is None:
             raise ValueError("HFD crossfeed needs both student models in the StudentPair")
-        through_vit = pair.vit_model.forward_from_low(
-            resize_to(cnn_as_vit, pair.vit.low.shape[-2:])
-        )
-        through_cnn = pair.cnn_model.forward_from_low(
-            resize_to(vit_as_cnn, pair.cnn.low.shape[-2:])
-        )
+        with running_stats_kept(pair.vit_model), running_stats_kept(pair.cnn_model):
+            through_vit = pair.vit_model.forward_from_low(
+                resize_to(cnn_as_vit, pair.vit.low.shape[-2:])
+            )
+            through_cnn = pair.cnn_model.forward_from_low(
+                resize_to(vit_as_cnn, pair.cnn.low.shape[-2:])
+            )
         size = pair.labels.shape[-2:]
         return sum(
             F.cross_entropy(

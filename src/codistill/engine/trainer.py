@@ -73,12 +73,16 @@ def build_pair_model(params: Params, num_classes: int) -> CoTrainingModel:
     return CoTrainingModel(cnn, vit, objective)
 
 
-def config_fingerprint(params: Params, manifest_sha256: str) -> str:
-    """Hash of everything that shapes the weights; a checkpoint resumes only under the same."""
+def config_fingerprint(params: Params, manifest_sha256: str, world_size: int = 1) -> str:
+    """Hash of everything that shapes the weights; a checkpoint resumes only under the same.
+
+    The world size counts: it sets the global batch and which samples each step reads.
+    """
     shaping = {k: asdict(getattr(params, k)) for k in ("models", "train", "distill")}
     for knob in ("num_workers", "log_every", "checkpoint_every", "compile"):
         shaping["train"].pop(knob)
     shaping["manifest"] = manifest_sha256
+    shaping["world_size"] = world_size
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
 
 
@@ -108,7 +112,9 @@ class CoTrainer:
         self.tracking = tracking and self.context.is_main
         augmentation = Augmentation(self.cfg.crop, self.cfg.scale, self.cfg.flip)
         self.data = PreparedSplit(prepared_dir, "train", augmentation)
-        self.fingerprint = config_fingerprint(params, self.data.info["manifest_sha256"])
+        self.fingerprint = config_fingerprint(
+            params, self.data.info["manifest_sha256"], self.context.world_size
+        )
         torch.manual_seed(self.cfg.seed)
         self.model = build_pair_model(params, self.data.info["num_classes"])
         self.model.to(self.context.device)
