@@ -7,6 +7,9 @@ import platform
 import shlex
 import sys
 from importlib import metadata
+from pathlib import Path
+
+from codistill.artifacts import write_text_atomic
 
 
 def cpu_model() -> str:
@@ -30,3 +33,27 @@ def machine_lines(packages: tuple[str, ...]) -> list[str]:
         f"- python {platform.python_version()}, {versions}",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
     ]
+
+
+def publish_table(
+    path: Path,
+    title: str,
+    description: str,
+    packages: tuple[str, ...],
+    header: list[str],
+    rows: list[list[str]],
+) -> None:
+    """Write a markdown benchmark table that names machine, versions and command; print it."""
+    lines = [
+        f"# {title}",
+        "",
+        description,
+        "",
+        *machine_lines(packages),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    print("\n".join(lines))

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from codistill.artifacts import write_text_atomic
 from codistill.data import ShardReader, create_reader
 from codistill.data.codec import read_label_map, read_rgb
-from environment import machine_lines
+from environment import publish_table
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,24 +55,19 @@ def main() -> None:
             timings[name].append(time.perf_counter() - start)
             shape = samples[0][0].shape
     png, shard = (statistics.median(timings[k]) for k in ("PNG files", "shards"))
-    lines = [
-        "# Data loading: prepared shards against raw PNGs",
-        "",
+    publish_table(
+        args.out,
+        "Data loading: prepared shards against raw PNGs",
         f"Decoded batches of {args.batch} random `{args.split}` samples (image + labels), "
         f"{shape[0]}x{shape[1]}, single process, page cache warm, median of "
         f"{args.rounds} alternating rounds.",
-        "",
-        *machine_lines(("numpy", "pillow")),
-        "",
-        "| source | median ms / batch | images / s | ratio vs PNG |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, median in (("PNG files", png), ("shards", shard)):
-        lines.append(
-            f"| {name} | {median * 1e3:.1f} | {args.batch / median:.0f} | {png / median:.2f}x |"
-        )
-    write_text_atomic(args.out, "\n".join(lines) + "\n")
-    print("\n".join(lines))
+        ("numpy", "pillow"),
+        ["source", "median ms / batch", "images / s", "ratio vs PNG"],
+        [
+            [name, f"{t * 1e3:.1f}", f"{args.batch / t:.0f}", f"{png / t:.2f}x"]
+            for name, t in (("PNG files", png), ("shards", shard))
+        ],
+    )
 
 
 if __name__ == "__main__":

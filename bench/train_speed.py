@@ -14,11 +14,10 @@ from pathlib import Path
 
 import torch
 
-from codistill.artifacts import write_text_atomic
 from codistill.config import load_params
 from codistill.engine.optim import cnn_optimizer, vit_optimizer
 from codistill.engine.trainer import build_pair_model
-from environment import machine_lines
+from environment import publish_table
 
 METHODS = ("independent", "dml", "kdcl", "ours")
 
@@ -93,24 +92,16 @@ def main() -> None:
             times[method].append(timed(step, images, labels, device))
     medians = {m: statistics.median(t) for m, t in times.items()}
     base = medians["independent"]
-    lines = [
-        "# Training step time per method",
-        "",
+    publish_table(
+        args.out,
+        "Training step time per method",
         f"One step = both students forward, objective, backward, both optimizer steps; batch "
         f"{args.batch}, crop {args.crop[0]}x{args.crop[1]}, device {device}, median of "
         f"{args.rounds} interleaved rounds after one warm-up step each.",
-        "",
-        *machine_lines(("torch", "timm")),
-        "",
-        "| method | median s / step | images / s | ratio vs independent |",
-        "|---|---:|---:|---:|",
-    ]
-    for method, median in medians.items():
-        lines.append(
-            f"| {method} | {median:.3f} | {args.batch / median:.1f} | {median / base:.3f} |"
-        )
-    write_text_atomic(args.out, "\n".join(lines) + "\n")
-    print("\n".join(lines))
+        ("torch", "timm"),
+        ["method", "median s / step", "images / s", "ratio vs independent"],
+        [[m, f"{t:.3f}", f"{args.batch / t:.1f}", f"{t / base:.3f}"] for m, t in medians.items()],
+    )
 
 
 if __name__ == "__main__":
