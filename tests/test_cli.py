@@ -54,3 +54,43 @@ def test_students_command_reports_parameter_counts(capsys):
     counts = dict(re.findall(r"(cnn|vit): .*?([\d.]+) M parameters", capsys.readouterr().out))
     assert 12 <= float(counts["cnn"]) <= 17
     assert 3.5 <= float(counts["vit"]) <= 4.0
+
+
+def test_unknown_encoder_in_params_exits_2_naming_it(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("models:\n  cnn:\n    arch: deeplabv3plus\n    encoder: resnet1800\n")
+    assert main(["students", "--params", str(params)]) == 2
+    assert "unknown timm encoder 'resnet1800'" in capsys.readouterr().err
+
+
+def test_evaluation_split_without_samples_exits_2_naming_the_splits(
+    validated_tiny, tmp_path, capsys
+):
+    from codistill.config import load_params
+    from codistill.engine.trainer import CoTrainer
+    from tests.conftest import tiny_params_file
+
+    prepared, report = validated_tiny
+    params = tiny_params_file(tmp_path, iterations=1, checkpoint_every=1, log_every=1)
+    CoTrainer(load_params(params), prepared, tmp_path / "train").run()
+    params.write_text(params.read_text().replace("split: val", "split: tset"))
+    code = main(
+        [
+            "evaluate",
+            "--params",
+            str(params),
+            "--prepared",
+            str(prepared),
+            "--report",
+            str(report),
+            "--train",
+            str(tmp_path / "train"),
+            "--out",
+            str(tmp_path / "e"),
+        ]
+    )
+    assert code == 2
+    assert "split 'tset' has no readable samples (splits: train, val, test)" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "e" / "metrics.json").exists()

@@ -7,8 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from codistill.config import ConfigError, load_params
-from codistill.data.gate import UnvalidatedDataError
+from codistill.config import ConfigError, Params, load_params
+from codistill.data.gate import UnvalidatedDataError, require_validated
+from codistill.data.shards import EmptySplitError
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -39,13 +40,18 @@ def _validate(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else 1
 
 
+def _validated_params(args: argparse.Namespace) -> Params:
+    """The parameters, once the prepared data is known to have passed the gate."""
+    params = load_params(args.params)
+    require_validated(args.prepared, args.report)
+    return params
+
+
 def _train(args: argparse.Namespace) -> int:
-    from codistill.data import require_validated
     from codistill.engine.distributed import shutdown_distributed
     from codistill.engine.trainer import CoTrainer
 
-    params = load_params(args.params)
-    require_validated(args.prepared, args.report)
+    params = _validated_params(args)
     try:
         trainer = CoTrainer(params, args.prepared, args.out, tracking=params.tracking.enabled)
         metrics = trainer.run()
@@ -61,11 +67,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from codistill.data import require_validated
     from codistill.evaluation.stage import run_evaluation
 
-    params = load_params(args.params)
-    require_validated(args.prepared, args.report)
+    params = _validated_params(args)
     summary = run_evaluation(params, args.prepared, args.train, args.out)
     for role, scores in summary.items():
         print(
@@ -137,7 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, FileNotFoundError, KeyError, UnvalidatedDataError) as err:
+    except (
+        ConfigError,
+        FileNotFoundError,
+        KeyError,
+        UnvalidatedDataError,
+        EmptySplitError,
+    ) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"codistill {args.command}: error: {message}", file=sys.stderr)
         return 2

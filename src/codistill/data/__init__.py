@@ -5,13 +5,14 @@ from codistill.data.base import DatasetReader, SampleRef, create_reader, dataset
 from codistill.data.gate import UnvalidatedDataError, require_validated
 from codistill.data.manifest import ManifestRow, read_manifest
 from codistill.data.prepare import PrepareError, prepare_dataset
-from codistill.data.shards import ShardReader
+from codistill.data.shards import EmptySplitError, ShardReader
 from codistill.data.spec import IGNORE_INDEX, DatasetSpec
 
 __all__ = [
     "IGNORE_INDEX",
     "DatasetReader",
     "DatasetSpec",
+    "EmptySplitError",
     "ManifestRow",
     "PrepareError",
     "SampleRef",

@@ -28,9 +28,7 @@ class PreparedSplit(Dataset):
     ) -> None:
         prepared_dir = Path(prepared_dir)
         self.reader = ShardReader(prepared_dir)
-        self.rows = self.reader.split(split)
-        if not self.rows:
-            raise ValueError(f"{prepared_dir}: split {split!r} has no readable samples")
+        self.rows = self.reader.require_split(split)
         stats = json.loads((prepared_dir / STATS_JSON).read_text())
         self.mean, self.std = stats["mean"], stats["std"]
         self.info = json.loads((prepared_dir / DATASET_JSON).read_text())

@@ -13,6 +13,10 @@ from codistill.data.manifest import MANIFEST_NAME, ManifestRow, read_manifest
 SHARD_SUFFIX = ".shard"
 
 
+class EmptySplitError(ValueError):
+    """A prepared dataset has no readable sample in the requested split."""
+
+
 class ShardWriter:
     """Writes one split's records into ``{split}-NNN.shard`` files of bounded size."""
 
@@ -66,6 +70,16 @@ class ShardReader:
     def split(self, name: str) -> list[ManifestRow]:
         """The readable samples of split ``name``, in manifest order."""
         return [row for row in self.rows if row.split == name]
+
+    def require_split(self, name: str) -> list[ManifestRow]:
+        """Like ``split``, but an empty split is an error naming the splits that exist."""
+        rows = self.split(name)
+        if not rows:
+            present = ", ".join(dict.fromkeys(row.split for row in self.rows)) or "none"
+            raise EmptySplitError(
+                f"{self.directory}: split {name!r} has no readable samples (splits: {present})"
+            )
+        return rows
 
     def _shard(self, name: str) -> mmap.mmap:
         if name not in self._maps:

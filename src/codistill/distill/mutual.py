@@ -10,20 +10,31 @@ from codistill.distill.pair import StudentPair, kl_map
 from codistill.distill.registry import register_term
 
 
-class DeepMutualLearning(nn.Module):
-    """Each student adds T² · KL(sg(p_other) ‖ p_self) at every labelled pixel."""
+class DenseDistillation(nn.Module):
+    """T² · Σ_Ω [KL(sg(q_cnn) ‖ p_cnn) + KL(sg(q_vit) ‖ p_vit)] / |Ω| for per-pixel teachers q."""
 
     def __init__(self, temperature: float) -> None:
         super().__init__()
         self.temperature = temperature
 
+    def teachers(self, pair: StudentPair) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher logits for the CNN and for the ViT (detached inside ``kl_map``)."""
+        raise NotImplementedError
+
     def forward(self, pair: StudentPair) -> torch.Tensor:
-        """The DML loss of one batch, averaged over |Ω|."""
+        """The loss of one batch, averaged over |Ω|."""
         t = self.temperature
-        both = kl_map(pair.vit_logits, pair.cnn_logits, t) + kl_map(
-            pair.cnn_logits, pair.vit_logits, t
-        )
+        for_cnn, for_vit = self.teachers(pair)
+        both = kl_map(for_cnn, pair.cnn_logits, t) + kl_map(for_vit, pair.vit_logits, t)
         return t * t * (both * pair.valid).sum() / pair.valid_count()
+
+
+class DeepMutualLearning(DenseDistillation):
+    """DML: each student's teacher is the other student, at every labelled pixel."""
+
+    def teachers(self, pair: StudentPair) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ViT teaches the CNN and the CNN teaches the ViT."""
+        return pair.vit_logits, pair.cnn_logits
 
 
 def min_logit_teacher(pair: StudentPair) -> torch.Tensor:
@@ -34,19 +45,13 @@ def min_logit_teacher(pair: StudentPair) -> torch.Tensor:
     return torch.minimum(cnn, vit)
 
 
-class KnowledgeDistillationCollaborative(nn.Module):
-    """Both students distil T² · KL(sg(softmax(z_min)) ‖ p_self) at every labelled pixel."""
+class KnowledgeDistillationCollaborative(DenseDistillation):
+    """KDCL: both students distil the MinLogit ensemble at every labelled pixel."""
 
-    def __init__(self, temperature: float) -> None:
-        super().__init__()
-        self.temperature = temperature
-
-    def forward(self, pair: StudentPair) -> torch.Tensor:
-        """The KDCL loss of one batch, averaged over |Ω|."""
-        t = self.temperature
+    def teachers(self, pair: StudentPair) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MinLogit ensemble teaches both students."""
         teacher = min_logit_teacher(pair)
-        both = kl_map(teacher, pair.cnn_logits, t) + kl_map(teacher, pair.vit_logits, t)
-        return t * t * (both * pair.valid).sum() / pair.valid_count()
+        return teacher, teacher
 
 
 @register_term("dml")

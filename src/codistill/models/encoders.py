@@ -9,10 +9,10 @@ import torch
 from timm.models._features import FeatureListNet
 from torch import nn
 
-from codistill.config import StudentConfig
+from codistill.config import ConfigError, StudentConfig
 
 
-class EncoderError(RuntimeError):
+class EncoderError(ConfigError):
     """An encoder cannot be built as configured; the message names the encoder."""
 
 
