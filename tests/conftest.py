@@ -109,6 +109,12 @@ distill:
 evaluate:
   split: val
   overlays: 2
+export:
+  parity:
+    resolutions: [[48, 64], [32, 48]]
+    batch_sizes: [1, 2]
+gates:
+  min_miou: {min_miou}
 tracking:
   enabled: {tracking}
 validate:
@@ -124,6 +130,7 @@ def tiny_params_file(
     checkpoint_every: int = 3,
     hfd_mode: str = "mimic",
     tracking: bool = False,
+    min_miou: float = 0.0,
 ) -> Path:
     """A params.yaml for CPU-tiny training runs on the tiny CamVid tree."""
     path = directory / f"params-{method}-{iterations}-{hfd_mode}.yaml"
@@ -135,6 +142,7 @@ def tiny_params_file(
             checkpoint_every=checkpoint_every,
             hfd_mode=hfd_mode,
             tracking="true" if tracking else "false",
+            min_miou=min_miou,
         )
     )
     return path
@@ -142,7 +150,7 @@ def tiny_params_file(
 
 @pytest.fixture(scope="session")
 def validated_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A prepared and validated tiny CamVid: (prepared folder, passing report)."""
+    """A prepared and validated tiny CamVid: (prepared folder, passing validation folder)."""
     from codistill.config import PrepareConfig, ValidateConfig
     from codistill.data import create_reader, prepare_dataset
     from codistill.validation.gate import validate_prepared, write_report
@@ -154,5 +162,5 @@ def validated_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     prepare_dataset(create_reader("camvid", tree), prepared, PrepareConfig())
     report = validate_prepared(prepared, ValidateConfig(split_sizes=dict(TINY_SPLITS)))
     assert report["passed"], report["failed_checks"]
-    write_report(report, base / "validation.json")
-    return prepared, base / "validation.json"
+    write_report(report, base / "validation")
+    return prepared, base / "validation"

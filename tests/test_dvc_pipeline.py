@@ -77,7 +77,7 @@ def test_dvc_pull_restores_camvid(project):
 
 def test_dvc_repro_to_validate_prepares_and_validates_real_camvid(project):
     run([str(BIN / "dvc"), "repro", "validate"], project)
-    report = json.loads((project / "build/reports/validation.json").read_text())
+    report = json.loads((project / "build/validate/validation.json").read_text())
     assert report["passed"] and report["samples"] == 701
     prepared = project / "build/prepared/camvid"
     assert sum(p.stat().st_size for p in prepared.iterdir()) <= 64 * 2**20
@@ -93,8 +93,9 @@ def test_bad_label_in_real_data_stops_dvc_repro_naming_the_sample(project):
     lock_before = (project / "dvc.lock").read_text()
     result = run([str(BIN / "dvc"), "repro", "validate"], project, check=False)
     assert result.returncode != 0
-    assert "[FAIL] label_values_valid" in result.stdout
-    assert "val/0016E5_07959: invalid raw values 200 in 100 pixels" in result.stdout
+    output = result.stdout + result.stderr
+    assert "[FAIL] label_values_valid" in output
+    assert "val/0016E5_07959: invalid raw values 200 in 100 pixels" in output
     lock = (project / "dvc.lock").read_text()
     validate_lock = lock[lock.index("  validate:") :]
     assert validate_lock == lock_before[lock_before.index("  validate:") :]
@@ -116,6 +117,7 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     params["distill"]["rbsd"]["window"] = 2
     params["evaluate"]["split"] = "val"
+    params["export"]["parity"]["resolutions"] = [[48, 64], [32, 48]]
     params["tracking"]["enabled"] = False
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root

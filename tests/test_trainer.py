@@ -25,7 +25,7 @@ def train_command(params: Path, prepared: Path, report: Path, out: Path) -> list
         str(params),
         "--prepared",
         str(prepared),
-        "--report",
+        "--validation",
         str(report),
         "--out",
         str(out),

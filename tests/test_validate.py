@@ -104,34 +104,35 @@ def test_cli_failure_exits_nonzero_and_the_gate_refuses_the_data(
     camvid_tree, tmp_path, tiny_validate_params, capsys
 ):
     prepared = prepare(camvid_tree, tmp_path / "p")
-    report_path = tmp_path / "reports" / "validation.json"
+    validation = tmp_path / "validate"
+    report_path = validation / "validation.json"
     argv = [
         "validate",
         "--params",
         str(tiny_validate_params),
         "--prepared",
         str(prepared),
-        "--report",
-        str(report_path),
+        "--out",
+        str(validation),
     ]
     assert main(argv) == 0
-    assert require_validated(prepared, report_path)["passed"]
+    assert require_validated(prepared, validation)["passed"]
 
     remove_mask(camvid_tree)
     prepare(camvid_tree, prepared)
     with pytest.raises(UnvalidatedDataError, match="another manifest"):
-        require_validated(prepared, report_path)
+        require_validated(prepared, validation)
 
     assert main(argv) == 1
-    assert "[FAIL] mask_decodes" in capsys.readouterr().out
+    assert "[FAIL] mask_decodes" in capsys.readouterr().err
     report = json.loads(report_path.read_text())
     assert report["passed"] is False and report["failed_checks"] == ["mask_decodes"]
     summary = report_path.with_suffix(".txt").read_text()
     assert "test/te_002: mask: file not found" in summary
     with pytest.raises(UnvalidatedDataError, match=r"validation failed \(mask_decodes\)"):
-        require_validated(prepared, report_path)
+        require_validated(prepared, validation)
 
 
 def test_gate_without_a_report_refuses(tmp_path):
     with pytest.raises(UnvalidatedDataError, match="no validation report"):
-        require_validated(tmp_path, tmp_path / "validation.json")
+        require_validated(tmp_path, tmp_path / "validate")

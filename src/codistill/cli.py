@@ -1,81 +1,39 @@
-"""The ``codistill`` command: one sub-command per pipeline stage, plus tools."""
+"""The ``codistill`` command: one sub-command per registered stage, plus tools."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from codistill.config import ConfigError, Params, load_params
-from codistill.data.gate import UnvalidatedDataError, require_validated
+from codistill.config import ConfigError, load_params
+from codistill.config.loader import load_yaml_mapping
+from codistill.data.gate import UnvalidatedDataError
 from codistill.data.shards import EmptySplitError
+from codistill.stages import STAGES, Stage, StageFailedError
+
+PIPELINE_RUN_ENV = "CODISTILL_PIPELINE_RUN"
 
 
-def _prepare(args: argparse.Namespace) -> int:
-    from codistill.data import PrepareError, create_reader, prepare_dataset
+def _run_registered_stage(args: argparse.Namespace) -> int:
+    from codistill.stages.runner import run_stage
 
-    params = load_params(args.params)
-    reader = create_reader(params.data.dataset, args.data)
-    try:
-        summary = prepare_dataset(reader, args.out, params.prepare)
-    except PrepareError as err:
-        print(f"prepare: {err}", file=sys.stderr)
-        return 1
-    counts = ", ".join(f"{s} {v['in_shards']}/{v['samples']}" for s, v in summary["splits"].items())
-    print(
-        f"prepared {summary['dataset']} into {args.out}: {counts} samples in shards, "
-        f"{summary['total_bytes'] / 2**20:.1f} MiB"
+    stage: Stage = args.stage
+    paths = {name: getattr(args, name) for name in (*stage.input_names, "out")}
+    summary = run_stage(
+        stage.name,
+        load_yaml_mapping(args.params),
+        paths,
+        params_source=str(args.params),
+        profile=args.profile,
+        checkpoint_dir=getattr(args, "checkpoint_dir", None),
+        nproc=getattr(args, "nproc", 1),
+        pipeline_run=args.pipeline_run,
     )
-    return 0
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from codistill.validation.gate import validate_prepared, write_report
-
-    params = load_params(args.params)
-    report = validate_prepared(args.prepared, params.validate)
-    summary_path = write_report(report, args.report)
-    print(summary_path.read_text(), end="")
-    return 0 if report["passed"] else 1
-
-
-def _validated_params(args: argparse.Namespace) -> Params:
-    """The parameters, once the prepared data is known to have passed the gate."""
-    params = load_params(args.params)
-    require_validated(args.prepared, args.report)
-    return params
-
-
-def _train(args: argparse.Namespace) -> int:
-    from codistill.engine.distributed import shutdown_distributed
-    from codistill.engine.trainer import CoTrainer
-
-    params = _validated_params(args)
-    try:
-        trainer = CoTrainer(params, args.prepared, args.out, tracking=params.tracking.enabled)
-        metrics = trainer.run()
-    finally:
-        shutdown_distributed()
-    if metrics:
-        final = metrics["final"]
-        print(
-            f"trained {metrics['method']} ({', '.join(metrics['terms']) or 'no cross terms'}) "
-            f"to iteration {metrics['iterations']}: loss {final.get('loss_total', 0):.4f}"
-        )
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from codistill.evaluation.stage import run_evaluation
-
-    params = _validated_params(args)
-    summary = run_evaluation(params, args.prepared, args.train, args.out)
-    for role, scores in summary.items():
-        print(
-            f"{role}: mIoU {scores['miou']:.4f}, pixel accuracy "
-            f"{scores['pixel_accuracy']:.4f}, {scores['images_per_s']:.1f} images/s"
-        )
+    if summary["message"]:
+        print(summary["message"])
     return 0
 
 
@@ -93,46 +51,66 @@ def _students(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline(args: argparse.Namespace) -> int:
+    from codistill.pipeline.commands import run_pipeline_command
+
+    return run_pipeline_command(args)
+
+
+def _add_stage(commands: argparse._SubParsersAction, stage: Stage) -> None:
+    sub = commands.add_parser(stage.name, help=stage.description, description=stage.description)
+    _add_params_option(sub)
+    sub.add_argument("--profile", help="run under this profile instead of params.yaml's")
+    for name in stage.input_names:
+        sub.add_argument(f"--{name}", type=Path, required=True, help=f"input artifact: {name}")
+    sub.add_argument(
+        "--out", type=Path, required=True, help=f"output artifact folder: {stage.output.name}"
+    )
+    sub.add_argument(
+        "--pipeline-run",
+        default=os.environ.get(PIPELINE_RUN_ENV),
+        help="key of the pipeline run whose MLflow parent run this stage joins",
+    )
+    if stage.resumable:
+        sub.add_argument(
+            "--checkpoint-dir", type=Path, help="where last.pt lives (default: the output folder)"
+        )
+    if stage.accelerated:
+        sub.add_argument(
+            "--nproc", type=int, default=1, help="processes (GPUs) to run through torchrun"
+        )
+    sub.set_defaults(run=_run_registered_stage, stage=stage)
+
+
+def _add_params_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="parameters file (default: params.yaml)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``codistill`` command."""
     parser = argparse.ArgumentParser(prog="codistill", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    for stage in STAGES:
+        _add_stage(commands, stage)
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument(
-            "--params",
-            type=Path,
-            default=Path("params.yaml"),
-            help="parameters file (default: params.yaml)",
-        )
-        return sub
-
-    prepare = command("prepare", "Encode a raw dataset tree into shards, manifest and stats.")
-    prepare.add_argument("--data", type=Path, required=True, help="raw dataset root")
-    prepare.add_argument("--out", type=Path, required=True, help="prepared output folder")
-    prepare.set_defaults(run=_prepare)
-
-    validate = command("validate", "Check a prepared dataset with the data gate.")
-    validate.add_argument("--prepared", type=Path, required=True, help="prepared folder")
-    validate.add_argument("--report", type=Path, required=True, help="JSON report to write")
-    validate.set_defaults(run=_validate)
-
-    train = command("train", "Co-train both students (resumes from OUT/last.pt).")
-    train.add_argument("--prepared", type=Path, required=True, help="prepared folder")
-    train.add_argument("--report", type=Path, required=True, help="passing validation report")
-    train.add_argument("--out", type=Path, required=True, help="training output folder")
-    train.set_defaults(run=_train)
-
-    evaluate = command("evaluate", "Score both trained students on a split.")
-    evaluate.add_argument("--prepared", type=Path, required=True, help="prepared folder")
-    evaluate.add_argument("--report", type=Path, required=True, help="passing validation report")
-    evaluate.add_argument("--train", type=Path, required=True, help="training output folder")
-    evaluate.add_argument("--out", type=Path, required=True, help="evaluation output folder")
-    evaluate.set_defaults(run=_evaluate)
-
-    students = command("students", "Build both students and print their parameter counts.")
+    students = commands.add_parser(
+        "students", help="Build both students and print their parameter counts."
+    )
+    _add_params_option(students)
     students.set_defaults(run=_students)
+
+    pipeline = commands.add_parser(
+        "pipeline", help="Generate, check and run the DVC and Kubeflow pipelines."
+    )
+    from codistill.pipeline.arguments import add_pipeline_arguments
+
+    add_pipeline_arguments(pipeline)
+    pipeline.set_defaults(run=_pipeline)
     return parser
 
 
@@ -141,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except StageFailedError as err:
+        print(err, file=sys.stderr)
+        return 1
     except (
         ConfigError,
         FileNotFoundError,

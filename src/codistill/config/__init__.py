@@ -7,9 +7,12 @@ from codistill.config.schema import (
     DataConfig,
     DistillConfig,
     EvaluateConfig,
+    ExportConfig,
+    GatesConfig,
     HFDConfig,
     ModelsConfig,
     Params,
+    ParityConfig,
     PixelBSDConfig,
     PrepareConfig,
     RegionBSDConfig,
@@ -21,6 +24,7 @@ from codistill.config.schema import (
     ValidateConfig,
     apply_profile,
     load_params,
+    parse_params,
 )
 
 __all__ = [
@@ -30,9 +34,12 @@ __all__ = [
     "DataConfig",
     "DistillConfig",
     "EvaluateConfig",
+    "ExportConfig",
+    "GatesConfig",
     "HFDConfig",
     "ModelsConfig",
     "Params",
+    "ParityConfig",
     "PixelBSDConfig",
     "PrepareConfig",
     "RegionBSDConfig",
@@ -45,4 +52,5 @@ __all__ = [
     "apply_profile",
     "from_mapping",
     "load_params",
+    "parse_params",
 ]

@@ -115,10 +115,15 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    return parse_yaml_mapping(text, str(path))
+
+
+def parse_yaml_mapping(text: str, source: str) -> dict[str, Any]:
+    """Parse YAML text that must hold a mapping; errors name ``source``."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{source}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{source}: expected a mapping at the top level")
     return data

@@ -236,7 +236,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """MLflow tracking of the train stage (the URI comes from MLFLOW_TRACKING_URI)."""
+    """MLflow tracking of every stage (the URI comes from MLFLOW_TRACKING_URI)."""
 
     enabled: bool = True
 
@@ -254,6 +254,53 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ParityConfig:
+    """How closely the exported graph must match PyTorch, and on which inputs."""
+
+    resolutions: tuple[tuple[int, int], ...] = ((360, 480), (256, 320))
+    batch_sizes: tuple[int, ...] = (1, 2)
+    max_abs_logit_diff: float = 1e-3
+    min_label_agreement: float = 0.999
+
+    def __post_init__(self) -> None:
+        if not self.resolutions or min(min(r) for r in self.resolutions) < 32:
+            raise ConfigError(f"resolutions: {self.resolutions} needs sizes of at least 32 px")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError(f"batch_sizes: {self.batch_sizes} must be at least 1 each")
+        if not 0 < self.min_label_agreement <= 1:
+            raise ConfigError(f"min_label_agreement: {self.min_label_agreement} not in (0, 1]")
+
+
+EXPORTERS = ("torchscript", "dynamo")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """ONNX export of each student."""
+
+    exporter: str = "torchscript"
+    opset: int = 17
+    parity: ParityConfig = field(default_factory=ParityConfig)
+
+    def __post_init__(self) -> None:
+        if self.exporter not in EXPORTERS:
+            raise ConfigError(f"exporter: {self.exporter!r} is not one of {', '.join(EXPORTERS)}")
+        if self.opset < 13:
+            raise ConfigError(f"opset: {self.opset} must be at least 13")
+
+
+@dataclass(frozen=True)
+class GatesConfig:
+    """Quality bars a student must clear before it is promoted."""
+
+    min_miou: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_miou <= 1:
+            raise ConfigError(f"min_miou: {self.min_miou} must be within [0, 1]")
+
+
+@dataclass(frozen=True)
 class Params:
     """Every knob of the pipeline, grouped by stage."""
 
@@ -264,6 +311,8 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    gates: GatesConfig = field(default_factory=GatesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -298,10 +347,16 @@ def apply_profile(data: dict) -> dict:
     return _merge(base, sections.get(profile) or {}) if profile else base
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
     """Parse and validate ``params.yaml`` under its profile; errors name the file and key."""
-    data = load_yaml_mapping(path)
+    return parse_params(load_yaml_mapping(path), str(path), profile)
+
+
+def parse_params(data: dict, source: str, profile: str | None = None) -> Params:
+    """Validate a parameters mapping under its profile, or under ``profile`` if given."""
+    if profile:
+        data = {**data, "profile": profile}
     try:
         return from_mapping(Params, apply_profile(data))
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{source}: {err}") from None

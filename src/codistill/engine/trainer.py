@@ -98,16 +98,23 @@ def weights_digest(model: nn.Module) -> str:
 class CoTrainer:
     """Trains both students on a validated prepared dataset into ``out_dir``.
 
-    ``out_dir/last.pt`` is rewritten atomically every ``train.checkpoint_every`` iterations;
-    a new run with the same configuration resumes from it.
+    ``last.pt`` in ``checkpoint_dir`` (default ``out_dir``; a persistent volume on a cluster)
+    is rewritten atomically every ``train.checkpoint_every`` iterations; a new run with the
+    same configuration resumes from it.
     """
 
     def __init__(
-        self, params: Params, prepared_dir: str | Path, out_dir: str | Path, tracking: bool = False
+        self,
+        params: Params,
+        prepared_dir: str | Path,
+        out_dir: str | Path,
+        tracking: bool = False,
+        checkpoint_dir: str | Path | None = None,
     ) -> None:
         self.params = params
         self.cfg = params.train
         self.out_dir = Path(out_dir)
+        self.checkpoint_path = Path(checkpoint_dir or out_dir) / LAST
         self.context: DistContext = init_distributed()
         self.tracking = tracking and self.context.is_main
         augmentation = Augmentation(self.cfg.crop, self.cfg.scale, self.cfg.flip)
@@ -145,7 +152,7 @@ class CoTrainer:
             torch.manual_seed(self.cfg.seed + 1 + self.context.rank)
 
     def _resume(self) -> None:
-        path = self.out_dir / LAST
+        path = self.checkpoint_path
         if not path.is_file():
             return
         state = load_checkpoint(path)
@@ -169,7 +176,7 @@ class CoTrainer:
         if not self.context.is_main:
             return
         save_checkpoint(
-            self.out_dir / LAST,
+            self.checkpoint_path,
             {
                 "fingerprint": self.fingerprint,
                 "iteration": self.iteration,

@@ -11,7 +11,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from codistill.artifacts import write_json_atomic, write_text_atomic
 from codistill.config import ValidateConfig
-from codistill.data.gate import REPORT_VERSION
+from codistill.data.gate import REPORT_JSON, REPORT_VERSION, SUMMARY_TXT
 from codistill.data.prepare import DATASET_JSON
 from codistill.validation.checks import CHECKS, Check
 from codistill.validation.tables import classes_table, samples_table, splits_table
@@ -94,10 +94,10 @@ def summary_text(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict, report_path: str | Path) -> Path:
-    """Write the JSON report and the summary beside it (``.txt``); return the summary path."""
-    report_path = Path(report_path)
-    summary_path = report_path.with_suffix(".txt")
-    write_json_atomic(report_path, report)
+def write_report(report: dict, validation_dir: str | Path) -> Path:
+    """Write the JSON report and its text summary into ``validation_dir``; return the summary."""
+    validation_dir = Path(validation_dir)
+    summary_path = validation_dir / SUMMARY_TXT
+    write_json_atomic(validation_dir / REPORT_JSON, report)
     write_text_atomic(summary_path, summary_text(report))
     return summary_path

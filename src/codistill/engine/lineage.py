@@ -1,0 +1,160 @@
+"""MLflow lineage: one parent run per pipeline run, one nested run per stage.
+
+The parent is found by a pipeline-run key: the Kubeflow job id, ``CODISTILL_PIPELINE_RUN``,
+or, under a plain ``dvc repro``, a digest of the parameters, the data hash and the git
+commit. It carries the data hash, the commit and the parameters; the last stage closes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from codistill.config import Params
+from codistill.engine.tracking import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, flatten
+
+PIPELINE_RUN_ENV = "CODISTILL_PIPELINE_RUN"
+HOME_ENV = "CODISTILL_HOME"
+GIT_COMMIT_ENV = "CODISTILL_GIT_COMMIT"
+KEY_TAG = "codistill.pipeline_run"
+STAGE_TAG = "codistill.stage"
+PARENT_TAG = "mlflow.parentRunId"
+GIT_TAG = "mlflow.source.git.commit"
+BATCH = 100  # MLflow takes at most this many parameters per request
+
+
+def project_home() -> Path:
+    """Where data.dvc and the git checkout are: ``$CODISTILL_HOME`` or the working folder."""
+    return Path(os.environ.get(HOME_ENV, "."))
+
+
+def data_hash(home: Path) -> str:
+    """The DVC hash of the raw data, from ``data.dvc`` (``unknown`` without one)."""
+    path = home / "data.dvc"
+    if not path.is_file():
+        return "unknown"
+    outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or [{}]
+    return str(outs[0].get("md5", "unknown"))
+
+
+def git_commit(home: Path) -> str:
+    """The source commit: ``$CODISTILL_GIT_COMMIT`` (images), else git, else ``unknown``."""
+    if os.environ.get(GIT_COMMIT_ENV):
+        return os.environ[GIT_COMMIT_ENV]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=home, capture_output=True, text=True, timeout=30
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=home,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def pipeline_key(raw_params: dict, data_md5: str, commit: str, explicit: str | None) -> str:
+    """The key that all stages of one pipeline run share."""
+    if explicit or os.environ.get(PIPELINE_RUN_ENV):
+        return explicit or os.environ[PIPELINE_RUN_ENV]
+    text = yaml.safe_dump(raw_params, sort_keys=True) + data_md5 + commit
+    return "dvc-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class StageLineage:
+    """The nested run of one stage: the environment that points trackers at it, and a recorder."""
+
+    def __init__(self, client: Any, run_id: str, parent_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.parent_id = parent_id
+        self.environment = {"MLFLOW_RUN_ID": run_id}
+
+    def record(self, summary: dict[str, Any]) -> None:
+        """Log the stage summary's metrics and message on the stage run."""
+        from mlflow.entities import Metric
+
+        stamp = _now_ms()
+        metrics = [Metric(k, float(v), stamp, 0) for k, v in summary.get("metrics", {}).items()]
+        for start in range(0, len(metrics), BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH])
+        if summary.get("message"):
+            self.client.set_tag(self.run_id, "codistill.summary", summary["message"][:5000])
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def _parent_run(client: Any, experiment_id: str, key: str, params: Params, home: Path) -> str:
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    from mlflow.entities import Param
+
+    commit = git_commit(home)
+    run = client.create_run(
+        experiment_id, run_name=f"pipeline-{key}", tags={KEY_TAG: key, GIT_TAG: commit}
+    )
+    values = {
+        "lineage.data_md5": data_hash(home),
+        "lineage.git_commit": commit,
+        **flatten(asdict(params)),
+    }
+    entries = [Param(k, str(v)) for k, v in values.items()]
+    for start in range(0, len(entries), BATCH):
+        client.log_batch(run.info.run_id, params=entries[start : start + BATCH])
+    return run.info.run_id
+
+
+@contextmanager
+def stage_run(
+    params: Params, raw_params: dict, stage: str, pipeline_run: str | None, last: bool
+) -> Iterator[StageLineage]:
+    """A nested MLflow run for ``stage`` under its pipeline run's parent, closed on exit.
+
+    A failing stage marks both runs FAILED; the ``last`` stage finishes the parent.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    home = project_home()
+    key = pipeline_key(raw_params, data_hash(home), git_commit(home), pipeline_run)
+    parent_id = _parent_run(client, experiment_id, key, params, home)
+    run = client.create_run(
+        experiment_id, run_name=stage, tags={PARENT_TAG: parent_id, STAGE_TAG: stage, KEY_TAG: key}
+    )
+    lineage = StageLineage(client, run.info.run_id, parent_id)
+    try:
+        yield lineage
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        client.set_terminated(parent_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+    if last:
+        client.set_terminated(parent_id, "FINISHED")

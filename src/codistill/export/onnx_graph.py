@@ -1,0 +1,82 @@
+"""One student as an ONNX graph: image in, full-size logits and arg-max labels out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from codistill.models.output import upsample_logits
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("logits", "labels")
+LABEL_DTYPE = torch.uint8
+
+
+class DeployableStudent(nn.Module):
+    """A trained student without its training-only parts, with the serving outputs."""
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (N×K×H×W, float32) and labels (N×H×W, uint8) at the input's size."""
+        logits = upsample_logits(self.student(image).logits, image.shape[-2:])
+        return logits, logits.argmax(dim=1).to(LABEL_DTYPE)
+
+
+def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        dynamo=False,
+        input_names=[INPUT_NAME],
+        output_names=list(OUTPUT_NAMES),
+        dynamic_axes={
+            INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+            "logits": {0: "batch", 2: "height", 3: "width"},
+            "labels": {0: "batch", 1: "height", 2: "width"},
+        },
+        opset_version=opset,
+    )
+
+
+def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    dims = {
+        0: torch.export.Dim("batch", min=1, max=1024),
+        2: torch.export.Dim("height", min=32, max=4096),
+        3: torch.export.Dim("width", min=32, max=4096),
+    }
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        input_names=[INPUT_NAME],
+        output_names=list(OUTPUT_NAMES),
+        dynamic_shapes={INPUT_NAME: dims},
+        opset_version=opset,
+    )
+    # One self-contained file: the serving repository holds exactly one model.onnx.
+    program.save(str(path), external_data=False)
+
+
+EXPORTERS = {"torchscript": _export_torchscript, "dynamo": _export_dynamo}
+
+
+def export_onnx(
+    student: nn.Module, path: str | Path, exporter: str, opset: int, example_size: tuple[int, int]
+) -> Path:
+    """Write ``student`` as one ONNX file with dynamic batch, height and width."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = DeployableStudent(student).eval()
+    # A batch of two: the dynamo exporter would otherwise specialise the batch size to 1.
+    example = torch.randn(2, 3, *example_size)
+    partial = path.with_name(f".{path.name}.partial")
+    with torch.no_grad():
+        EXPORTERS[exporter](model, example, partial, opset)
+    partial.replace(path)
+    return path

@@ -1,0 +1,75 @@
+"""The export stage: trained students in, ONNX graphs and their parity report out."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from codistill.artifacts import publish_dir, staging_dir, write_json_atomic
+from codistill.config import Params
+from codistill.data.base import dataset_spec
+from codistill.data.loading import PreparedSplit
+from codistill.evaluation.stage import load_students
+from codistill.export.onnx_graph import INPUT_NAME, OUTPUT_NAMES, export_onnx
+from codistill.export.parity import ParityError, check_parity, parity_failures
+
+PARITY_JSON = "parity.json"
+EXPORT_JSON = "export.json"
+PARITY_SPLIT = "val"
+
+
+def parity_images(prepared_dir: str | Path, count: int, size: tuple[int, int]) -> torch.Tensor:
+    """The first ``count`` validation images, normalized, resized to ``size``, stacked."""
+    data = PreparedSplit(prepared_dir, PARITY_SPLIT)
+    images = [data[(i % len(data), 0)][0][None] for i in range(count)]
+    return torch.cat(
+        [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in images]
+    )
+
+
+def run_export(
+    params: Params, prepared_dir: str | Path, students_dir: str | Path, out_dir: str | Path
+) -> dict:
+    """Export both students, check parity, and publish ``out_dir`` only if every case passes."""
+    cfg = params.export
+    out_dir = Path(out_dir)
+    staged = staging_dir(out_dir)
+    spec = dataset_spec(params.data.dataset)
+    students = load_students(params, Path(students_dir), spec.num_classes)
+    first_size = tuple(cfg.parity.resolutions[0])
+    images = parity_images(prepared_dir, max(cfg.parity.batch_sizes), first_size)
+    parity, failures = {}, []
+    for role, student in students.items():
+        student.eval()
+        path = export_onnx(student, staged / f"{role}.onnx", cfg.exporter, cfg.opset, first_size)
+        parity[role] = check_parity(student, path, images, cfg.parity)
+        failures += [f"{role} {line}" for line in parity_failures(parity[role], cfg.parity)]
+    summary = {
+        "exporter": cfg.exporter,
+        "opset": cfg.opset,
+        "torch": torch.__version__,
+        "input": INPUT_NAME,
+        "outputs": list(OUTPUT_NAMES),
+        "files": {role: f"{role}.onnx" for role in students},
+        "passed": not failures,
+    }
+    write_json_atomic(staged / PARITY_JSON, {"bounds": _bounds(params), "cases": parity})
+    write_json_atomic(staged / EXPORT_JSON, summary)
+    if failures:
+        shutil.rmtree(staged)
+        raise ParityError(
+            "exported graphs disagree with PyTorch; previous export kept:\n  "
+            + "\n  ".join(failures)
+        )
+    publish_dir(staged, out_dir)
+    return {"summary": summary, "parity": parity}
+
+
+def _bounds(params: Params) -> dict:
+    return {
+        "max_abs_logit_diff": params.export.parity.max_abs_logit_diff,
+        "min_label_agreement": params.export.parity.min_label_agreement,
+    }

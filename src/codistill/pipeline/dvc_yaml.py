@@ -1,0 +1,110 @@
+"""``dvc.yaml`` rendered from the stage registry, with the project's metrics and plots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from codistill.stages import STAGES, ArtifactSpec, Stage, artifacts
+
+HEADER = (
+    "# Generated from the stage registry (codistill.stages) by `codistill pipeline dvc`.\n"
+    "# Do not edit: change the registry and run the command again.\n"
+)
+
+PLOTS: list[Any] = [
+    {
+        "training_loss": {
+            "template": "linear",
+            "x": "iteration",
+            "y": {"build/train/curves.csv": ["loss_total", "loss_sup"]},
+        }
+    },
+    {
+        "distillation_terms": {
+            "template": "linear",
+            "x": "iteration",
+            "y": {
+                "build/train/curves.csv": [
+                    "loss_hfd",
+                    "loss_rbsd",
+                    "loss_pbsd",
+                    "loss_dml",
+                    "loss_kdcl",
+                ]
+            },
+        }
+    },
+    *(
+        {
+            f"per_class_iou_{role}": {
+                "template": "bar_horizontal",
+                "x": role,
+                "y": {"build/eval/per_class_iou.csv": "class"},
+            }
+        }
+        for role in ("cnn", "vit")
+    ),
+    "build/eval/per_class_iou.png",
+    "build/eval/overlays.png",
+]
+
+
+def _out_entries(spec: ArtifactSpec, metrics: bool) -> list[Any]:
+    if not spec.files:
+        if metrics:
+            return []
+        return [spec.path if spec.cache else {spec.path: {"cache": False}}]
+    entries: list[Any] = []
+    for item in spec.files:
+        if item.metric != metrics:
+            continue
+        options = {
+            key: value
+            for key, value in (("cache", item.cache), ("persist", item.persist))
+            if value != (key == "cache")
+        }
+        path = f"{spec.path}/{item.name}"
+        entries.append({path: options} if options else path)
+    return entries
+
+
+def _stage_entry(stage: Stage, known: dict[str, ArtifactSpec]) -> dict[str, Any]:
+    flags = [f"--{item.artifact} {known[item.artifact].path}" for item in stage.inputs]
+    deps = [
+        f"{known[item.artifact].path}/{name}" if item.files else known[item.artifact].path
+        for item in stage.inputs
+        for name in (item.files or ("",))
+    ]
+    entry: dict[str, Any] = {
+        "cmd": " ".join(["codistill", stage.name, *flags, f"--out {stage.output.path}"]),
+        "deps": [*deps, *stage.code],
+        "params": list(stage.params),
+        "outs": _out_entries(stage.output, metrics=False),
+    }
+    metrics = _out_entries(stage.output, metrics=True)
+    if metrics:
+        entry["metrics"] = metrics
+    return entry
+
+
+def metric_files() -> list[str]:
+    """Every file a stage declares as a metric."""
+    return [
+        f"{stage.output.path}/{item.name}"
+        for stage in STAGES
+        for item in stage.output.files
+        if item.metric
+    ]
+
+
+def render_dvc_yaml() -> str:
+    """The full text of ``dvc.yaml``."""
+    known = artifacts()
+    document = {
+        "stages": {stage.name: _stage_entry(stage, known) for stage in STAGES},
+        "metrics": metric_files(),
+        "plots": PLOTS,
+    }
+    return HEADER + yaml.safe_dump(document, sort_keys=False, width=100)

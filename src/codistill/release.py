@@ -1,0 +1,66 @@
+"""The publish stage: gate each student on its measured mIoU, register it, promote it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from codistill.artifacts import publish_dir, staging_dir, write_json_atomic
+from codistill.config import Params
+
+RELEASE_JSON = "release.json"
+ROLES = ("cnn", "vit")
+CANDIDATE_ALIAS = "candidate"
+
+
+def registered_model_name(role: str) -> str:
+    """The MLflow registered model that holds student ``role``."""
+    return f"codistill-{role}"
+
+
+def gate_students(metrics: dict[str, Any], min_miou: float) -> dict[str, dict[str, Any]]:
+    """Each student's mIoU and whether it clears ``min_miou``."""
+    missing = [role for role in ROLES if role not in metrics]
+    if missing:
+        raise KeyError(f"evaluation metrics have no entry for {', '.join(missing)}")
+    return {
+        role: {"miou": float(metrics[role]["miou"]), "passed": metrics[role]["miou"] >= min_miou}
+        for role in ROLES
+    }
+
+
+def run_publish(
+    params: Params, evaluation_dir: str | Path, onnx_dir: str | Path, out_dir: str | Path
+) -> dict[str, Any]:
+    """Register both ONNX students (with tracking on) and write ``release.json``.
+
+    A student that clears ``gates.min_miou`` gets the ``candidate`` alias; one that misses it
+    is registered without it, and the alias stays on the last version that cleared the bar.
+    """
+    metrics_path = Path(evaluation_dir) / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path}: no evaluation metrics; run the evaluate stage")
+    students = gate_students(json.loads(metrics_path.read_text()), params.gates.min_miou)
+    files = {}
+    for role, entry in students.items():
+        files[role] = Path(onnx_dir) / f"{role}.onnx"
+        if not files[role].is_file():
+            raise FileNotFoundError(f"{files[role]}: no exported {role}; run the export stage")
+        entry["onnx"] = files[role].name
+        entry["registered_model"] = registered_model_name(role)
+        entry["alias"] = CANDIDATE_ALIAS if entry["passed"] else None
+    if params.tracking.enabled:
+        from codistill.engine.model_registry import register_onnx_students
+
+        versions = register_onnx_students(
+            {e["registered_model"]: (files[r], e["alias"]) for r, e in students.items()}
+        )
+        for entry in students.values():
+            entry["version"] = versions[entry["registered_model"]]
+    release = {"min_miou": params.gates.min_miou, "students": students}
+    out_dir = Path(out_dir)
+    staged = staging_dir(out_dir)
+    write_json_atomic(staged / RELEASE_JSON, release)
+    publish_dir(staged, out_dir)
+    return release

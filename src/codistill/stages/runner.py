@@ -1,0 +1,105 @@
+"""Run one registered stage: in process, or on every GPU through torchrun, inside its lineage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from codistill.config import Params, parse_params
+from codistill.stages import STAGES, get_stage
+
+
+def is_torchrun_worker() -> bool:
+    """True inside a process that torchrun started (it sets the elastic run id)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
+@contextmanager
+def _environment(extra: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _torchrun(
+    name: str,
+    raw_params: dict,
+    paths: dict[str, Path],
+    checkpoint_dir: Path | None,
+    nproc: int,
+    env: dict[str, str],
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="codistill-params-") as tmp:
+        params_file = Path(tmp) / "params.yaml"
+        params_file.write_text(yaml.safe_dump(raw_params, sort_keys=False))
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "codistill.cli",
+            name,
+            "--params",
+            str(params_file),
+            *(arg for key, path in paths.items() for arg in (f"--{key}", str(path))),
+        ]
+        if checkpoint_dir is not None:
+            command += ["--checkpoint-dir", str(checkpoint_dir)]
+        print(f"{name}: {' '.join(command)}", flush=True)
+        subprocess.run(command, check=True, env={**os.environ, **env})
+
+
+def run_stage(
+    name: str,
+    raw_params: dict,
+    paths: dict[str, Path],
+    *,
+    params_source: str = "params.yaml",
+    profile: str | None = None,
+    checkpoint_dir: Path | None = None,
+    nproc: int = 1,
+    pipeline_run: str | None = None,
+) -> dict[str, Any]:
+    """Run stage ``name`` on ``paths`` (its inputs and ``out``) and return its summary.
+
+    ``raw_params`` is the parameters mapping as read from YAML; ``profile`` overrides its
+    profile. With tracking on, the stage logs into a nested MLflow run under the pipeline
+    run's parent (see ``codistill.engine.lineage``). An accelerated stage with ``nproc`` > 1
+    re-launches itself through torchrun, one process per GPU.
+    """
+    stage = get_stage(name)
+    if profile:
+        raw_params = {**raw_params, "profile": profile}
+    params: Params = parse_params(raw_params, params_source)
+    extra = {"checkpoint_dir": checkpoint_dir} if stage.resumable else {}
+    if is_torchrun_worker() or not params.tracking.enabled:
+        return stage.function(params, **paths, **extra)
+    from codistill.engine.lineage import stage_run
+
+    last = stage.name == STAGES[-1].name
+    with stage_run(params, raw_params, stage.name, pipeline_run, last) as lineage:
+        if stage.accelerated and nproc > 1:
+            _torchrun(name, raw_params, paths, checkpoint_dir, nproc, lineage.environment)
+            summary = {"message": f"{name}: {nproc} torchrun processes finished", "metrics": {}}
+        else:
+            with _environment(lineage.environment):
+                summary = stage.function(params, **paths, **extra)
+        lineage.record(summary)
+    return summary

@@ -1,0 +1,75 @@
+"""The shape of a stage declaration: its function, artifacts and the parameters it reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+KINDS = ("Dataset", "Model", "Artifact")
+
+
+@dataclass(frozen=True)
+class OutFile:
+    """One file of an artifact folder that DVC tracks on its own."""
+
+    name: str
+    cache: bool = True
+    persist: bool = False
+    metric: bool = False
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """A folder one stage writes and later stages read: a DVC out and a KFP artifact.
+
+    ``path`` is relative to the project root and may use ``${data.dataset}``. With ``files``
+    DVC tracks those files one by one (to persist or not cache some); else the whole folder.
+    """
+
+    name: str
+    path: str
+    kind: str
+    files: tuple[OutFile, ...] = ()
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"artifact {self.name}: kind {self.kind!r} not in {KINDS}")
+
+
+@dataclass(frozen=True)
+class Input:
+    """An artifact a stage reads; ``files`` narrows the DVC dependency to those files."""
+
+    artifact: str
+    files: tuple[str, ...] = ()
+
+
+StageFunction = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline step, declared once for the CLI, ``dvc.yaml`` and the Kubeflow pipeline.
+
+    ``function(params, **inputs, out=...)`` does the work and returns a summary with
+    ``message`` (one line) and ``metrics`` (flat floats for the tracker). ``resumable``
+    stages also take ``checkpoint_dir``; ``accelerated`` ones run on GPU nodes, one
+    process per GPU through torchrun.
+    """
+
+    name: str
+    description: str
+    function: StageFunction
+    inputs: tuple[Input, ...]
+    output: ArtifactSpec
+    params: tuple[str, ...]
+    code: tuple[str, ...]
+    resumable: bool = False
+    accelerated: bool = False
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The names of the artifacts this stage reads, in declaration order."""
+        return tuple(item.artifact for item in self.inputs)

@@ -1,0 +1,187 @@
+"""The whole Kubeflow pipeline run locally, with its lineage in a real MLflow server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from codistill.config import load_params
+from codistill.engine.lineage import KEY_TAG, PARENT_TAG, STAGE_TAG, data_hash
+from codistill.export import export_onnx
+from codistill.models import build_student
+from codistill.stages import STAGES
+from codistill.stages.runner import run_stage
+from tests.conftest import REPO_ROOT, TRAIN_SIZE, build_camvid_tree, tiny_params_file
+from tests.servers.mlflow_server import mlflow_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory):
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, tracking_uri) -> dict:
+    """One `codistill pipeline run --local` on a tiny tree, tracked by the real server."""
+    base = tmp_path_factory.mktemp("kfp-local")
+    tree = build_camvid_tree(base / "camvid", size=TRAIN_SIZE)
+    params = tiny_params_file(base, iterations=4, tracking=True, min_miou=0.0)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_EXPERIMENT_NAME": "kfp-local",
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("CODISTILL_PIPELINE_RUN", None)
+    command = [sys.executable, "-m", "codistill.cli", "pipeline", "run", "--local"]
+    command += ["--raw-data", str(tree), "--params", str(params), "--workspace", str(base / "ws")]
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    artifacts = dict(
+        line.strip().split(": ", 1)
+        for line in result.stdout.splitlines()
+        if line.startswith("  ") and line.strip().split(":")[0] in {s.name for s in STAGES}
+    )
+    return {"artifacts": {k: Path(v) for k, v in artifacts.items()}, "stdout": result.stdout}
+
+
+def test_every_stage_leaves_its_artifact(local_run):
+    found = local_run["artifacts"]
+    assert set(found) == {s.name for s in STAGES}
+    assert (found["prepare"] / "manifest.csv").is_file()
+    assert json.loads((found["validate"] / "validation.json").read_text())["passed"]
+    for role in ("cnn", "vit"):
+        assert torch.load(found["train"] / f"{role}.pt", weights_only=True)
+    metrics = json.loads((found["evaluate"] / "metrics.json").read_text())
+    assert 0 <= metrics["cnn"]["miou"] <= 1 and 0 <= metrics["vit"]["miou"] <= 1
+    parity = json.loads((found["export"] / "parity.json").read_text())
+    assert all(case["passed"] for cases in parity["cases"].values() for case in cases)
+    assert {p.name for p in found["export"].glob("*.onnx")} == {"cnn.onnx", "vit.onnx"}
+    release = json.loads((found["publish"] / "release.json").read_text())
+    assert set(release["students"]) == {"cnn", "vit"}
+
+
+def test_one_parent_run_with_a_nested_run_per_stage(local_run, tracking_uri):
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("kfp-local")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    key = parent.data.tags[KEY_TAG]
+    assert key and "{{" not in key  # the Kubeflow job id, resolved
+    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
+    assert sorted(r.data.tags[STAGE_TAG] for r in children) == sorted(s.name for s in STAGES)
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert parent.data.params["lineage.data_md5"] == data_hash(REPO_ROOT)
+    assert parent.data.params["lineage.data_md5"].endswith(".dir")
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    assert parent.data.params["lineage.git_commit"].startswith(commit)
+    assert parent.data.params["train.iterations"] == "4"
+    train = next(r for r in children if r.data.tags[STAGE_TAG] == "train")
+    assert "loss_total" in train.data.metrics  # the trainer logged into the stage's run
+    evaluate = next(r for r in children if r.data.tags[STAGE_TAG] == "evaluate")
+    assert set(evaluate.data.metrics) >= {"cnn.miou", "vit.miou"}
+
+
+def test_both_students_are_registered_with_their_onnx_graphs(
+    local_run, tracking_uri, tmp_path, monkeypatch
+):
+    import mlflow
+    import onnx
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    for role in ("cnn", "vit"):
+        folder = mlflow.artifacts.download_artifacts(
+            f"models:/codistill-{role}@candidate", dst_path=str(tmp_path / role)
+        )
+        graph = onnx.load(str(Path(folder) / "model.onnx")).graph
+        assert [i.name for i in graph.input] == ["image"]
+        assert [o.name for o in graph.output] == ["logits", "labels"]
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tmp_path_factory) -> Path:
+    """Untrained students exported to ONNX at a tiny size."""
+    folder = tmp_path_factory.mktemp("onnx")
+    params = load_params(REPO_ROOT / "params.yaml")
+    torch.manual_seed(0)
+    for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
+        export_onnx(
+            build_student(cfg, 11).eval(), folder / f"{role}.onnx", "torchscript", 17, (32, 32)
+        )
+    return folder
+
+
+def publish(tmp_path: Path, miou: dict[str, float], min_miou: float) -> dict:
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir(exist_ok=True)
+    (evaluation / "metrics.json").write_text(
+        json.dumps({"split": "test", **{r: {"miou": v} for r, v in miou.items()}})
+    )
+    raw = {"gates": {"min_miou": min_miou}, "tracking": {"enabled": True}}
+    return run_stage(
+        "publish",
+        raw,
+        {"evaluation": evaluation, "onnx": tmp_path / "onnx", "out": tmp_path / "release"},
+        pipeline_run=f"publish-{tmp_path.name}",
+    )
+
+
+def test_publish_promotes_only_students_that_clear_the_gate(
+    tmp_path, onnx_dir, tracking_uri, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "publish-gate")
+    (tmp_path / "onnx").symlink_to(onnx_dir)
+    client = MlflowClient(tracking_uri)
+
+    def candidate(role: str) -> str | None:
+        try:
+            return client.get_model_version_by_alias(f"codistill-{role}", "candidate").version
+        except MlflowException:
+            return None
+
+    before = {role: candidate(role) for role in ("cnn", "vit")}
+    publish(tmp_path, {"cnn": 0.61, "vit": 0.42}, min_miou=0.5)
+    release = json.loads((tmp_path / "release" / "release.json").read_text())
+    cnn, vit = release["students"]["cnn"], release["students"]["vit"]
+    assert cnn["passed"] and cnn["alias"] == "candidate" and candidate("cnn") == cnn["version"]
+    assert not vit["passed"] and vit["alias"] is None and vit["version"]
+    assert candidate("vit") == before["vit"]  # a failing student does not take the alias
+
+    publish(tmp_path, {"cnn": 0.49, "vit": 0.42}, min_miou=0.5)
+    again = json.loads((tmp_path / "release" / "release.json").read_text())
+    assert int(again["students"]["cnn"]["version"]) == int(cnn["version"]) + 1
+    assert candidate("cnn") == cnn["version"]  # the alias stays on the version that passed
+
+
+def test_publish_without_evaluation_metrics_names_the_missing_file(tmp_path, onnx_dir):
+    raw = {"tracking": {"enabled": False}}
+    with pytest.raises(FileNotFoundError, match=r"eval/metrics\.json: no evaluation metrics"):
+        run_stage(
+            "publish",
+            raw,
+            {"evaluation": tmp_path / "eval", "onnx": onnx_dir, "out": tmp_path / "release"},
+        )
+    assert not (tmp_path / "release").exists()
+
+
+def test_params_in_the_pipeline_yaml_default_to_the_image(tmp_path):
+    spec = next(yaml.safe_load_all((REPO_ROOT / "pipelines/codistill_pipeline.yaml").read_text()))
+    assert spec["root"]["inputDefinitions"]["parameters"]["params_yaml"]["defaultValue"] == ""

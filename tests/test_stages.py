@@ -1,0 +1,108 @@
+"""The stage registry, and the files generated from it: dvc.yaml, components, pipeline."""
+
+import shutil
+
+import pytest
+import yaml
+
+from codistill.cli import build_parser, main
+from codistill.pipeline.dvc_yaml import render_dvc_yaml
+from codistill.pipeline.generated import PIPELINE_MODULE, stale_files
+from codistill.stages import DATA, STAGES, artifacts, get_stage, stage_edges
+from tests.conftest import REPO_ROOT
+
+
+def test_every_input_is_written_by_an_earlier_stage_or_is_the_raw_data():
+    available = {DATA.name}
+    for stage in STAGES:
+        missing = set(stage.input_names) - available
+        assert not missing, f"{stage.name} reads {missing} before any stage writes it"
+        available.add(stage.output.name)
+    assert [s.name for s in STAGES] == [
+        "prepare",
+        "validate",
+        "train",
+        "evaluate",
+        "export",
+        "publish",
+    ]
+
+
+def test_each_stage_writes_its_own_folder():
+    paths = [spec.path for spec in artifacts().values()]
+    assert len(set(paths)) == len(paths)
+    assert all(p.startswith("build/") for p in paths if p != DATA.path)
+
+
+def test_the_cli_has_one_command_per_stage_with_a_flag_per_artifact():
+    parser = build_parser()
+    for stage in STAGES:
+        argv = [stage.name, *(f"--{n}=x" for n in stage.input_names), "--out=y"]
+        args = parser.parse_args(argv)
+        assert args.stage is stage
+        assert {n: str(getattr(args, n)) for n in stage.input_names} == dict.fromkeys(
+            stage.input_names, "x"
+        )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--prepared=x", "--out=y"])  # no --validation
+
+
+def test_unknown_stage_is_named():
+    with pytest.raises(KeyError, match="no stage 'fit'"):
+        get_stage("fit")
+
+
+def test_dvc_yaml_stages_read_the_declared_params_and_pass_the_declared_artifacts():
+    document = yaml.safe_load(render_dvc_yaml())
+    known = artifacts()
+    for stage in STAGES:
+        entry = document["stages"][stage.name]
+        assert entry["params"] == list(stage.params)
+        for name in stage.input_names:
+            assert f"--{name} {known[name].path}" in entry["cmd"]
+        assert entry["cmd"].startswith(f"codistill {stage.name} ")
+    train_outs = document["stages"]["train"]["outs"]
+    assert {"build/train/last.pt": {"persist": True}} in train_outs
+    assert document["metrics"] == ["build/eval/metrics.json"]
+
+
+def test_committed_dvc_yaml_equals_the_generated_one():
+    assert stale_files(REPO_ROOT, "dvc") == []
+
+
+def test_a_hand_edit_of_dvc_yaml_is_caught(tmp_path, capsys):
+    shutil.copy(REPO_ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    text = (tmp_path / "dvc.yaml").read_text().replace("- prepare\n", "- prepare.shard_mib\n")
+    (tmp_path / "dvc.yaml").write_text(text)
+    assert main(["pipeline", "dvc", "--check", "--root", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "+    - prepare\n" in captured.out and "codistill pipeline dvc" in captured.err
+
+
+def test_committed_components_and_pipeline_equal_a_fresh_compile():
+    assert stale_files(REPO_ROOT, "compile") == []
+
+
+def test_a_stale_component_is_caught(tmp_path):
+    for name in ("components", "pipelines"):
+        shutil.copytree(REPO_ROOT / name, tmp_path / name)
+    component = tmp_path / "components" / "train.yaml"
+    component.write_text(component.read_text().replace("nproc", "processes"))
+    diffs = stale_files(tmp_path, "compile")
+    assert diffs and "components/train.yaml" in diffs[0]
+    assert (tmp_path / PIPELINE_MODULE).is_file()
+
+
+def test_stage_edges_follow_the_artifacts():
+    assert stage_edges() == {
+        ("prepare", "validate"),
+        ("prepare", "train"),
+        ("validate", "train"),
+        ("prepare", "evaluate"),
+        ("validate", "evaluate"),
+        ("train", "evaluate"),
+        ("prepare", "export"),
+        ("train", "export"),
+        ("evaluate", "publish"),
+        ("export", "publish"),
+    }
