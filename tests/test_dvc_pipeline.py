@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -135,3 +136,49 @@ def test_dvc_repro_runs_every_stage_and_reports_metrics_and_plots(tiny_project):
     assert "could not find provided field" not in plots
     status = run([str(BIN / "dvc"), "status"], tiny_project).stdout
     assert "up to date" in status.lower()
+    parity = json.loads((tiny_project / "build/export/parity.json").read_text())
+    assert all(case["passed"] for cases in parity["cases"].values() for case in cases)
+    release = json.loads((tiny_project / "build/publish/release.json").read_text())
+    assert set(release["students"]) == {"cnn", "vit"}
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages a `dvc repro` output says it ran."""
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+def git(args: list[str], cwd: Path) -> None:
+    run(["git", "-c", "user.email=tests@codistill", "-c", "user.name=tests", *args], cwd)
+
+
+def test_a_second_repro_runs_nothing(tiny_project):
+    again = run([str(BIN / "dvc"), "repro"], tiny_project).stdout
+    assert stages_run(again) == set()
+    assert "up to date" in again.lower()
+
+
+def test_exp_run_of_another_method_reruns_only_train_and_what_follows_and_diffs(tiny_project):
+    git(["add", "-A"], tiny_project)
+    git(["commit", "-qm", "tiny run of ours"], tiny_project)
+    exp = run([str(BIN / "dvc"), "exp", "run", "-S", "train.method=dml"], tiny_project).stdout
+    assert stages_run(exp) == {"train", "evaluate", "export", "publish"}
+    trained = json.loads((tiny_project / "build/train/train_metrics.json").read_text())
+    assert trained["method"] == "dml"
+    params = json.loads(run([str(BIN / "dvc"), "params", "diff", "--json"], tiny_project).stdout)
+    assert params["params.yaml"]["train.method"] == {"old": "ours", "new": "dml"}
+    metrics = json.loads(
+        run([str(BIN / "dvc"), "metrics", "diff", "--all", "--json"], tiny_project).stdout
+    )["build/eval/metrics.json"]
+    committed = json.loads(
+        run(["git", "show", "HEAD:build/eval/metrics.json"], tiny_project).stdout
+    )
+    current = json.loads((tiny_project / "build/eval/metrics.json").read_text())
+    for role in ("cnn", "vit"):
+        assert metrics[f"{role}.miou"]["old"] == committed[role]["miou"]
+        assert metrics[f"{role}.miou"]["new"] == current[role]["miou"]
+    plots = json.loads(
+        run([str(BIN / "dvc"), "plots", "diff", "HEAD", "--json"], tiny_project).stdout
+    )
+    assert not plots.get("errors"), plots["errors"]
+    for name in ("training_loss", "distillation_terms", "per_class_iou_cnn"):
+        assert set(plots["data"][name][0]["revisions"]) == {"HEAD", "workspace"}

@@ -13,8 +13,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from codistill.config import load_params
-from codistill.engine.lineage import KEY_TAG, PARENT_TAG, STAGE_TAG, data_hash
 from codistill.export import export_onnx
+from codistill.lineage.runs import KEY_TAG, PARENT_TAG, STAGE_TAG, data_hash
 from codistill.models import build_student
 from codistill.stages import STAGES
 from codistill.stages.runner import run_stage

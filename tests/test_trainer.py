@@ -184,3 +184,30 @@ def test_resume_fingerprint_depends_on_world_size():
 
     assert config_fingerprint(Params(), "m", 1) != config_fingerprint(Params(), "m", 2)
     assert config_fingerprint(Params(), "m", 2) == config_fingerprint(Params(), "m", 2)
+
+
+def test_nproc_relaunches_the_stage_through_torchrun_inside_one_stage_run(validated_tiny, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    prepared, report = validated_tiny
+    params = tiny_params_file(tmp_path, iterations=2, log_every=1, tracking=True)
+    out = tmp_path / "ddp"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_EXPERIMENT_NAME": "nproc",
+    }
+    command = [*train_command(params, prepared, report, out), "--nproc", "2"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "torch.distributed.run --standalone --nproc_per_node=2" in result.stdout
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("nproc").experiment_id])
+    stage_runs = [r for r in runs if r.data.tags.get("codistill.stage") == "train"]
+    assert len(stage_runs) == 1 and len(runs) == 2  # the parent and one train run
+    assert "loss_total" in stage_runs[0].data.metrics  # rank 0 logged into the stage run

@@ -51,7 +51,7 @@ def run_publish(
         entry["registered_model"] = registered_model_name(role)
         entry["alias"] = CANDIDATE_ALIAS if entry["passed"] else None
     if params.tracking.enabled:
-        from codistill.engine.model_registry import register_onnx_students
+        from codistill.lineage.models import register_onnx_students
 
         versions = register_onnx_students(
             {e["registered_model"]: (files[r], e["alias"]) for r, e in students.items()}

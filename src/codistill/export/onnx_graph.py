@@ -66,6 +66,28 @@ def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: i
 EXPORTERS = {"torchscript": _export_torchscript, "dynamo": _export_dynamo}
 
 
+def _declare_io_shapes(path: Path, channels: int, num_classes: int) -> None:
+    """Name the dynamic axes alike for both exporters and fix the channel and class counts."""
+    import onnx
+
+    model = onnx.load(str(path))
+    shapes = {
+        INPUT_NAME: ("batch", channels, "height", "width"),
+        "logits": ("batch", num_classes, "height", "width"),
+        "labels": ("batch", "height", "width"),
+    }
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        for dim, size in zip(dims, shapes[value.name], strict=True):
+            dim.Clear()
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = size
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
 def export_onnx(
     student: nn.Module, path: str | Path, exporter: str, opset: int, example_size: tuple[int, int]
 ) -> Path:
@@ -77,6 +99,8 @@ def export_onnx(
     example = torch.randn(2, 3, *example_size)
     partial = path.with_name(f".{path.name}.partial")
     with torch.no_grad():
+        num_classes = model(example)[0].shape[1]
         EXPORTERS[exporter](model, example, partial, opset)
+    _declare_io_shapes(partial, example.shape[1], num_classes)
     partial.replace(path)
     return path

@@ -201,7 +201,7 @@ STAGES: tuple[Stage, ...] = (
             ),
         ),
         params=("evaluate", "models"),
-        code=("src/codistill/evaluation", "src/codistill/models"),
+        code=("src/codistill/evaluation", "src/codistill/models", "src/codistill/data/loading.py"),
     ),
     Stage(
         name="export",
@@ -210,7 +210,12 @@ STAGES: tuple[Stage, ...] = (
         inputs=(Input("prepared"), Input("students", files=("cnn.pt", "vit.pt"))),
         output=ArtifactSpec("onnx", "build/export", "Model"),
         params=("export", "models"),
-        code=("src/codistill/export", "src/codistill/models"),
+        code=(
+            "src/codistill/export",
+            "src/codistill/models",
+            "src/codistill/evaluation/stage.py",
+            "src/codistill/data/loading.py",
+        ),
     ),
     Stage(
         name="publish",
@@ -219,6 +224,6 @@ STAGES: tuple[Stage, ...] = (
         inputs=(Input("evaluation", files=("metrics.json",)), Input("onnx")),
         output=ArtifactSpec("release", "build/publish", "Artifact", cache=False),
         params=("gates",),
-        code=("src/codistill/release.py", "src/codistill/engine/model_registry.py"),
+        code=("src/codistill/release.py", "src/codistill/lineage/models.py"),
     ),
 )

@@ -66,6 +66,29 @@ def _torchrun(
         subprocess.run(command, check=True, env={**os.environ, **env})
 
 
+class _NoLineage:
+    """Stands in for the stage run when tracking is off."""
+
+    def __init__(self) -> None:
+        self.environment: dict[str, str] = {}
+
+    def record(self, summary: dict[str, Any]) -> None:
+        """Nothing to record."""
+
+
+@contextmanager
+def _lineage(
+    params: Params, raw_params: dict, stage: str, pipeline_run: str | None
+) -> Iterator[Any]:
+    if not params.tracking.enabled:
+        yield _NoLineage()
+        return
+    from codistill.lineage.runs import stage_run
+
+    with stage_run(params, raw_params, stage, pipeline_run, stage == STAGES[-1].name) as run:
+        yield run
+
+
 def run_stage(
     name: str,
     raw_params: dict,
@@ -81,7 +104,7 @@ def run_stage(
 
     ``raw_params`` is the parameters mapping as read from YAML; ``profile`` overrides its
     profile. With tracking on, the stage logs into a nested MLflow run under the pipeline
-    run's parent (see ``codistill.engine.lineage``). An accelerated stage with ``nproc`` > 1
+    run's parent (see ``codistill.lineage.runs``). An accelerated stage with ``nproc`` > 1
     re-launches itself through torchrun, one process per GPU.
     """
     stage = get_stage(name)
@@ -89,12 +112,9 @@ def run_stage(
         raw_params = {**raw_params, "profile": profile}
     params: Params = parse_params(raw_params, params_source)
     extra = {"checkpoint_dir": checkpoint_dir} if stage.resumable else {}
-    if is_torchrun_worker() or not params.tracking.enabled:
+    if is_torchrun_worker():  # the launching process keeps the lineage
         return stage.function(params, **paths, **extra)
-    from codistill.engine.lineage import stage_run
-
-    last = stage.name == STAGES[-1].name
-    with stage_run(params, raw_params, stage.name, pipeline_run, last) as lineage:
+    with _lineage(params, raw_params, stage.name, pipeline_run) as lineage:
         if stage.accelerated and nproc > 1:
             _torchrun(name, raw_params, paths, checkpoint_dir, nproc, lineage.environment)
             summary = {"message": f"{name}: {nproc} torchrun processes finished", "metrics": {}}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -88,7 +89,7 @@ class StageLineage:
         """Log the stage summary's metrics and message on the stage run."""
         from mlflow.entities import Metric
 
-        stamp = _now_ms()
+        stamp = int(time.time() * 1000)
         metrics = [Metric(k, float(v), stamp, 0) for k, v in summary.get("metrics", {}).items()]
         for start in range(0, len(metrics), BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH])
@@ -96,13 +97,9 @@ class StageLineage:
             self.client.set_tag(self.run_id, "codistill.summary", summary["message"][:5000])
 
 
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)
-
-
-def _parent_run(client: Any, experiment_id: str, key: str, params: Params, home: Path) -> str:
+def _parent_run(
+    client: Any, experiment_id: str, key: str, params: Params, data_md5: str, commit: str
+) -> str:
     found = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
@@ -112,12 +109,11 @@ def _parent_run(client: Any, experiment_id: str, key: str, params: Params, home:
         return found[0].info.run_id
     from mlflow.entities import Param
 
-    commit = git_commit(home)
     run = client.create_run(
         experiment_id, run_name=f"pipeline-{key}", tags={KEY_TAG: key, GIT_TAG: commit}
     )
     values = {
-        "lineage.data_md5": data_hash(home),
+        "lineage.data_md5": data_md5,
         "lineage.git_commit": commit,
         **flatten(asdict(params)),
     }
@@ -143,8 +139,9 @@ def stage_run(
     experiment = client.get_experiment_by_name(name)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
     home = project_home()
-    key = pipeline_key(raw_params, data_hash(home), git_commit(home), pipeline_run)
-    parent_id = _parent_run(client, experiment_id, key, params, home)
+    data_md5, commit = data_hash(home), git_commit(home)
+    key = pipeline_key(raw_params, data_md5, commit, pipeline_run)
+    parent_id = _parent_run(client, experiment_id, key, params, data_md5, commit)
     run = client.create_run(
         experiment_id, run_name=stage, tags={PARENT_TAG: parent_id, STAGE_TAG: stage, KEY_TAG: key}
     )

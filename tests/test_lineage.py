@@ -1,0 +1,76 @@
+"""MLflow lineage: which parent a stage joins, and what a failure leaves behind."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from codistill.config import parse_params
+from codistill.lineage.runs import (
+    KEY_TAG,
+    PARENT_TAG,
+    PIPELINE_RUN_ENV,
+    data_hash,
+    pipeline_key,
+    stage_run,
+)
+from codistill.stages.runner import run_stage
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture
+def sqlite_tracking(tmp_path, monkeypatch) -> MlflowClient:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "lineage")
+    monkeypatch.delenv(PIPELINE_RUN_ENV, raising=False)
+    return MlflowClient(uri)
+
+
+def runs(client: MlflowClient) -> list:
+    return client.search_runs([client.get_experiment_by_name("lineage").experiment_id])
+
+
+def test_the_key_is_explicit_or_from_the_environment_or_a_digest(monkeypatch):
+    monkeypatch.delenv(PIPELINE_RUN_ENV, raising=False)
+    ours = pipeline_key({"train": {"method": "ours"}}, "abc.dir", "1234", None)
+    assert ours == pipeline_key({"train": {"method": "ours"}}, "abc.dir", "1234", None)
+    assert ours.startswith("dvc-")
+    assert ours != pipeline_key({"train": {"method": "dml"}}, "abc.dir", "1234", None)
+    assert ours != pipeline_key({"train": {"method": "ours"}}, "def.dir", "1234", None)
+    assert ours != pipeline_key({"train": {"method": "ours"}}, "abc.dir", "5678", None)
+    monkeypatch.setenv(PIPELINE_RUN_ENV, "nightly-7")
+    assert pipeline_key({}, "abc.dir", "1234", None) == "nightly-7"
+    assert pipeline_key({}, "abc.dir", "1234", "job-42") == "job-42"
+
+
+def test_data_hash_is_the_md5_that_data_dvc_records(tmp_path):
+    assert data_hash(REPO_ROOT) in (REPO_ROOT / "data.dvc").read_text()
+    assert data_hash(tmp_path) == "unknown"
+
+
+def test_stages_of_one_configuration_share_a_parent_until_the_last_closes_it(sqlite_tracking):
+    raw = {"train": {"method": "ours"}}
+    params = parse_params(raw, "test")
+    with stage_run(params, raw, "prepare", None, last=False) as first:
+        pass
+    with stage_run(params, raw, "train", None, last=True) as second:
+        pass
+    assert first.parent_id == second.parent_id
+    parent = sqlite_tracking.get_run(first.parent_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["train.method"] == "ours"
+    with stage_run(params, raw, "prepare", None, last=False) as third:
+        pass
+    assert third.parent_id != first.parent_id  # a finished pipeline run is not reopened
+    assert {r.data.tags[KEY_TAG] for r in runs(sqlite_tracking)} == {parent.data.tags[KEY_TAG]}
+
+
+def test_a_failing_stage_marks_its_run_and_the_parent_failed(sqlite_tracking, tmp_path):
+    raw = {"tracking": {"enabled": True}}
+    paths = {"evaluation": tmp_path / "eval", "onnx": tmp_path, "out": tmp_path / "release"}
+    with pytest.raises(FileNotFoundError, match="no evaluation metrics"):
+        run_stage("publish", raw, paths, pipeline_run="broken-1")
+    found = runs(sqlite_tracking)
+    assert len(found) == 2
+    assert {r.info.status for r in found} == {"FAILED"}
+    stage = next(r for r in found if PARENT_TAG in r.data.tags)
+    assert stage.data.tags["codistill.stage"] == "publish"
