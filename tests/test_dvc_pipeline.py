@@ -152,6 +152,7 @@ def git(args: list[str], cwd: Path) -> None:
 
 
 def test_a_second_repro_runs_nothing(tiny_project):
+    run([str(BIN / "dvc"), "repro"], tiny_project)
     again = run([str(BIN / "dvc"), "repro"], tiny_project).stdout
     assert stages_run(again) == set()
     assert "up to date" in again.lower()

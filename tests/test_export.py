@@ -63,18 +63,48 @@ def test_export_writes_dynamic_graphs_with_logits_and_labels(
         assert all(c["passed"] and c["label_agreement"] >= 0.999 for c in cases)
 
 
-def test_a_broken_parity_bound_fails_the_stage_and_keeps_the_previous_export(
-    validated_tiny, students_dir, tmp_path
+def test_a_graph_that_disagrees_fails_the_stage_and_keeps_the_previous_export(
+    validated_tiny, students_dir, tmp_path, monkeypatch
 ):
+    from codistill.export import stage
+
+    export_onnx = stage.export_onnx
+
+    def export_another_student(student, path, *args):
+        torch.manual_seed(1)
+        return export_onnx(build_student(parse_params({}, "d").models.cnn, 11), path, *args)
+
+    monkeypatch.setattr(stage, "export_onnx", export_another_student)
     prepared, _ = validated_tiny
     out = tmp_path / "export"
     out.mkdir()
     (out / "cnn.onnx").write_text("the previous export")
-    strict = {"export": {"parity": {**TINY_EXPORT["export"]["parity"], "max_abs_logit_diff": 0}}}
-    with pytest.raises(ParityError, match=r"cnn 48x64 batch 1: max \|logit diff\|"):
-        run_export(parse_params(strict, "test"), prepared, students_dir, out)
+    with pytest.raises(ParityError, match=r"cnn 48x64 batch 1: max \|logit diff\| \d"):
+        run_export(parse_params(TINY_EXPORT, "test"), prepared, students_dir, out)
     assert (out / "cnn.onnx").read_text() == "the previous export"
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no staging folder left behind
+
+
+def test_a_missing_student_is_named_and_leaves_no_staging_folder(validated_tiny, tmp_path):
+    prepared, _ = validated_tiny
+    with pytest.raises(FileNotFoundError, match="no trained cnn student"):
+        run_export(parse_params(TINY_EXPORT, "test"), prepared, tmp_path / "none", tmp_path / "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("parity", "message"),
+    [
+        ({"resolutions": [[64, 64]]}, "resolutions: .* needs two or more different sizes"),
+        ({"batch_sizes": [2, 2]}, r"batch_sizes: \[2, 2\] needs two or more sizes"),
+        ({"max_abs_logit_diff": -1}, r"max_abs_logit_diff: -1\.0 must be positive"),
+    ],
+)
+def test_parity_settings_that_would_defeat_the_gate_are_refused(parity, message):
+    from codistill.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"export\.parity\." + message):
+        parse_params({"export": {"parity": parity}}, "test")
 
 
 def test_a_bad_exporter_name_is_a_config_error_naming_the_key():

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -180,8 +179,3 @@ def test_publish_without_evaluation_metrics_names_the_missing_file(tmp_path, onn
             {"evaluation": tmp_path / "eval", "onnx": onnx_dir, "out": tmp_path / "release"},
         )
     assert not (tmp_path / "release").exists()
-
-
-def test_params_in_the_pipeline_yaml_default_to_the_image(tmp_path):
-    spec = next(yaml.safe_load_all((REPO_ROOT / "pipelines/codistill_pipeline.yaml").read_text()))
-    assert spec["root"]["inputDefinitions"]["parameters"]["params_yaml"]["defaultValue"] == ""

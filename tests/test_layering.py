@@ -13,6 +13,12 @@ CORE = [
     "codistill.engine.trainer",
     "codistill.engine.tracking",
     "codistill.evaluation.stage",
+    "codistill.export",
+    "codistill.export.stage",
+    "codistill.release",
+    "codistill.stages",
+    "codistill.stages.runner",
+    "codistill.pipeline.component_entry",
     "codistill.cli",
 ]
 EDGES = [
@@ -24,6 +30,8 @@ EDGES = [
     "pytriton",
     "pandas",
     "matplotlib",
+    "onnx",
+    "onnxruntime",
 ]
 
 

@@ -74,3 +74,17 @@ def test_a_failing_stage_marks_its_run_and_the_parent_failed(sqlite_tracking, tm
     assert {r.info.status for r in found} == {"FAILED"}
     stage = next(r for r in found if PARENT_TAG in r.data.tags)
     assert stage.data.tags["codistill.stage"] == "publish"
+
+
+def test_a_retried_stage_rejoins_its_failed_parent(sqlite_tracking):
+    raw = {"train": {"method": "ours"}}
+    params = parse_params(raw, "test")
+    with stage_run(params, raw, "prepare", "job-9", last=False) as prepare:
+        pass
+    with pytest.raises(RuntimeError), stage_run(params, raw, "train", "job-9", last=False):
+        raise RuntimeError("pod evicted")
+    assert sqlite_tracking.get_run(prepare.parent_id).info.status == "FAILED"
+    with stage_run(params, raw, "train", "job-9", last=True) as retried:
+        pass
+    assert retried.parent_id == prepare.parent_id
+    assert sqlite_tracking.get_run(prepare.parent_id).info.status == "FINISHED"

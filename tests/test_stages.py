@@ -52,12 +52,15 @@ def test_unknown_stage_is_named():
         get_stage("fit")
 
 
+PROFILES = {"gpu": {"train": {"iterations": 9}, "gates": {"min_miou": 0.6}}, "tiny": {}}
+
+
 def test_dvc_yaml_stages_read_the_declared_params_and_pass_the_declared_artifacts():
-    document = yaml.safe_load(render_dvc_yaml())
+    document = yaml.safe_load(render_dvc_yaml(PROFILES))
     known = artifacts()
     for stage in STAGES:
         entry = document["stages"][stage.name]
-        assert entry["params"] == list(stage.params)
+        assert entry["params"][: len(stage.params)] == list(stage.params)
         for name in stage.input_names:
             assert f"--{name} {known[name].path}" in entry["cmd"]
         assert entry["cmd"].startswith(f"codistill {stage.name} ")
@@ -66,12 +69,26 @@ def test_dvc_yaml_stages_read_the_declared_params_and_pass_the_declared_artifact
     assert document["metrics"] == ["build/eval/metrics.json"]
 
 
+def test_a_stage_depends_on_exactly_the_profile_sections_that_override_its_keys():
+    stages = yaml.safe_load(render_dvc_yaml(PROFILES))["stages"]
+    assert stages["train"]["params"] == [
+        "models",
+        "train",
+        "distill",
+        "profile",
+        "profiles.gpu.train",
+    ]
+    assert stages["publish"]["params"] == ["gates", "profile", "profiles.gpu.gates"]
+    assert stages["prepare"]["params"] == ["data.dataset", "prepare"]  # no profile touches it
+
+
 def test_committed_dvc_yaml_equals_the_generated_one():
     assert stale_files(REPO_ROOT, "dvc") == []
 
 
 def test_a_hand_edit_of_dvc_yaml_is_caught(tmp_path, capsys):
-    shutil.copy(REPO_ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
     text = (tmp_path / "dvc.yaml").read_text().replace("- prepare\n", "- prepare.shard_mib\n")
     (tmp_path / "dvc.yaml").write_text(text)
     assert main(["pipeline", "dvc", "--check", "--root", str(tmp_path)]) == 1

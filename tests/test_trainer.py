@@ -211,3 +211,18 @@ def test_nproc_relaunches_the_stage_through_torchrun_inside_one_stage_run(valida
     stage_runs = [r for r in runs if r.data.tags.get("codistill.stage") == "train"]
     assert len(stage_runs) == 1 and len(runs) == 2  # the parent and one train run
     assert "loss_total" in stage_runs[0].data.metrics  # rank 0 logged into the stage run
+
+
+def test_a_fresh_output_folder_resumes_from_the_checkpoint_folder(validated_tiny, tmp_path):
+    prepared, report = validated_tiny
+    params = tiny_params_file(tmp_path, iterations=4, log_every=2, checkpoint_every=2)
+    volume = tmp_path / "volume"
+    first = [*train_command(params, prepared, report, tmp_path / "pod-1"), "--checkpoint-dir"]
+    subprocess.run([*first, str(volume)], check=True, capture_output=True, timeout=300)
+    assert not (tmp_path / "pod-1" / "last.pt").exists()  # the checkpoint is on the volume
+    second = [*train_command(params, prepared, report, tmp_path / "pod-2"), "--checkpoint-dir"]
+    result = subprocess.run(
+        [*second, str(volume)], check=True, capture_output=True, text=True, timeout=300
+    )
+    assert f"resuming from {volume / 'last.pt'} at iteration 4" in result.stdout
+    assert state_dicts_equal(tmp_path / "pod-1" / "cnn.pt", tmp_path / "pod-2" / "cnn.pt")

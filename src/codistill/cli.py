@@ -12,9 +12,8 @@ from codistill.config import ConfigError, load_params
 from codistill.config.loader import load_yaml_mapping
 from codistill.data.gate import UnvalidatedDataError
 from codistill.data.shards import EmptySplitError
+from codistill.lineage.runs import PIPELINE_RUN_ENV
 from codistill.stages import STAGES, Stage, StageFailedError
-
-PIPELINE_RUN_ENV = "CODISTILL_PIPELINE_RUN"
 
 
 def _run_registered_stage(args: argparse.Namespace) -> int:

@@ -263,10 +263,15 @@ class ParityConfig:
     min_label_agreement: float = 0.999
 
     def __post_init__(self) -> None:
-        if not self.resolutions or min(min(r) for r in self.resolutions) < 32:
-            raise ConfigError(f"resolutions: {self.resolutions} needs sizes of at least 32 px")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise ConfigError(f"batch_sizes: {self.batch_sizes} must be at least 1 each")
+        if len(set(self.resolutions)) < 2 or min(min(r) for r in self.resolutions) < 32:
+            raise ConfigError(
+                f"resolutions: {[list(r) for r in self.resolutions]} needs two or more "
+                "different sizes of at least 32 px"
+            )
+        if len(set(self.batch_sizes)) < 2 or min(self.batch_sizes) < 1:
+            raise ConfigError(f"batch_sizes: {list(self.batch_sizes)} needs two or more sizes ≥ 1")
+        if self.max_abs_logit_diff <= 0:
+            raise ConfigError(f"max_abs_logit_diff: {self.max_abs_logit_diff} must be positive")
         if not 0 < self.min_label_agreement <= 1:
             raise ConfigError(f"min_label_agreement: {self.min_label_agreement} not in (0, 1]")
 

@@ -100,6 +100,8 @@ def export_onnx(
     partial = path.with_name(f".{path.name}.partial")
     with torch.no_grad():
         num_classes = model(example)[0].shape[1]
+        if num_classes > torch.iinfo(LABEL_DTYPE).max + 1:
+            raise ValueError(f"{num_classes} classes do not fit the {LABEL_DTYPE} labels output")
         EXPORTERS[exporter](model, example, partial, opset)
     _declare_io_shapes(partial, example.shape[1], num_classes)
     partial.replace(path)

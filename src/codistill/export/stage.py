@@ -34,9 +34,21 @@ def run_export(
     params: Params, prepared_dir: str | Path, students_dir: str | Path, out_dir: str | Path
 ) -> dict:
     """Export both students, check parity, and publish ``out_dir`` only if every case passes."""
-    cfg = params.export
     out_dir = Path(out_dir)
     staged = staging_dir(out_dir)
+    try:
+        result = _export_into(params, prepared_dir, students_dir, staged)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    publish_dir(staged, out_dir)
+    return result
+
+
+def _export_into(
+    params: Params, prepared_dir: str | Path, students_dir: str | Path, staged: Path
+) -> dict:
+    cfg = params.export
     spec = dataset_spec(params.data.dataset)
     students = load_students(params, Path(students_dir), spec.num_classes)
     first_size = tuple(cfg.parity.resolutions[0])
@@ -54,17 +66,14 @@ def run_export(
         "input": INPUT_NAME,
         "outputs": list(OUTPUT_NAMES),
         "files": {role: f"{role}.onnx" for role in students},
-        "passed": not failures,
     }
-    write_json_atomic(staged / PARITY_JSON, {"bounds": _bounds(params), "cases": parity})
-    write_json_atomic(staged / EXPORT_JSON, summary)
     if failures:
-        shutil.rmtree(staged)
         raise ParityError(
             "exported graphs disagree with PyTorch; previous export kept:\n  "
             + "\n  ".join(failures)
         )
-    publish_dir(staged, out_dir)
+    write_json_atomic(staged / PARITY_JSON, {"bounds": _bounds(params), "cases": parity})
+    write_json_atomic(staged / EXPORT_JSON, summary)
     return {"summary": summary, "parity": parity}
 
 

@@ -30,6 +30,7 @@ STAGE_TAG = "codistill.stage"
 PARENT_TAG = "mlflow.parentRunId"
 GIT_TAG = "mlflow.source.git.commit"
 BATCH = 100  # MLflow takes at most this many parameters per request
+EXCLUDED = (":!dvc.lock", ":!build")
 
 
 def project_home() -> Path:
@@ -46,30 +47,32 @@ def data_hash(home: Path) -> str:
     return str(outs[0].get("md5", "unknown"))
 
 
-def git_commit(home: Path) -> str:
-    """The source commit: ``$CODISTILL_GIT_COMMIT`` (images), else git, else ``unknown``."""
-    if os.environ.get(GIT_COMMIT_ENV):
-        return os.environ[GIT_COMMIT_ENV]
+def _git(home: Path, *args: str) -> str | None:
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=home, capture_output=True, text=True, timeout=30
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=home,
-            capture_output=True,
-            text=True,
-            timeout=30,
+        result = subprocess.run(
+            ["git", *args], cwd=home, capture_output=True, text=True, timeout=30
         )
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    if head.returncode != 0:
-        return "unknown"
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def git_commit(home: Path) -> str:
+    """The source commit: ``$CODISTILL_GIT_COMMIT`` (images), else git, else ``unknown``."""
+    return os.environ.get(GIT_COMMIT_ENV) or _git(home, "rev-parse", "HEAD") or "unknown"
+
+
+def git_dirty(home: Path) -> bool:
+    """Whether tracked sources differ from the commit.
+
+    ``dvc.lock`` and ``build/`` are left out: DVC rewrites them while the pipeline runs.
+    """
+    changes = _git(home, "status", "--porcelain", "--untracked-files=no", "--", ".", *EXCLUDED)
+    return bool(changes)
 
 
 def pipeline_key(raw_params: dict, data_md5: str, commit: str, explicit: str | None) -> str:
-    """The key that all stages of one pipeline run share."""
+    """The key that all stages of one pipeline run share (a retried stage included)."""
     if explicit or os.environ.get(PIPELINE_RUN_ENV):
         return explicit or os.environ[PIPELINE_RUN_ENV]
     text = yaml.safe_dump(raw_params, sort_keys=True) + data_md5 + commit
@@ -86,9 +89,12 @@ class StageLineage:
         self.environment = {"MLFLOW_RUN_ID": run_id}
 
     def record(self, summary: dict[str, Any]) -> None:
-        """Log the stage summary's metrics and message on the stage run."""
-        from mlflow.entities import Metric
+        """Log the stage summary's metrics, parameters and message on the stage run."""
+        from mlflow.entities import Metric, Param
 
+        entries = [Param(k, str(v)) for k, v in summary.get("params", {}).items()]
+        if entries:
+            self.client.log_batch(self.run_id, params=entries)
         stamp = int(time.time() * 1000)
         metrics = [Metric(k, float(v), stamp, 0) for k, v in summary.get("metrics", {}).items()]
         for start in range(0, len(metrics), BATCH):
@@ -98,23 +104,34 @@ class StageLineage:
 
 
 def _parent_run(
-    client: Any, experiment_id: str, key: str, params: Params, data_md5: str, commit: str
+    client: Any, experiment_id: str, key: str, params: Params, data_md5: str, home: Path
 ) -> str:
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
-        max_results=1,
-    )
+    # An unfinished parent (running, or failed and now retried) is this run's; a finished
+    # one belongs to an earlier run of the same configuration.
+    found = [
+        run
+        for run in client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{KEY_TAG}` = '{key}' and tags.`{STAGE_TAG}` IS NULL",
+            order_by=["attributes.start_time DESC"],
+            max_results=20,
+        )
+        if run.info.status != "FINISHED"
+    ]
     if found:
+        if found[0].info.status != "RUNNING":
+            client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
     from mlflow.entities import Param
 
+    commit = git_commit(home)
     run = client.create_run(
         experiment_id, run_name=f"pipeline-{key}", tags={KEY_TAG: key, GIT_TAG: commit}
     )
     values = {
         "lineage.data_md5": data_md5,
         "lineage.git_commit": commit,
+        "lineage.git_dirty": git_dirty(home),
         **flatten(asdict(params)),
     }
     entries = [Param(k, str(v)) for k, v in values.items()]
@@ -139,9 +156,9 @@ def stage_run(
     experiment = client.get_experiment_by_name(name)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
     home = project_home()
-    data_md5, commit = data_hash(home), git_commit(home)
-    key = pipeline_key(raw_params, data_md5, commit, pipeline_run)
-    parent_id = _parent_run(client, experiment_id, key, params, data_md5, commit)
+    data_md5 = data_hash(home)
+    key = pipeline_key(raw_params, data_md5, git_commit(home), pipeline_run)
+    parent_id = _parent_run(client, experiment_id, key, params, data_md5, home)
     run = client.create_run(
         experiment_id, run_name=stage, tags={PARENT_TAG: parent_id, STAGE_TAG: stage, KEY_TAG: key}
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from codistill.config import ConfigError
@@ -44,3 +45,6 @@ def run_component(
         pipeline_run=pipeline_run,
     )
     print(summary["message"])
+    if checkpoint_dir is not None:
+        # The run is complete and its weights are in the output artifact: free the volume.
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)

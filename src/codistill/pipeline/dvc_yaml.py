@@ -60,17 +60,31 @@ def _out_entries(spec: ArtifactSpec, metrics: bool) -> list[Any]:
     for item in spec.files:
         if item.metric != metrics:
             continue
-        options = {
-            key: value
-            for key, value in (("cache", item.cache), ("persist", item.persist))
-            if value != (key == "cache")
-        }
+        options: dict[str, bool] = {}
+        if not item.cache:
+            options["cache"] = False
+        if item.persist:
+            options["persist"] = True
         path = f"{spec.path}/{item.name}"
         entries.append({path: options} if options else path)
     return entries
 
 
-def _stage_entry(stage: Stage, known: dict[str, ArtifactSpec]) -> dict[str, Any]:
+def stage_params(stage: Stage, profiles: dict[str, Any]) -> list[str]:
+    """The stage's own keys, plus the selector and each profile section that overrides them."""
+    groups = list(dict.fromkeys(key.split(".")[0] for key in stage.params))
+    overrides = [
+        f"profiles.{name}.{group}"
+        for name, section in profiles.items()
+        for group in groups
+        if group in (section or {})
+    ]
+    return [*stage.params, *(["profile"] if overrides else []), *overrides]
+
+
+def _stage_entry(
+    stage: Stage, known: dict[str, ArtifactSpec], profiles: dict[str, Any]
+) -> dict[str, Any]:
     flags = [f"--{item.artifact} {known[item.artifact].path}" for item in stage.inputs]
     deps = [
         f"{known[item.artifact].path}/{name}" if item.files else known[item.artifact].path
@@ -80,7 +94,7 @@ def _stage_entry(stage: Stage, known: dict[str, ArtifactSpec]) -> dict[str, Any]
     entry: dict[str, Any] = {
         "cmd": " ".join(["codistill", stage.name, *flags, f"--out {stage.output.path}"]),
         "deps": [*deps, *stage.code],
-        "params": list(stage.params),
+        "params": stage_params(stage, profiles),
         "outs": _out_entries(stage.output, metrics=False),
     }
     metrics = _out_entries(stage.output, metrics=True)
@@ -99,11 +113,11 @@ def metric_files() -> list[str]:
     ]
 
 
-def render_dvc_yaml() -> str:
-    """The full text of ``dvc.yaml``."""
+def render_dvc_yaml(profiles: dict[str, Any]) -> str:
+    """The full text of ``dvc.yaml`` for the ``profiles`` section of ``params.yaml``."""
     known = artifacts()
     document = {
-        "stages": {stage.name: _stage_entry(stage, known) for stage in STAGES},
+        "stages": {stage.name: _stage_entry(stage, known, profiles) for stage in STAGES},
         "metrics": metric_files(),
         "plots": PLOTS,
     }

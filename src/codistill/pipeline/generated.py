@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
+from codistill.config.loader import load_yaml_mapping
 from codistill.pipeline.dvc_yaml import render_dvc_yaml
 from codistill.pipeline.kfp_components import write_components
 
@@ -44,12 +45,20 @@ def stable_text(text: str) -> list[str]:
     return [line for line in text.splitlines() if not line.strip().startswith(VOLATILE_PREFIXES)]
 
 
-def write_all(root: Path, kind: str) -> list[Path]:
-    """Write the generated files of ``kind`` (``dvc`` or ``compile``) under ``root``."""
+def write_all(root: Path, kind: str, source: Path | None = None) -> list[Path]:
+    """Write the generated files of ``kind`` (``dvc`` or ``compile``) under ``root``.
+
+    ``source`` (default ``root``) holds the params.yaml and the pipeline module they follow.
+    """
+    source = source or root
     if kind == "dvc":
-        (root / "dvc.yaml").write_text(render_dvc_yaml())
+        profiles = load_yaml_mapping(source / "params.yaml").get("profiles") or {}
+        (root / "dvc.yaml").write_text(render_dvc_yaml(profiles))
         return [root / "dvc.yaml"]
     written = write_components(root / COMPONENTS_DIR)
+    (root / PIPELINE_MODULE).parent.mkdir(parents=True, exist_ok=True)
+    if source != root:
+        (root / PIPELINE_MODULE).write_text((source / PIPELINE_MODULE).read_text())
     return [*written, compile_pipeline(root, root / PIPELINE_YAML)]
 
 
@@ -58,10 +67,7 @@ def stale_files(root: Path, kind: str) -> list[str]:
     diffs = []
     with tempfile.TemporaryDirectory(prefix="codistill-generated-") as tmp:
         fresh_root = Path(tmp)
-        if kind == "compile":
-            (fresh_root / "pipelines").mkdir()
-            (fresh_root / PIPELINE_MODULE).write_text((root / PIPELINE_MODULE).read_text())
-        for fresh in write_all(fresh_root, kind):
+        for fresh in write_all(fresh_root, kind, source=root):
             relative = fresh.relative_to(fresh_root)
             committed = root / relative
             old = stable_text(committed.read_text()) if committed.is_file() else []

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from codistill.artifacts import file_sha256
 from codistill.config import Params
 from codistill.data.gate import require_validated
+from codistill.data.manifest import MANIFEST_NAME
 from codistill.stages.spec import ArtifactSpec, Input, OutFile, Stage
 
 DATA = ArtifactSpec("data", "data/${data.dataset}", "Dataset")
@@ -27,6 +29,8 @@ def prepare(params: Params, data: Path, out: Path) -> dict[str, Any]:
         "message": f"prepared {summary['dataset']} into {out}: {counts} samples in shards, "
         f"{mib:.1f} MiB",
         "metrics": {"prepared_mib": mib},
+        # what the run actually read, whatever data.dvc says
+        "params": {"manifest_sha256": file_sha256(out / MANIFEST_NAME)},
     }
 
 
@@ -169,7 +173,7 @@ STAGES: tuple[Stage, ...] = (
                 OutFile("curves.csv", cache=False),
             ),
         ),
-        params=("profile", "profiles", "models", "train", "distill"),
+        params=("models", "train", "distill"),
         code=(
             "src/codistill/models",
             "src/codistill/distill",

@@ -66,6 +66,11 @@ def _torchrun(
         subprocess.run(command, check=True, env={**os.environ, **env})
 
 
+def _path_params(paths: dict[str, Path]) -> dict[str, str]:
+    """Where the stage read and wrote, as stage-run parameters."""
+    return {f"path.{name}": str(Path(path).resolve()) for name, path in paths.items()}
+
+
 class _NoLineage:
     """Stands in for the stage run when tracking is off."""
 
@@ -121,5 +126,5 @@ def run_stage(
         else:
             with _environment(lineage.environment):
                 summary = stage.function(params, **paths, **extra)
-        lineage.record(summary)
+        lineage.record({**summary, "params": {**summary.get("params", {}), **_path_params(paths)}})
     return summary

@@ -54,7 +54,10 @@ class Stage:
     """One pipeline step, declared once for the CLI, ``dvc.yaml`` and the Kubeflow pipeline.
 
     ``function(params, **inputs, out=...)`` does the work and returns a summary with
-    ``message`` (one line) and ``metrics`` (flat floats for the tracker). ``resumable``
+    ``message`` (for the log), ``metrics`` (flat floats) and optionally ``params`` (flat
+    strings) for the stage's tracking run. ``params`` lists the top-level ``params.yaml``
+    keys it reads (or dotted sub-keys); ``codistill pipeline dvc`` adds the profile
+    sections that override them. ``resumable``
     stages also take ``checkpoint_dir``; ``accelerated`` ones run on GPU nodes, one
     process per GPU through torchrun.
     """
