@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv run test lint format clean
+.PHONY: venv run test lint format generate kfp-local clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ test: venv
 lint: venv
 	ruff check .
 	ruff format --check .
+	codistill pipeline dvc --check
+	codistill pipeline compile --check
+
+# dvc.yaml, components/ and the compiled pipeline, from the stage registry
+generate: venv
+	codistill pipeline dvc
+	codistill pipeline compile
+
+# the Kubeflow pipeline on this machine, on the pulled CamVid
+kfp-local: venv
+	dvc pull data.dvc
+	codistill pipeline run --local --raw-data data/camvid
 
 format: venv
 	ruff format .

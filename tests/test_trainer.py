@@ -226,3 +226,5 @@ def test_a_fresh_output_folder_resumes_from_the_checkpoint_folder(validated_tiny
     )
     assert f"resuming from {volume / 'last.pt'} at iteration 4" in result.stdout
     assert state_dicts_equal(tmp_path / "pod-1" / "cnn.pt", tmp_path / "pod-2" / "cnn.pt")
+    curves = (tmp_path / "pod-1" / "curves.csv").read_text()
+    assert curves.count("\n") == 3 and (tmp_path / "pod-2" / "curves.csv").read_text() == curves

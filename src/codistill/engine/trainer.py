@@ -350,6 +350,8 @@ class CoTrainer:
         }
         for role in ROLES:
             save_checkpoint(self.out_dir / f"{role}.pt", getattr(self.model, role).state_dict())
+        # Also here: a run resumed at its last iteration writes no checkpoint.
+        self._write_curves()
         write_json_atomic(self.out_dir / TRAIN_METRICS, metrics)
         tracker.log_metrics(
             {"final_loss_total": metrics["final"].get("loss_total", 0.0)}, step=self.iteration
