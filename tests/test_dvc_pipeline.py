@@ -180,6 +180,8 @@ def test_exp_run_of_another_method_reruns_only_train_and_what_follows_and_diffs(
     plots = json.loads(
         run([str(BIN / "dvc"), "plots", "diff", "HEAD", "--json"], tiny_project).stdout
     )
-    assert not plots.get("errors"), plots["errors"]
+    # Only the overlay picture (about 2 MB on CamVid) stays out of git, so HEAD has none.
+    missing = {e["name"] for e in plots.get("errors", [])}
+    assert missing <= {"build/eval/overlays.png"}, plots["errors"]
     for name in ("training_loss", "distillation_terms", "per_class_iou_cnn"):
         assert set(plots["data"][name][0]["revisions"]) == {"HEAD", "workspace"}
