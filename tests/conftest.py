@@ -164,3 +164,20 @@ def validated_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     assert report["passed"], report["failed_checks"]
     write_report(report, base / "validation")
     return prepared, base / "validation"
+
+
+@pytest.fixture(scope="session")
+def exported_students(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Untrained students exported to ``cnn.onnx`` and ``vit.onnx`` as the export stage does."""
+    import torch
+
+    from codistill.config import parse_params
+    from codistill.export import export_onnx
+    from codistill.models import build_student
+
+    folder = tmp_path_factory.mktemp("onnx")
+    params = parse_params({}, "defaults")
+    torch.manual_seed(0)
+    for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
+        export_onnx(build_student(cfg, 11), folder / f"{role}.onnx", "torchscript", 17, (32, 32))
+    return folder

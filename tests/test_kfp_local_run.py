@@ -11,10 +11,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from codistill.config import load_params
-from codistill.export import export_onnx
 from codistill.lineage.runs import KEY_TAG, PARENT_TAG, STAGE_TAG, data_hash
-from codistill.models import build_student
 from codistill.stages import STAGES
 from codistill.stages.runner import run_stage
 from tests.conftest import REPO_ROOT, TRAIN_SIZE, build_camvid_tree, tiny_params_file
@@ -114,19 +111,6 @@ def test_both_students_are_registered_with_their_onnx_graphs(
         assert [o.name for o in graph.output] == ["logits", "labels"]
 
 
-@pytest.fixture(scope="module")
-def onnx_dir(tmp_path_factory) -> Path:
-    """Untrained students exported to ONNX at a tiny size."""
-    folder = tmp_path_factory.mktemp("onnx")
-    params = load_params(REPO_ROOT / "params.yaml")
-    torch.manual_seed(0)
-    for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
-        export_onnx(
-            build_student(cfg, 11).eval(), folder / f"{role}.onnx", "torchscript", 17, (32, 32)
-        )
-    return folder
-
-
 def publish(tmp_path: Path, miou: dict[str, float], min_miou: float) -> dict:
     evaluation = tmp_path / "eval"
     evaluation.mkdir(exist_ok=True)
@@ -143,11 +127,11 @@ def publish(tmp_path: Path, miou: dict[str, float], min_miou: float) -> dict:
 
 
 def test_publish_promotes_only_students_that_clear_the_gate(
-    tmp_path, onnx_dir, tracking_uri, monkeypatch
+    tmp_path, exported_students, tracking_uri, monkeypatch
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "publish-gate")
-    (tmp_path / "onnx").symlink_to(onnx_dir)
+    (tmp_path / "onnx").symlink_to(exported_students)
     client = MlflowClient(tracking_uri)
 
     def candidate(role: str) -> str | None:
@@ -170,12 +154,16 @@ def test_publish_promotes_only_students_that_clear_the_gate(
     assert candidate("cnn") == cnn["version"]  # the alias stays on the version that passed
 
 
-def test_publish_without_evaluation_metrics_names_the_missing_file(tmp_path, onnx_dir):
+def test_publish_without_evaluation_metrics_names_the_missing_file(tmp_path, exported_students):
     raw = {"tracking": {"enabled": False}}
     with pytest.raises(FileNotFoundError, match=r"eval/metrics\.json: no evaluation metrics"):
         run_stage(
             "publish",
             raw,
-            {"evaluation": tmp_path / "eval", "onnx": onnx_dir, "out": tmp_path / "release"},
+            {
+                "evaluation": tmp_path / "eval",
+                "onnx": exported_students,
+                "out": tmp_path / "release",
+            },
         )
     assert not (tmp_path / "release").exists()

@@ -19,6 +19,7 @@ CORE = [
     "codistill.stages",
     "codistill.stages.runner",
     "codistill.pipeline.component_entry",
+    "codistill.serving.model_repository",
     "codistill.cli",
 ]
 EDGES = [

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,19 @@ def publish_dir(staged: Path, final: Path) -> None:
     os.replace(staged, final)
     if previous is not None:
         shutil.rmtree(previous)
+
+
+@contextmanager
+def staged_output(final: str | Path) -> Iterator[Path]:
+    """A staging folder to fill; it replaces ``final`` on success and is removed on error."""
+    final = Path(final)
+    staged = staging_dir(final)
+    try:
+        yield staged
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    publish_dir(staged, final)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from codistill.artifacts import publish_dir, staging_dir, write_json_atomic
+from codistill.artifacts import staged_output, write_json_atomic
 from codistill.config import Params
 
 RELEASE_JSON = "release.json"
@@ -59,8 +59,6 @@ def run_publish(
         for entry in students.values():
             entry["version"] = versions[entry["registered_model"]]
     release = {"min_miou": params.gates.min_miou, "students": students}
-    out_dir = Path(out_dir)
-    staged = staging_dir(out_dir)
-    write_json_atomic(staged / RELEASE_JSON, release)
-    publish_dir(staged, out_dir)
+    with staged_output(out_dir) as staged:
+        write_json_atomic(staged / RELEASE_JSON, release)
     return release

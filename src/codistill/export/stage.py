@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from codistill.artifacts import publish_dir, staging_dir, write_json_atomic
+from codistill.artifacts import staged_output, write_json_atomic
 from codistill.config import Params
 from codistill.data.base import dataset_spec
 from codistill.data.loading import PreparedSplit
@@ -34,15 +33,8 @@ def run_export(
     params: Params, prepared_dir: str | Path, students_dir: str | Path, out_dir: str | Path
 ) -> dict:
     """Export both students, check parity, and publish ``out_dir`` only if every case passes."""
-    out_dir = Path(out_dir)
-    staged = staging_dir(out_dir)
-    try:
-        result = _export_into(params, prepared_dir, students_dir, staged)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    publish_dir(staged, out_dir)
-    return result
+    with staged_output(out_dir) as staged:
+        return _export_into(params, prepared_dir, students_dir, staged)
 
 
 def _export_into(

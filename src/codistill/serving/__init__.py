@@ -1,0 +1,1 @@
+"""Serving: Triton model configurations and the model repository."""

@@ -1,0 +1,107 @@
+"""Triton model configurations (``config.pbtxt``) derived from an exported ONNX graph.
+
+Names, data types and shapes come from the graph itself; batching and instances from
+``TritonSettings``. A CPU and a GPU variant are written: the GPU one asks ONNX Runtime for
+the TensorRT accelerator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEVICES = ("cpu", "gpu")
+
+# ONNX TensorProto element types to Triton data types.
+ONNX_TO_TRITON = {
+    1: "TYPE_FP32",
+    2: "TYPE_UINT8",
+    3: "TYPE_INT8",
+    6: "TYPE_INT32",
+    7: "TYPE_INT64",
+    9: "TYPE_BOOL",
+    10: "TYPE_FP16",
+    11: "TYPE_FP64",
+}
+
+
+@dataclass(frozen=True)
+class TritonSettings:
+    """Batching and placement of one served model."""
+
+    max_batch_size: int = 8
+    preferred_batch_sizes: tuple[int, ...] = (4, 8)
+    max_queue_delay_us: int = 2000
+    instances: int = 1
+    tensorrt_precision: str = "FP16"
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size: {self.max_batch_size} must be at least 1")
+        too_big = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if too_big:
+            raise ValueError(
+                f"preferred_batch_sizes: {too_big} not within 1..{self.max_batch_size}"
+            )
+
+
+def _tensors(values: Any, batched: bool) -> list[dict[str, Any]]:
+    tensors = []
+    for value in values:
+        tensor = value.type.tensor_type
+        if tensor.elem_type not in ONNX_TO_TRITON:
+            raise ValueError(
+                f"{value.name}: ONNX element type {tensor.elem_type} has no Triton type"
+            )
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+        if batched:
+            if dims and dims[0] not in (-1,):
+                raise ValueError(f"{value.name}: first axis {dims[0]} is not a dynamic batch")
+            dims = dims[1:]
+        tensors.append(
+            {"name": value.name, "data_type": ONNX_TO_TRITON[tensor.elem_type], "dims": dims}
+        )
+    return tensors
+
+
+def model_config(onnx_path: str | Path, name: str, settings: TritonSettings, device: str) -> Any:
+    """The ``ModelConfig`` protobuf that serves ``onnx_path`` as ``name`` on ``device``."""
+    import onnx
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    if device not in DEVICES:
+        raise ValueError(f"device: {device!r} is not one of {', '.join(DEVICES)}")
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    config = pb.ModelConfig(
+        name=name, backend="onnxruntime", max_batch_size=settings.max_batch_size
+    )
+    for spec in _tensors(graph.input, batched=True):
+        config.input.add(name=spec["name"], data_type=spec["data_type"], dims=spec["dims"])
+    for spec in _tensors(graph.output, batched=True):
+        config.output.add(name=spec["name"], data_type=spec["data_type"], dims=spec["dims"])
+    config.dynamic_batching.preferred_batch_size.extend(settings.preferred_batch_sizes)
+    config.dynamic_batching.max_queue_delay_microseconds = settings.max_queue_delay_us
+    kind = pb.ModelInstanceGroup.KIND_GPU if device == "gpu" else pb.ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(count=settings.instances, kind=kind)
+    if device == "gpu":
+        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
+            name="tensorrt"
+        )
+        accelerator.parameters["precision_mode"] = settings.tensorrt_precision
+    return config
+
+
+def config_text(config: Any) -> str:
+    """``config`` in Triton's protobuf text format."""
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(config)
+
+
+def read_config(path: str | Path) -> Any:
+    """Parse a ``config.pbtxt`` back into a ``ModelConfig``."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    return text_format.Parse(Path(path).read_text(), pb.ModelConfig())

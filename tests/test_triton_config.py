@@ -1,0 +1,70 @@
+"""Triton model configurations generated from the ONNX graphs, read back with tritonclient."""
+
+import onnxruntime as ort
+import pytest
+import torch
+from tritonclient.grpc import model_config_pb2 as pb
+
+from codistill.serving.model_repository import write_model_repository
+from codistill.serving.triton_config import TritonSettings, model_config, read_config
+
+TRITON_TYPES = {"tensor(float)": pb.TYPE_FP32, "tensor(uint8)": pb.TYPE_UINT8}
+
+
+def expected_tensors(session_values) -> list[tuple[str, int, list[int]]]:
+    """(name, Triton type, dims without the batch axis) as ONNX Runtime sees the graph."""
+    return [
+        (v.name, TRITON_TYPES[v.type], [d if isinstance(d, int) else -1 for d in v.shape[1:]])
+        for v in session_values
+    ]
+
+
+def test_every_generated_config_matches_its_onnx_graph(exported_students, tmp_path):
+    settings = TritonSettings(max_batch_size=16, preferred_batch_sizes=(2, 16), instances=2)
+    written = write_model_repository(exported_students, tmp_path / "repo", settings, ("cnn", "vit"))
+    assert set(written) == {"codistill_cnn", "codistill_vit"}
+    for name, model_dir in written.items():
+        session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"))
+        configs = {p.stem: read_config(p) for p in (model_dir / "configs").glob("*.pbtxt")}
+        assert set(configs) == {"cpu", "gpu"}
+        assert read_config(model_dir / "config.pbtxt") == configs["cpu"]
+        for device, config in configs.items():
+            assert config.name == name and config.backend == "onnxruntime"
+            assert config.max_batch_size == 16
+            inputs = [(t.name, t.data_type, list(t.dims)) for t in config.input]
+            outputs = [(t.name, t.data_type, list(t.dims)) for t in config.output]
+            assert inputs == expected_tensors(session.get_inputs())
+            assert outputs == expected_tensors(session.get_outputs())
+            assert list(config.dynamic_batching.preferred_batch_size) == [2, 16]
+            assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+            group = config.instance_group[0]
+            assert group.count == 2
+            assert group.kind == (
+                pb.ModelInstanceGroup.KIND_GPU
+                if device == "gpu"
+                else pb.ModelInstanceGroup.KIND_CPU
+            )
+        accelerators = configs["gpu"].optimization.execution_accelerators
+        assert [a.name for a in accelerators.gpu_execution_accelerator] == ["tensorrt"]
+        assert not configs["cpu"].optimization.execution_accelerators.gpu_execution_accelerator
+    cnn_logits = read_config(written["codistill_cnn"] / "config.pbtxt").output[0]
+    assert list(cnn_logits.dims) == [11, -1, -1]
+
+
+def test_a_graph_with_a_fixed_batch_cannot_be_batched_by_triton(tmp_path):
+    model = torch.nn.Conv2d(3, 2, 1)
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(
+        model, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, input_names=["image"]
+    )
+    with pytest.raises(ValueError, match="image: first axis 1 is not a dynamic batch"):
+        model_config(path, "fixed", TritonSettings(), "cpu")
+
+
+def test_bad_settings_and_missing_models_are_named(exported_students, tmp_path):
+    with pytest.raises(ValueError, match=r"preferred_batch_sizes: \[16\] not within 1..8"):
+        TritonSettings(preferred_batch_sizes=(4, 16))
+    with pytest.raises(ValueError, match="device: 'tpu' is not one of cpu, gpu"):
+        model_config(exported_students / "cnn.onnx", "x", TritonSettings(), "tpu")
+    with pytest.raises(FileNotFoundError, match="no exported seg"):
+        write_model_repository(exported_students, tmp_path / "repo", TritonSettings(), ("seg",))
