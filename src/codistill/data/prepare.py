@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,8 @@ from tqdm import tqdm
 from codistill.artifacts import (
     file_sha256,
     folder_bytes,
-    staged_output,
+    publish_dir,
+    staging_dir,
     write_json_atomic,
     write_text_atomic,
 )
@@ -117,7 +119,8 @@ def prepare_dataset(reader: DatasetReader, out_dir: str | Path, cfg: PrepareConf
     """
     out_dir = Path(out_dir)
     spec = reader.spec
-    with staged_output(out_dir) as staged:
+    staged = staging_dir(out_dir)
+    try:
         rows: list[ManifestRow] = []
         splits = {}
         moments = ChannelMoments()
@@ -164,4 +167,8 @@ def prepare_dataset(reader: DatasetReader, out_dir: str | Path, cfg: PrepareConf
                 f"prepared output is {total_mib:.1f} MiB, over prepare.max_total_mib = "
                 f"{cfg.max_total_mib}; lower prepare.jpeg_quality or raise the limit"
             )
+        publish_dir(staged, out_dir)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     return summary
