@@ -138,7 +138,7 @@ def test_dvc_repro_runs_every_stage_and_reports_metrics_and_plots(tiny_project):
     assert "up to date" in status.lower()
     parity = json.loads((tiny_project / "build/export/parity.json").read_text())
     assert all(case["passed"] for cases in parity["cases"].values() for case in cases)
-    release = json.loads((tiny_project / "build/publish/release.json").read_text())
+    release = json.loads((tiny_project / "serving/model_repository/release.json").read_text())
     assert set(release["students"]) == {"cnn", "vit"}
 
 

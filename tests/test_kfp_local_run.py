@@ -67,6 +67,13 @@ def test_every_stage_leaves_its_artifact(local_run):
     assert {p.name for p in found["export"].glob("*.onnx")} == {"cnn.onnx", "vit.onnx"}
     release = json.loads((found["publish"] / "release.json").read_text())
     assert set(release["students"]) == {"cnn", "vit"}
+    for role in ("cnn", "vit"):
+        served = found["publish"] / f"codistill_{role}"
+        assert (served / "1" / "model.onnx").read_bytes() == (
+            found["export"] / f"{role}.onnx"
+        ).read_bytes()
+        assert (served / "configs" / "gpu.pbtxt").is_file()
+        assert f'name: "codistill_{role}"' in (served / "config.pbtxt").read_text()
 
 
 def test_one_parent_run_with_a_nested_run_per_stage(local_run, tracking_uri):

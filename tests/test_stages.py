@@ -31,7 +31,8 @@ def test_every_input_is_written_by_an_earlier_stage_or_is_the_raw_data():
 def test_each_stage_writes_its_own_folder():
     paths = [spec.path for spec in artifacts().values()]
     assert len(set(paths)) == len(paths)
-    assert all(p.startswith("build/") for p in paths if p != DATA.path)
+    assert all(p.startswith("build/") for p in paths[1:-1])
+    assert paths[-1] == "serving/model_repository"  # publish: what Triton loads
 
 
 def test_the_cli_has_one_command_per_stage_with_a_flag_per_artifact():
@@ -78,7 +79,7 @@ def test_a_stage_depends_on_exactly_the_profile_sections_that_override_its_keys(
         "profile",
         "profiles.gpu.train",
     ]
-    assert stages["publish"]["params"] == ["gates", "profile", "profiles.gpu.gates"]
+    assert stages["publish"]["params"] == ["gates", "serving", "profile", "profiles.gpu.gates"]
     assert stages["prepare"]["params"] == ["data.dataset", "prepare"]  # no profile touches it
 
 

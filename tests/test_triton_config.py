@@ -5,8 +5,9 @@ import pytest
 import torch
 from tritonclient.grpc import model_config_pb2 as pb
 
+from codistill.config import ConfigError, ServingConfig, parse_params
 from codistill.serving.model_repository import write_model_repository
-from codistill.serving.triton_config import TritonSettings, model_config, read_config
+from codistill.serving.triton_config import model_config, read_config
 
 TRITON_TYPES = {"tensor(float)": pb.TYPE_FP32, "tensor(uint8)": pb.TYPE_UINT8}
 
@@ -20,7 +21,7 @@ def expected_tensors(session_values) -> list[tuple[str, int, list[int]]]:
 
 
 def test_every_generated_config_matches_its_onnx_graph(exported_students, tmp_path):
-    settings = TritonSettings(max_batch_size=16, preferred_batch_sizes=(2, 16), instances=2)
+    settings = ServingConfig(max_batch_size=16, preferred_batch_sizes=(2, 16), instances=2)
     written = write_model_repository(exported_students, tmp_path / "repo", settings, ("cnn", "vit"))
     assert set(written) == {"codistill_cnn", "codistill_vit"}
     for name, model_dir in written.items():
@@ -58,13 +59,13 @@ def test_a_graph_with_a_fixed_batch_cannot_be_batched_by_triton(tmp_path):
         model, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, input_names=["image"]
     )
     with pytest.raises(ValueError, match="image: first axis 1 is not a dynamic batch"):
-        model_config(path, "fixed", TritonSettings(), "cpu")
+        model_config(path, "fixed", ServingConfig(), "cpu")
 
 
 def test_bad_settings_and_missing_models_are_named(exported_students, tmp_path):
-    with pytest.raises(ValueError, match=r"preferred_batch_sizes: \[16\] not within 1..8"):
-        TritonSettings(preferred_batch_sizes=(4, 16))
+    with pytest.raises(ConfigError, match=r"serving\.preferred_batch_sizes: \[16\] not within"):
+        parse_params({"serving": {"preferred_batch_sizes": [4, 16]}}, "test")
     with pytest.raises(ValueError, match="device: 'tpu' is not one of cpu, gpu"):
-        model_config(exported_students / "cnn.onnx", "x", TritonSettings(), "tpu")
+        model_config(exported_students / "cnn.onnx", "x", ServingConfig(), "tpu")
     with pytest.raises(FileNotFoundError, match="no exported seg"):
-        write_model_repository(exported_students, tmp_path / "repo", TritonSettings(), ("seg",))
+        write_model_repository(exported_students, tmp_path / "repo", ServingConfig(), ("seg",))

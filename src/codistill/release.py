@@ -8,6 +8,7 @@ from typing import Any
 
 from codistill.artifacts import staged_output, write_json_atomic
 from codistill.config import Params
+from codistill.serving.model_repository import write_model_repository
 
 RELEASE_JSON = "release.json"
 ROLES = ("cnn", "vit")
@@ -33,10 +34,13 @@ def gate_students(metrics: dict[str, Any], min_miou: float) -> dict[str, dict[st
 def run_publish(
     params: Params, evaluation_dir: str | Path, onnx_dir: str | Path, out_dir: str | Path
 ) -> dict[str, Any]:
-    """Register both ONNX students (with tracking on) and write ``release.json``.
+    """Write the Triton model repository ``out_dir`` and register both ONNX students.
 
-    A student that clears ``gates.min_miou`` gets the ``candidate`` alias; one that misses it
-    is registered without it, and the alias stays on the last version that cleared the bar.
+    ``out_dir`` gets one served model per student (graph and configurations) and
+    ``release.json``. With tracking on, each student is registered in MLflow; one that clears
+    ``gates.min_miou`` gets the ``candidate`` alias, one that misses it is registered without
+    it, and the alias stays on the last version that cleared the bar. Nothing is replaced
+    unless every step succeeds.
     """
     metrics_path = Path(evaluation_dir) / "metrics.json"
     if not metrics_path.is_file():
@@ -50,15 +54,18 @@ def run_publish(
         entry["onnx"] = files[role].name
         entry["registered_model"] = registered_model_name(role)
         entry["alias"] = CANDIDATE_ALIAS if entry["passed"] else None
-    if params.tracking.enabled:
-        from codistill.lineage.models import register_onnx_students
-
-        versions = register_onnx_students(
-            {e["registered_model"]: (files[r], e["alias"]) for r, e in students.items()}
-        )
-        for entry in students.values():
-            entry["version"] = versions[entry["registered_model"]]
     release = {"min_miou": params.gates.min_miou, "students": students}
     with staged_output(out_dir) as staged:
+        served = write_model_repository(onnx_dir, staged, params.serving, ROLES)
+        for role, name in zip(ROLES, served, strict=True):
+            students[role]["served_as"] = name
+        if params.tracking.enabled:
+            from codistill.lineage.models import register_onnx_students
+
+            versions = register_onnx_students(
+                {e["registered_model"]: (files[r], e["alias"]) for r, e in students.items()}
+            )
+            for entry in students.values():
+                entry["version"] = versions[entry["registered_model"]]
         write_json_atomic(staged / RELEASE_JSON, release)
     return release

@@ -306,6 +306,31 @@ class GatesConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """How Triton serves each student: batching, instances, the GPU accelerator."""
+
+    max_batch_size: int = 8
+    preferred_batch_sizes: tuple[int, ...] = (4, 8)
+    max_queue_delay_us: int = 2000
+    instances: int = 1
+    tensorrt_precision: Literal["FP32", "FP16"] = "FP16"
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ConfigError(f"max_batch_size: {self.max_batch_size} must be at least 1")
+        outside = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if outside:
+            raise ConfigError(
+                f"preferred_batch_sizes: {outside} not within 1..{self.max_batch_size}"
+            )
+        if self.max_queue_delay_us < 0 or self.instances < 1:
+            raise ConfigError(
+                f"max_queue_delay_us ({self.max_queue_delay_us}) must not be negative and "
+                f"instances ({self.instances}) must be at least 1"
+            )
+
+
+@dataclass(frozen=True)
 class Params:
     """Every knob of the pipeline, grouped by stage."""
 
@@ -318,6 +343,7 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     gates: GatesConfig = field(default_factory=GatesConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 
 from codistill.artifacts import staged_output, write_text_atomic
-from codistill.serving.triton_config import DEVICES, TritonSettings, config_text, model_config
+from codistill.config import ServingConfig
+from codistill.serving.triton_config import DEVICES, config_text, model_config
 
 MODEL_FILE = "model.onnx"
 VERSION = "1"
@@ -21,7 +22,7 @@ def served_name(role: str) -> str:
     return f"codistill_{role}"
 
 
-def write_model(onnx_path: Path, model_dir: Path, name: str, settings: TritonSettings) -> Path:
+def write_model(onnx_path: Path, model_dir: Path, name: str, settings: ServingConfig) -> Path:
     """Replace ``model_dir`` with the graph and its configurations, atomically."""
     with staged_output(model_dir) as staged:
         (staged / VERSION).mkdir()
@@ -36,7 +37,7 @@ def write_model(onnx_path: Path, model_dir: Path, name: str, settings: TritonSet
 
 
 def write_model_repository(
-    onnx_dir: str | Path, repository: str | Path, settings: TritonSettings, roles: tuple[str, ...]
+    onnx_dir: str | Path, repository: str | Path, settings: ServingConfig, roles: tuple[str, ...]
 ) -> dict[str, Path]:
     """Write one served model per student role from ``onnx_dir/<role>.onnx``."""
     onnx_dir, repository = Path(onnx_dir), Path(repository)

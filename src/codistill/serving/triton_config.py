@@ -1,15 +1,16 @@
 """Triton model configurations (``config.pbtxt``) derived from an exported ONNX graph.
 
-Names, data types and shapes come from the graph itself; batching and instances from
-``TritonSettings``. A CPU and a GPU variant are written: the GPU one asks ONNX Runtime for
-the TensorRT accelerator.
+Names, data types and shapes come from the graph itself; batching and instances from the
+``serving`` section of ``params.yaml``. A CPU and a GPU variant are written: the GPU one asks
+ONNX Runtime for the TensorRT accelerator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from codistill.config import ServingConfig
 
 DEVICES = ("cpu", "gpu")
 
@@ -24,26 +25,6 @@ ONNX_TO_TRITON = {
     10: "TYPE_FP16",
     11: "TYPE_FP64",
 }
-
-
-@dataclass(frozen=True)
-class TritonSettings:
-    """Batching and placement of one served model."""
-
-    max_batch_size: int = 8
-    preferred_batch_sizes: tuple[int, ...] = (4, 8)
-    max_queue_delay_us: int = 2000
-    instances: int = 1
-    tensorrt_precision: str = "FP16"
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError(f"max_batch_size: {self.max_batch_size} must be at least 1")
-        too_big = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
-        if too_big:
-            raise ValueError(
-                f"preferred_batch_sizes: {too_big} not within 1..{self.max_batch_size}"
-            )
 
 
 def _tensors(values: Any, batched: bool) -> list[dict[str, Any]]:
@@ -65,7 +46,7 @@ def _tensors(values: Any, batched: bool) -> list[dict[str, Any]]:
     return tensors
 
 
-def model_config(onnx_path: str | Path, name: str, settings: TritonSettings, device: str) -> Any:
+def model_config(onnx_path: str | Path, name: str, settings: ServingConfig, device: str) -> Any:
     """The ``ModelConfig`` protobuf that serves ``onnx_path`` as ``name`` on ``device``."""
     import onnx
     from tritonclient.grpc import model_config_pb2 as pb

@@ -114,7 +114,7 @@ def export(params: Params, prepared: Path, students: Path, out: Path) -> dict[st
 
 
 def publish(params: Params, evaluation: Path, onnx: Path, out: Path) -> dict[str, Any]:
-    """Register both students and promote those that clear ``gates.min_miou``."""
+    """Write the Triton model repository, register both students, promote those that pass."""
     from codistill.release import run_publish
 
     release = run_publish(params, evaluation, onnx, out)
@@ -123,6 +123,7 @@ def publish(params: Params, evaluation: Path, onnx: Path, out: Path) -> dict[str
         f"{'clears' if r['passed'] else 'misses'} gates.min_miou {params.gates.min_miou}"
         + (f"; {r['registered_model']} v{r['version']}" if r.get("version") else "")
         + (f", alias {r['alias']}" if r.get("alias") else "")
+        + f"; served as {out / r['served_as']}"
         for role, r in release["students"].items()
     ]
     return {
@@ -223,11 +224,18 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="publish",
-        description="Register both students in MLflow; promote those that clear the gate.",
+        description=(
+            "Write the Triton model repository and register both students in MLflow; "
+            "promote those that clear the gate."
+        ),
         function=publish,
         inputs=(Input("evaluation", files=("metrics.json",)), Input("onnx")),
-        output=ArtifactSpec("release", "build/publish", "Artifact", cache=False),
-        params=("gates",),
-        code=("src/codistill/release.py", "src/codistill/lineage/models.py"),
+        output=ArtifactSpec("release", "serving/model_repository", "Model"),
+        params=("gates", "serving"),
+        code=(
+            "src/codistill/release.py",
+            "src/codistill/serving",
+            "src/codistill/lineage/models.py",
+        ),
     ),
 )
