@@ -20,6 +20,7 @@ CORE = [
     "codistill.stages.runner",
     "codistill.pipeline.component_entry",
     "codistill.serving.model_repository",
+    "codistill.serving.local_server",
     "codistill.cli",
 ]
 EDGES = [

@@ -50,6 +50,32 @@ def _students(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from codistill.serving.local_server import Ports, serve
+
+    ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
+
+    def announce(names: list[str], workspace: Path) -> None:
+        print(
+            f"serving {', '.join(names)} ({args.model_config_name} configs) on "
+            f"http://{args.host}:{ports.http}, grpc {args.host}:{ports.grpc}, "
+            f"metrics http://{args.host}:{ports.metrics}/metrics; workspace {workspace}; "
+            "SIGTERM stops",
+            flush=True,
+        )
+
+    serve(
+        args.repository,
+        args.host,
+        ports,
+        args.model_config_name,
+        args.max_pixels,
+        ready=announce,
+    )
+    print("server stopped", flush=True)
+    return 0
+
+
 def _pipeline(args: argparse.Namespace) -> int:
     from codistill.pipeline.commands import run_pipeline_command
 
@@ -102,6 +128,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_params_option(students)
     students.set_defaults(run=_students)
+
+    serve = commands.add_parser(
+        "serve", help="Serve the model repository with a local Triton server until SIGTERM."
+    )
+    serve.add_argument(
+        "--repository",
+        type=Path,
+        default=Path("serving/model_repository"),
+        help="Triton model repository (default: serving/model_repository)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument(
+        "--model-config-name", default="cpu", help="configs/<name>.pbtxt of each model to use"
+    )
+    from codistill.serving.local_server import DEFAULT_MAX_PIXELS
+
+    serve.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image (H×W) accepted"
+    )
+    serve.set_defaults(run=_serve)
 
     pipeline = commands.add_parser(
         "pipeline", help="Generate, check and run the DVC and Kubeflow pipelines."

@@ -1,0 +1,156 @@
+"""A real Triton server on this machine (nvidia-pytriton's bundled ``tritonserver``).
+
+Each model of the repository is bound under its own name with the tensors, data types and
+batching of its ``config.pbtxt``, read back through ``tritonclient``'s ``model_config_pb2``;
+ONNX Runtime runs the graph inside the bound function (the bundled server has only the
+Python backend).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sysconfig
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codistill.serving.model_repository import MODEL_FILE, VERSION
+from codistill.serving.triton_config import read_config
+
+# Triton data types (model_config_pb2.DataType names) to numpy.
+NUMPY_TYPES = {
+    "TYPE_FP32": np.float32,
+    "TYPE_FP16": np.float16,
+    "TYPE_UINT8": np.uint8,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+}
+DEFAULT_MAX_PIXELS = 2048 * 2048
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where the server listens."""
+
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+def _tensors(specs: Any) -> list[Any]:
+    from pytriton.model_config import Tensor
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    return [
+        Tensor(name=s.name, dtype=NUMPY_TYPES[pb.DataType.Name(s.data_type)], shape=tuple(s.dims))
+        for s in specs
+    ]
+
+
+def _infer_function(
+    onnx_path: Path, input_name: str, max_pixels: int
+) -> Callable[..., dict[str, np.ndarray]]:
+    import onnxruntime as ort
+    from pytriton.decorators import batch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+
+    @batch
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        image = inputs[input_name]
+        if image.shape[-2] * image.shape[-1] > max_pixels:
+            raise ValueError(
+                f"{input_name}: {image.shape[-2]}x{image.shape[-1]} is over the "
+                f"{max_pixels}-pixel limit of this endpoint"
+            )
+        return dict(zip(names, session.run(names, {input_name: image}), strict=True))
+
+    return infer
+
+
+def bind_model(triton: Any, model_dir: Path, config_name: str, max_pixels: int) -> str:
+    """Bind the model in ``model_dir`` as its ``configs/<config_name>.pbtxt`` describes it."""
+    from pytriton.model_config import DynamicBatcher, ModelConfig
+
+    config = read_config(model_dir / "configs" / f"{config_name}.pbtxt")
+    batcher = DynamicBatcher(
+        max_queue_delay_microseconds=config.dynamic_batching.max_queue_delay_microseconds,
+        preferred_batch_size=list(config.dynamic_batching.preferred_batch_size),
+    )
+    count = sum(group.count for group in config.instance_group) or 1
+    onnx_path = model_dir / VERSION / MODEL_FILE
+    triton.bind(
+        model_name=config.name,
+        infer_func=[
+            _infer_function(onnx_path, config.input[0].name, max_pixels) for _ in range(count)
+        ],
+        inputs=_tensors(config.input),
+        outputs=_tensors(config.output),
+        config=ModelConfig(max_batch_size=config.max_batch_size, batcher=batcher),
+        strict=True,
+    )
+    return config.name
+
+
+def _library_path() -> None:
+    # The Python backend stub links libpython; on pyenv builds it is not on the default path.
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    if libdir and libdir not in paths:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *paths])
+
+
+def serve(
+    repository: str | Path,
+    host: str = "127.0.0.1",
+    ports: Ports = Ports(),
+    config_name: str = "cpu",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    ready: Callable[[list[str], Path], None] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve every model in ``repository`` until SIGTERM, SIGINT or ``stop`` is set.
+
+    The server gets its own workspace, removed on exit; ``ready`` is called with the bound
+    model names and that workspace once the server is up.
+    """
+    from pytriton.triton import Triton, TritonConfig
+
+    repository = Path(repository)
+    model_dirs = sorted(p for p in repository.iterdir() if (p / "configs").is_dir())
+    if not model_dirs:
+        raise FileNotFoundError(f"{repository}: no models; run the publish stage")
+    _library_path()
+    stop = stop or threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    # pytriton creates the workspace folder itself: give it a fresh path in a private folder.
+    holder = Path(tempfile.mkdtemp(prefix="codistill-triton-"))
+    workspace = holder / "workspace"
+    config = TritonConfig(
+        http_address=host,
+        http_port=ports.http,
+        grpc_address=host,
+        grpc_port=ports.grpc,
+        metrics_address=host,
+        metrics_port=ports.metrics,
+        exit_timeout_secs=10,
+    )
+    triton = Triton(config=config, workspace=workspace)
+    try:
+        names = [bind_model(triton, d, config_name, max_pixels) for d in model_dirs]
+        triton.run()
+        if ready is not None:
+            ready(names, holder)
+        stop.wait()
+    finally:
+        triton.stop()
+        shutil.rmtree(holder, ignore_errors=True)

@@ -1,0 +1,116 @@
+"""`codistill serve`: a real Triton server on loopback, called over HTTP and gRPC."""
+
+import concurrent.futures
+import re
+import signal
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpc
+import tritonclient.http as http
+from tritonclient.utils import InferenceServerException
+
+from codistill.config import parse_params
+from codistill.serving.model_repository import write_model_repository
+from tests.servers.triton_server import triton_server
+
+pytestmark = pytest.mark.integration
+MAX_PIXELS = 96 * 128
+MODELS = ("codistill_cnn", "codistill_vit")
+
+
+@pytest.fixture(scope="module")
+def repository(exported_students, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("repository")
+    write_model_repository(exported_students, folder, parse_params({}, "d").serving, ("cnn", "vit"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(repository, tmp_path_factory):
+    log = tmp_path_factory.mktemp("triton") / "serve.log"
+    with triton_server(repository, log, MAX_PIXELS) as running:
+        yield running
+
+
+def direct(repository: Path, model: str, image: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(repository / model / "1" / "model.onnx"))
+    logits, labels = session.run(["logits", "labels"], {"image": image})
+    return {"logits": logits, "labels": labels}
+
+
+def infer(module, url: str, model: str, image: np.ndarray, dtype: str = "FP32") -> dict:
+    client = module.InferenceServerClient(url)
+    tensor = module.InferInput("image", list(image.shape), dtype)
+    tensor.set_data_from_numpy(image)
+    outputs = [module.InferRequestedOutput(name) for name in ("logits", "labels")]
+    result = client.infer(model, [tensor], outputs=outputs)
+    return {name: result.as_numpy(name) for name in ("logits", "labels")}
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("model", MODELS)
+def test_served_results_equal_onnx_runtime(server, repository, protocol, model):
+    image = np.random.default_rng(0).standard_normal((2, 3, 64, 96)).astype(np.float32)
+    module = {"http": http, "grpc": grpc}[protocol]
+    served = infer(module, server["urls"][protocol], model, image)
+    expected = direct(repository, model, image)
+    assert served["labels"].dtype == np.uint8
+    assert np.array_equal(served["labels"], expected["labels"])
+    np.testing.assert_allclose(served["logits"], expected["logits"], atol=1e-5)
+
+
+def test_concurrent_requests_of_different_sizes_each_get_their_own_answer(server, repository):
+    rng = np.random.default_rng(1)
+    sizes = [(32, 48), (64, 96), (48, 64), (32, 48), (96, 128), (64, 64)]
+    images = [rng.standard_normal((1, 3, *s)).astype(np.float32) for s in sizes]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(
+            pool.map(lambda x: infer(http, server["urls"]["http"], MODELS[1], x), images)
+        )
+    for image, answer in zip(images, answers, strict=True):
+        assert answer["labels"].shape == (1, *image.shape[-2:])
+        assert np.array_equal(answer["labels"], direct(repository, MODELS[1], image)["labels"])
+
+
+@pytest.mark.parametrize(
+    ("image", "dtype", "model", "message"),
+    [
+        (np.zeros((1, 3, 32, 32), np.float64), "FP64", MODELS[0], "FP64"),
+        (np.zeros((1, 4, 32, 32), np.float32), "FP32", MODELS[0], r"\[1,4,32,32\]|shape"),
+        (np.zeros((1, 3, 32, 32), np.float32), "FP32", "codistill_gan", "codistill_gan"),
+        (np.zeros((1, 3, 128, 128), np.float32), "FP32", MODELS[1], "128x128 is over the"),
+    ],
+    ids=["wrong-dtype", "wrong-shape", "unknown-model", "oversize"],
+)
+def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
+    server, repository, image, dtype, model, message
+):
+    with pytest.raises(InferenceServerException, match=message):
+        infer(http, server["urls"]["http"], model, image, dtype)
+    good = np.ones((1, 3, 32, 48), np.float32)
+    answer = infer(http, server["urls"]["http"], MODELS[0], good)
+    assert np.array_equal(answer["labels"], direct(repository, MODELS[0], good)["labels"])
+
+
+def test_health_and_metrics_endpoints_answer_on_loopback(server):
+    client = http.InferenceServerClient(server["urls"]["http"])
+    assert client.is_server_live() and client.is_server_ready()
+    assert all(client.is_model_ready(name) for name in MODELS)
+    metrics_url = f"http://{server['urls']['metrics']}/metrics"
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        assert "nv_inference_request_success" in response.read().decode()
+    assert "on http://127.0.0.1:" in server["log"].read_text()
+
+
+def test_sigterm_stops_the_server_cleanly_and_removes_its_workspace(repository, tmp_path):
+    with triton_server(repository, tmp_path / "serve.log", MAX_PIXELS) as running:
+        workspace = Path(re.search(r"workspace (\S+);", running["log"].read_text()).group(1))
+        assert workspace.is_dir()
+        running["process"].send_signal(signal.SIGTERM)
+        assert running["process"].wait(timeout=60) == 0
+    assert "server stopped" in (tmp_path / "serve.log").read_text()
+    assert not workspace.exists()
