@@ -1,6 +1,7 @@
 """`codistill serve`: a real Triton server on loopback, called over HTTP and gRPC."""
 
 import concurrent.futures
+import json
 import re
 import signal
 import urllib.request
@@ -114,3 +115,62 @@ def test_sigterm_stops_the_server_cleanly_and_removes_its_workspace(repository, 
         assert running["process"].wait(timeout=60) == 0
     assert "server stopped" in (tmp_path / "serve.log").read_text()
     assert not workspace.exists()
+
+
+@pytest.fixture(scope="module")
+def preprocessing(tmp_path_factory) -> Path:
+    from codistill.data import dataset_spec
+
+    spec = dataset_spec("camvid")
+    path = tmp_path_factory.mktemp("contract") / "preprocessing.json"
+    path.write_text(
+        json.dumps(
+            {
+                "input": "image",
+                "mean": [0.4, 0.42, 0.43],
+                "std": [0.3, 0.31, 0.3],
+                "palette": [list(c) for c in spec.palette],
+            }
+        )
+    )
+    return path
+
+
+def test_infer_writes_colour_masks_matching_the_graph_and_names_bad_files(
+    server, repository, preprocessing, tmp_path, capsys
+):
+    from PIL import Image
+
+    from codistill.cli import main
+    from codistill.serving.client import Preprocessing
+
+    rgb = np.random.default_rng(2).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "street.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    argv = ["infer", str(tmp_path / "notes.png"), str(tmp_path / "street.png")]
+    argv += ["--model", MODELS[1], "--url", server["urls"]["grpc"], "--protocol", "grpc"]
+    argv += ["--out", str(tmp_path / "out"), "--preprocessing", str(preprocessing)]
+    assert main(argv) == 2
+    assert "notes.png: not a readable image" in capsys.readouterr().err
+    prep = Preprocessing.load(preprocessing)
+    expected = prep.colours(direct(repository, MODELS[1], prep.tensor(rgb))["labels"][0])
+    mask = np.asarray(Image.open(tmp_path / "out" / "street.mask.png"))
+    assert np.array_equal(mask, expected)
+    assert Image.open(tmp_path / "out" / "street.overlay.png").size == (64, 48)
+    assert not (tmp_path / "out" / "notes.mask.png").exists()
+
+
+def test_infer_with_an_unknown_model_is_named_and_the_server_keeps_serving(
+    server, preprocessing, tmp_path, capsys
+):
+    from PIL import Image
+
+    from codistill.cli import main
+
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "a.png")
+    common = [str(tmp_path / "a.png"), "--url", server["urls"]["http"], "--out", str(tmp_path)]
+    common += ["--preprocessing", str(preprocessing)]
+    assert main(["infer", *common, "--model", "codistill_gan"]) == 2
+    assert "codistill_gan" in capsys.readouterr().err
+    assert main(["infer", *common, "--model", MODELS[0]]) == 0
+    assert (tmp_path / "a.mask.png").is_file()

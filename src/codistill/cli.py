@@ -76,6 +76,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _infer(args: argparse.Namespace) -> int:
+    from tritonclient.utils import InferenceServerException
+
+    from codistill.serving.client import ClientInputError, Preprocessing, segment_file
+
+    prep = Preprocessing.load(args.preprocessing)
+    failed = 0
+    for path in args.images:
+        try:
+            mask, overlay = segment_file(path, args.out, args.model, args.url, args.protocol, prep)
+        except (ClientInputError, InferenceServerException) as err:
+            print(f"codistill infer: {path}: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}: {mask}, {overlay}")
+    return 2 if failed else 0
+
+
 def _pipeline(args: argparse.Namespace) -> int:
     from codistill.pipeline.commands import run_pipeline_command
 
@@ -151,6 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image (H×W) accepted"
     )
     serve.set_defaults(run=_serve)
+
+    infer = commands.add_parser(
+        "infer", help="Segment images through a Triton endpoint; write masks and overlays."
+    )
+    infer.add_argument("images", type=Path, nargs="+", help="image files")
+    infer.add_argument("--model", default="codistill_vit", help="served model name")
+    infer.add_argument("--url", default="127.0.0.1:8000", help="server address (host:port)")
+    infer.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    infer.add_argument("--out", type=Path, default=Path("build/infer"), help="output folder")
+    infer.add_argument(
+        "--preprocessing",
+        type=Path,
+        default=Path("serving/model_repository/preprocessing.json"),
+        help="normalization and palette (written by publish)",
+    )
+    infer.set_defaults(run=_infer)
 
     pipeline = commands.add_parser(
         "pipeline", help="Generate, check and run the DVC and Kubeflow pipelines."

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from codistill.artifacts import staged_output, write_json_atomic
 from codistill.config import Params
+from codistill.export.stage import PREPROCESSING_JSON
 from codistill.serving.model_repository import write_model_repository
 
 RELEASE_JSON = "release.json"
@@ -57,6 +59,10 @@ def run_publish(
     release = {"min_miou": params.gates.min_miou, "students": students}
     with staged_output(out_dir) as staged:
         served = write_model_repository(onnx_dir, staged, params.serving, ROLES)
+        contract = Path(onnx_dir) / PREPROCESSING_JSON
+        if not contract.is_file():
+            raise FileNotFoundError(f"{contract}: missing; run the export stage")
+        shutil.copyfile(contract, staged / PREPROCESSING_JSON)
         for role, name in zip(ROLES, served, strict=True):
             students[role]["served_as"] = name
         if params.tracking.enabled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -11,11 +12,14 @@ from codistill.artifacts import staged_output, write_json_atomic
 from codistill.config import Params
 from codistill.data.base import dataset_spec
 from codistill.data.loading import PreparedSplit
+from codistill.data.prepare import STATS_JSON
+from codistill.data.spec import DatasetSpec
 from codistill.evaluation.stage import load_students
 from codistill.export.onnx_graph import INPUT_NAME, OUTPUT_NAMES, export_onnx
 from codistill.export.parity import ParityError, check_parity, parity_failures
 
 PARITY_JSON = "parity.json"
+PREPROCESSING_JSON = "preprocessing.json"
 EXPORT_JSON = "export.json"
 PARITY_SPLIT = "val"
 
@@ -27,6 +31,20 @@ def parity_images(prepared_dir: str | Path, count: int, size: tuple[int, int]) -
     return torch.cat(
         [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in images]
     )
+
+
+def preprocessing(prepared_dir: str | Path, spec: DatasetSpec) -> dict:
+    """What a client must do to an RGB image before ``image``, and how to read ``labels``."""
+    stats = json.loads((Path(prepared_dir) / STATS_JSON).read_text())
+    return {
+        "input": INPUT_NAME,
+        "layout": "NCHW, RGB",
+        "normalize": "x / 255, then (x - mean) / std per channel",
+        "mean": stats["mean"],
+        "std": stats["std"],
+        "class_names": list(spec.class_names),
+        "palette": [list(colour) for colour in spec.palette],
+    }
 
 
 def run_export(
@@ -65,6 +83,7 @@ def _export_into(
             + "\n  ".join(failures)
         )
     write_json_atomic(staged / PARITY_JSON, {"bounds": _bounds(params), "cases": parity})
+    write_json_atomic(staged / PREPROCESSING_JSON, preprocessing(prepared_dir, spec))
     write_json_atomic(staged / EXPORT_JSON, summary)
     return {"summary": summary, "parity": parity}
 

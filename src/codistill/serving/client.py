@@ -1,0 +1,92 @@
+"""The inference client: images in, colour-coded masks and overlays out, through Triton."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+OUTPUT = "labels"  # only the arg-max travels back, not C×H×W floats
+
+
+class ClientInputError(ValueError):
+    """An input the client refuses before it reaches the server."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The normalization the graph expects and the colours of its classes."""
+
+    input_name: str
+    mean: np.ndarray
+    std: np.ndarray
+    palette: np.ndarray
+
+    @classmethod
+    def load(cls, path: str | Path) -> Preprocessing:
+        """Read the ``preprocessing.json`` that the export stage writes beside the graphs."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no preprocessing contract; run the publish stage")
+        data = json.loads(path.read_text())
+        return cls(
+            data["input"],
+            np.asarray(data["mean"], np.float32),
+            np.asarray(data["std"], np.float32),
+            np.asarray(data["palette"], np.uint8),
+        )
+
+    def tensor(self, rgb: np.ndarray) -> np.ndarray:
+        """A 1×3×H×W float32 batch from an H×W×3 uint8 image."""
+        pixels = rgb.astype(np.float32) / 255
+        return ((pixels - self.mean) / self.std).transpose(2, 0, 1)[None].astype(np.float32)
+
+    def colours(self, labels: np.ndarray) -> np.ndarray:
+        """The class colour of every pixel; labels outside the palette come out black."""
+        table = np.zeros((256, 3), np.uint8)
+        table[: len(self.palette)] = self.palette
+        return table[labels]
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as H×W×3 uint8, or a ClientInputError naming the file."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise ClientInputError(f"{path}: not a readable image ({err})") from None
+
+
+def request_labels(url: str, protocol: str, model: str, batch: np.ndarray, input_name: str) -> Any:
+    """Send one batch to ``model`` and return its ``labels`` output."""
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    else:
+        import tritonclient.http as module
+    client = module.InferenceServerClient(url)
+    tensor = module.InferInput(input_name, list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch)
+    result = client.infer(model, [tensor], outputs=[module.InferRequestedOutput(OUTPUT)])
+    return result.as_numpy(OUTPUT)
+
+
+def segment_file(
+    path: Path, out_dir: Path, model: str, url: str, protocol: str, prep: Preprocessing
+) -> tuple[Path, Path]:
+    """Segment one image file; write ``<stem>.mask.png`` and ``<stem>.overlay.png``."""
+    rgb = read_rgb(path)
+    labels = request_labels(url, protocol, model, prep.tensor(rgb), prep.input_name)[0]
+    colours = prep.colours(labels)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mask_path, overlay_path = (
+        out_dir / f"{path.stem}.mask.png",
+        out_dir / f"{path.stem}.overlay.png",
+    )
+    Image.fromarray(colours).save(mask_path)
+    blend = (rgb.astype(np.float32) * 0.5 + colours.astype(np.float32) * 0.5).astype(np.uint8)
+    Image.fromarray(blend).save(overlay_path)
+    return mask_path, overlay_path
