@@ -181,3 +181,20 @@ def exported_students(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
         export_onnx(build_student(cfg, 11), folder / f"{role}.onnx", "torchscript", 17, (32, 32))
     return folder
+
+
+@pytest.fixture(scope="session")
+def exported_variants(exported_students: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``exported_students`` plus their INT8 and FP16 graphs, as the export stage keeps them."""
+    import shutil
+
+    from codistill.export.variants import VARIANTS, build_variant
+
+    folder = tmp_path_factory.mktemp("variants")
+    rng = np.random.default_rng(0)
+    calibration = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(4)]
+    for role in ("cnn", "vit"):
+        source = Path(shutil.copy(exported_students / f"{role}.onnx", folder))
+        for variant in VARIANTS:
+            build_variant(variant, source, calibration)
+    return folder

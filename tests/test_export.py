@@ -11,6 +11,7 @@ from codistill.engine.checkpoint import save_checkpoint
 from codistill.export import ParityError
 from codistill.export.stage import run_export
 from codistill.models import build_student
+from tests.conftest import TINY_SPLITS
 
 TINY_EXPORT = {
     "export": {"parity": {"resolutions": [[48, 64], [32, 48]], "batch_sizes": [1, 2]}},
@@ -61,6 +62,85 @@ def test_export_writes_dynamic_graphs_with_logits_and_labels(
             (32, 48, 2),
         }
         assert all(c["passed"] and c["label_agreement"] >= 0.999 for c in cases)
+    assert_variants_kept_within_the_gate(tmp_path / "export")
+
+
+def assert_variants_kept_within_the_gate(folder):
+    """variants.json is consistent with the files on disk, and each kept graph is what it says."""
+    report = json.loads((folder / "variants.json").read_text())
+    kept = json.loads((folder / "export.json").read_text())["variants"]
+    assert report["calibration"] == {"split": "train", "images": TINY_SPLITS["train"]}
+    for role in ("cnn", "vit"):
+        student = report["students"][role]
+        assert student["fp32"]["images"] == TINY_SPLITS["val"]
+        for variant in ("int8", "fp16"):
+            entry = student[variant]
+            drop = 100 * (student["fp32"]["miou"] - entry["miou"])
+            assert entry["miou_drop_points"] == pytest.approx(drop)
+            assert entry["kept"] == (drop <= report["max_quant_drop"])
+            path = folder / f"{role}.{variant}.onnx"
+            assert path.exists() == entry["kept"] == (variant in kept[role])
+            if not entry["kept"]:
+                continue
+            graph = onnx.load(str(path)).graph
+            assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+            assert [o.name for o in graph.output] == ["logits", "labels"]
+            if variant == "int8":
+                assert any(n.op_type == "QuantizeLinear" for n in graph.node)
+                assert {i.data_type for i in graph.initializer} & {onnx.TensorProto.INT8}
+            else:
+                weights = [i for i in graph.initializer if i.name.endswith("weight")]
+                assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
+
+
+def test_a_variant_over_the_quantization_gate_is_deleted_and_reported(tmp_path, monkeypatch):
+    from codistill.export import variant_gate
+
+    def fake_builder(variant, source, calibration):
+        target = source.with_name(f"{source.stem}.{variant}.onnx")
+        target.write_text(variant)
+        return target
+
+    def fake_scores(graphs, prepared_dir, split):
+        miou = {"fp32": 0.500, "int8": 0.489, "fp16": 0.4995}  # drops of 1.1 and 0.05 points
+        latency = {"fp32": 0.20, "int8": 0.05, "fp16": 0.25}
+        return {
+            name: {"miou": miou[name], "images": 2, "seconds_per_image": latency[name]}
+            for name in graphs
+        }
+
+    monkeypatch.setattr(variant_gate, "build_variant", fake_builder)
+    monkeypatch.setattr(variant_gate, "score_graphs", fake_scores)
+    monkeypatch.setattr(variant_gate, "calibration_images", lambda *args: [])
+    (tmp_path / "cnn.onnx").write_text("fp32")
+    params = parse_params({"gates": {"max_quant_drop": 1.0}}, "test")
+    report = variant_gate.faster_variants(params, tmp_path, tmp_path, ("cnn",))
+    cnn = report["students"]["cnn"]
+    assert cnn["int8"]["kept"] is False and cnn["int8"]["file"] is None
+    assert cnn["int8"]["miou_drop_points"] == pytest.approx(1.1)
+    assert cnn["int8"]["speedup"] == pytest.approx(4.0)
+    assert cnn["fp16"]["kept"] is True and cnn["fp16"]["speedup"] == pytest.approx(0.8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.fp16.onnx", "cnn.onnx"]
+    loose = parse_params({"gates": {"max_quant_drop": 1.2}}, "test")
+    (tmp_path / "cnn.fp16.onnx").unlink()
+    report = variant_gate.faster_variants(loose, tmp_path, tmp_path, ("cnn",))
+    assert report["students"]["cnn"]["int8"]["kept"] is True
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"gates": {"max_quant_drop": -0.5}}, r"gates\.max_quant_drop: -0\.5 must be within"),
+        ({"export": {"variants": ["int4"]}}, r"export\.variants\[0\]: 'int4' is not one of"),
+        ({"export": {"variants": ["int8", "int8"]}}, r"export\.variants: .* names a variant twice"),
+        ({"export": {"calibration_images": 0}}, r"export\.calibration_images: 0 must be at least"),
+    ],
+)
+def test_bad_variant_settings_are_config_errors_naming_the_key(section, message):
+    from codistill.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        parse_params(section, "test")
 
 
 def test_a_graph_that_disagrees_fails_the_stage_and_keeps_the_previous_export(

@@ -117,6 +117,22 @@ def test_sigterm_stops_the_server_cleanly_and_removes_its_workspace(repository, 
     assert not workspace.exists()
 
 
+def test_the_int8_config_serves_the_int8_graph_with_batching_off(exported_variants, tmp_path):
+    settings = parse_params({}, "d").serving
+    write_model_repository(exported_variants, tmp_path / "repo", settings, ("cnn", "vit"))
+    image = np.random.default_rng(3).standard_normal((1, 3, 32, 48)).astype(np.float32)
+    log = tmp_path / "serve.log"
+    with triton_server(tmp_path / "repo", log, MAX_PIXELS, "cpu-int8", batching=False) as server:
+        for model in MODELS:
+            graph = tmp_path / "repo" / model / "1" / "model.int8.onnx"
+            expected = ort.InferenceSession(str(graph)).run(["logits"], {"image": image})[0]
+            served = infer(http, server["urls"]["http"], model, image)
+            np.testing.assert_allclose(served["logits"], expected, atol=1e-5)
+            fp32 = direct(tmp_path / "repo", model, image)["logits"]
+            assert np.abs(served["logits"] - fp32).max() > 1e-4  # not the FP32 graph
+    assert "(cpu-int8 configs, dynamic batching off)" in log.read_text()
+
+
 @pytest.fixture(scope="module")
 def preprocessing(tmp_path_factory) -> Path:
     from codistill.data import dataset_spec

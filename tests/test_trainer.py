@@ -1,7 +1,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import torch
 
 from codistill.config import load_params
 from codistill.engine.trainer import CoTrainer
+from codistill.serving.process import free_port
 from tests.conftest import tiny_params_file
 
 
@@ -119,12 +119,6 @@ def test_checkpoint_from_another_configuration_is_not_resumed(validated_tiny, tm
     ).run()
     assert "from another configuration; starting afresh" in capsys.readouterr().out
     assert metrics["iterations_this_run"] == 2 and metrics["terms"] == ["kdcl"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_ddp_ranks_on_gloo_end_with_identical_weights(validated_tiny, tmp_path):

@@ -10,6 +10,7 @@ from codistill.serving.model_repository import write_model_repository
 from codistill.serving.triton_config import model_config, read_config
 
 TRITON_TYPES = {"tensor(float)": pb.TYPE_FP32, "tensor(uint8)": pb.TYPE_UINT8}
+ROLES = ("cnn", "vit")
 
 
 def expected_tensors(session_values) -> list[tuple[str, int, list[int]]]:
@@ -22,7 +23,7 @@ def expected_tensors(session_values) -> list[tuple[str, int, list[int]]]:
 
 def test_every_generated_config_matches_its_onnx_graph(exported_students, tmp_path):
     settings = ServingConfig(max_batch_size=16, preferred_batch_sizes=(2, 16), instances=2)
-    written = write_model_repository(exported_students, tmp_path / "repo", settings, ("cnn", "vit"))
+    written = write_model_repository(exported_students, tmp_path / "repo", settings, ROLES)
     assert set(written) == {"codistill_cnn", "codistill_vit"}
     for name, model_dir in written.items():
         session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"))
@@ -50,6 +51,43 @@ def test_every_generated_config_matches_its_onnx_graph(exported_students, tmp_pa
         assert not configs["cpu"].optimization.execution_accelerators.gpu_execution_accelerator
     cnn_logits = read_config(written["codistill_cnn"] / "config.pbtxt").output[0]
     assert list(cnn_logits.dims) == [11, -1, -1]
+
+
+def test_kept_variants_get_their_own_graph_file_and_configuration(exported_variants, tmp_path):
+    written = write_model_repository(exported_variants, tmp_path / "repo", ServingConfig(), ROLES)
+    for model_dir in written.values():
+        assert sorted(p.name for p in (model_dir / "1").iterdir()) == [
+            "model.fp16.onnx",
+            "model.int8.onnx",
+            "model.onnx",
+        ]
+        configs = {p.stem: read_config(p) for p in (model_dir / "configs").glob("*.pbtxt")}
+        assert set(configs) == {"cpu", "gpu", "cpu-int8", "gpu-fp16"}
+        assert configs["cpu"].default_model_filename == ""  # Triton's default, model.onnx
+        assert configs["cpu-int8"].default_model_filename == "model.int8.onnx"
+        assert configs["gpu-fp16"].default_model_filename == "model.fp16.onnx"
+        assert configs["cpu-int8"].instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+        assert configs["gpu-fp16"].instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
+        assert not configs["gpu-fp16"].optimization.execution_accelerators.gpu_execution_accelerator
+        for config in configs.values():
+            graph = model_dir / "1" / (config.default_model_filename or "model.onnx")
+            session = ort.InferenceSession(str(graph))
+            assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == (
+                expected_tensors(session.get_inputs())
+            )
+            assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == (
+                expected_tensors(session.get_outputs())
+            )
+    # a variant the export stage dropped has neither a graph nor a configuration
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("cnn.onnx", "cnn.fp16.onnx"):
+        (partial / name).write_bytes((exported_variants / name).read_bytes())
+    model_dir = write_model_repository(partial, tmp_path / "p", ServingConfig(), ("cnn",))[
+        "codistill_cnn"
+    ]
+    assert sorted(p.stem for p in (model_dir / "configs").iterdir()) == ["cpu", "gpu", "gpu-fp16"]
+    assert not (model_dir / "1" / "model.int8.onnx").exists()
 
 
 def test_a_graph_with_a_fixed_batch_cannot_be_batched_by_triton(tmp_path):

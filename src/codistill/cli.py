@@ -57,7 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     def announce(names: list[str], workspace: Path) -> None:
         print(
-            f"serving {', '.join(names)} ({args.model_config_name} configs) on "
+            f"serving {', '.join(names)} ({args.model_config_name} configs, dynamic batching "
+            f"{'on' if args.dynamic_batching else 'off'}) on "
             f"http://{args.host}:{ports.http}, grpc {args.host}:{ports.grpc}, "
             f"metrics http://{args.host}:{ports.metrics}/metrics; workspace {workspace}; "
             "SIGTERM stops",
@@ -70,6 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
         ports,
         args.model_config_name,
         args.max_pixels,
+        dynamic_batching=args.dynamic_batching,
         ready=announce,
     )
     print("server stopped", flush=True)
@@ -167,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image (H×W) accepted"
+    )
+    serve.add_argument(
+        "--no-dynamic-batching",
+        dest="dynamic_batching",
+        action="store_false",
+        help="run every request on its own, ignoring the configs' dynamic batching",
     )
     serve.set_defaults(run=_serve)
 

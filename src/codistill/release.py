@@ -63,8 +63,9 @@ def run_publish(
         if not contract.is_file():
             raise FileNotFoundError(f"{contract}: missing; run the export stage")
         shutil.copyfile(contract, staged / PREPROCESSING_JSON)
-        for role, name in zip(ROLES, served, strict=True):
+        for role, (name, model_dir) in zip(ROLES, served.items(), strict=True):
             students[role]["served_as"] = name
+            students[role]["configs"] = sorted(p.stem for p in (model_dir / "configs").iterdir())
         if params.tracking.enabled:
             from codistill.lineage.models import register_onnx_students
 

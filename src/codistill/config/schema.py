@@ -286,12 +286,18 @@ class ExportConfig:
     exporter: str = "torchscript"
     opset: int = 17
     parity: ParityConfig = field(default_factory=ParityConfig)
+    variants: tuple[Literal["int8", "fp16"], ...] = ("int8", "fp16")
+    calibration_images: int = 32
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
             raise ConfigError(f"exporter: {self.exporter!r} is not one of {', '.join(EXPORTERS)}")
         if self.opset < 13:
             raise ConfigError(f"opset: {self.opset} must be at least 13")
+        if len(set(self.variants)) != len(self.variants):
+            raise ConfigError(f"variants: {list(self.variants)} names a variant twice")
+        if self.calibration_images < 1:
+            raise ConfigError(f"calibration_images: {self.calibration_images} must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -299,10 +305,13 @@ class GatesConfig:
     """Quality bars a student must clear before it is promoted."""
 
     min_miou: float = 0.2
+    max_quant_drop: float = 1.0  # mIoU points a faster export variant may lose
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_miou <= 1:
             raise ConfigError(f"min_miou: {self.min_miou} must be within [0, 1]")
+        if not 0 <= self.max_quant_drop <= 100:
+            raise ConfigError(f"max_quant_drop: {self.max_quant_drop} must be within [0, 100]")
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,12 @@ from codistill.data.spec import DatasetSpec
 from codistill.evaluation.stage import load_students
 from codistill.export.onnx_graph import INPUT_NAME, OUTPUT_NAMES, export_onnx
 from codistill.export.parity import ParityError, check_parity, parity_failures
+from codistill.export.variant_gate import faster_variants
 
 PARITY_JSON = "parity.json"
 PREPROCESSING_JSON = "preprocessing.json"
 EXPORT_JSON = "export.json"
+VARIANTS_JSON = "variants.json"
 PARITY_SPLIT = "val"
 
 
@@ -83,9 +85,15 @@ def _export_into(
             + "\n  ".join(failures)
         )
     write_json_atomic(staged / PARITY_JSON, {"bounds": _bounds(params), "cases": parity})
+    variants = faster_variants(params, prepared_dir, staged, tuple(students))
+    write_json_atomic(staged / VARIANTS_JSON, variants)
+    summary["variants"] = {
+        role: [v for v in params.export.variants if report[v]["kept"]]
+        for role, report in variants["students"].items()
+    }
     write_json_atomic(staged / PREPROCESSING_JSON, preprocessing(prepared_dir, spec))
     write_json_atomic(staged / EXPORT_JSON, summary)
-    return {"summary": summary, "parity": parity}
+    return {"summary": summary, "parity": parity, "variants": variants}
 
 
 def _bounds(params: Params) -> dict:

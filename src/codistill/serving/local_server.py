@@ -76,17 +76,28 @@ def _infer_function(
     return infer
 
 
-def bind_model(triton: Any, model_dir: Path, config_name: str, max_pixels: int) -> str:
-    """Bind the model in ``model_dir`` as its ``configs/<config_name>.pbtxt`` describes it."""
+def bind_model(
+    triton: Any, model_dir: Path, config_name: str, max_pixels: int, dynamic_batching: bool = True
+) -> str:
+    """Bind the model in ``model_dir`` as its ``configs/<config_name>.pbtxt`` describes it.
+
+    As in Triton, a model without that configuration falls back to its ``config.pbtxt``.
+    Without ``dynamic_batching`` each request runs on its own, whatever the configuration.
+    """
     from pytriton.model_config import DynamicBatcher, ModelConfig
 
-    config = read_config(model_dir / "configs" / f"{config_name}.pbtxt")
-    batcher = DynamicBatcher(
-        max_queue_delay_microseconds=config.dynamic_batching.max_queue_delay_microseconds,
-        preferred_batch_size=list(config.dynamic_batching.preferred_batch_size),
+    chosen = model_dir / "configs" / f"{config_name}.pbtxt"
+    config = read_config(chosen if chosen.is_file() else model_dir / "config.pbtxt")
+    batcher = (
+        DynamicBatcher(
+            max_queue_delay_microseconds=config.dynamic_batching.max_queue_delay_microseconds,
+            preferred_batch_size=list(config.dynamic_batching.preferred_batch_size),
+        )
+        if dynamic_batching and config.HasField("dynamic_batching")
+        else None
     )
     count = sum(group.count for group in config.instance_group) or 1
-    onnx_path = model_dir / VERSION / MODEL_FILE
+    onnx_path = model_dir / VERSION / (config.default_model_filename or MODEL_FILE)
     triton.bind(
         model_name=config.name,
         infer_func=[
@@ -114,6 +125,7 @@ def serve(
     ports: Ports = Ports(),
     config_name: str = "cpu",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    dynamic_batching: bool = True,
     ready: Callable[[list[str], Path], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
@@ -146,7 +158,9 @@ def serve(
     )
     triton = Triton(config=config, workspace=workspace)
     try:
-        names = [bind_model(triton, d, config_name, max_pixels) for d in model_dirs]
+        names = [
+            bind_model(triton, d, config_name, max_pixels, dynamic_batching) for d in model_dirs
+        ]
         triton.run()
         if ready is not None:
             ready(names, holder)

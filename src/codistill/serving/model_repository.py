@@ -1,20 +1,47 @@
-"""A Triton model repository: one folder per student with its graph and configurations.
+"""A Triton model repository: one folder per student with its graphs and configurations.
 
-Layout per model: ``config.pbtxt`` (CPU, Triton's default), ``configs/cpu.pbtxt`` and
-``configs/gpu.pbtxt`` (picked with ``--model-config-name``), and ``1/model.onnx``.
+Layout per model: ``1/model.onnx`` (FP32) plus ``1/model.<variant>.onnx`` for each faster
+variant the export stage kept; ``config.pbtxt`` (CPU, Triton's default) and
+``configs/<name>.pbtxt`` for every entry of ``SERVED_CONFIGS`` whose graph is there, picked
+with ``--model-config-name``.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from codistill.artifacts import staged_output, write_text_atomic
 from codistill.config import ServingConfig
-from codistill.serving.triton_config import DEVICES, config_text, model_config
+from codistill.serving.triton_config import config_text, model_config
 
 MODEL_FILE = "model.onnx"
 VERSION = "1"
+DEFAULT_CONFIG = "cpu"
+
+
+@dataclass(frozen=True)
+class ServedConfig:
+    """One way to serve a student: the device, the graph variant, the TensorRT accelerator."""
+
+    name: str
+    device: str
+    variant: str | None = None
+    tensorrt: bool = False
+
+    @property
+    def model_file(self) -> str:
+        """The graph's file name in the version folder."""
+        return MODEL_FILE if self.variant is None else f"model.{self.variant}.onnx"
+
+
+SERVED_CONFIGS = (
+    ServedConfig("cpu", "cpu"),
+    ServedConfig("gpu", "gpu", tensorrt=True),
+    ServedConfig("cpu-int8", "cpu", variant="int8"),
+    ServedConfig("gpu-fp16", "gpu", variant="fp16"),
+)
 
 
 def served_name(role: str) -> str:
@@ -22,30 +49,53 @@ def served_name(role: str) -> str:
     return f"codistill_{role}"
 
 
-def write_model(onnx_path: Path, model_dir: Path, name: str, settings: ServingConfig) -> Path:
-    """Replace ``model_dir`` with the graph and its configurations, atomically."""
+def student_graphs(onnx_dir: Path, role: str) -> dict[str | None, Path]:
+    """Student ``role``'s exported graphs by variant (``None`` for FP32) found in ``onnx_dir``."""
+    graphs: dict[str | None, Path] = {None: onnx_dir / f"{role}.onnx"}
+    if not graphs[None].is_file():
+        raise FileNotFoundError(f"{graphs[None]}: no exported {role}; run the export stage")
+    for served in SERVED_CONFIGS:
+        path = onnx_dir / f"{role}.{served.variant}.onnx"
+        if served.variant is not None and path.is_file():
+            graphs[served.variant] = path
+    return graphs
+
+
+def write_model(
+    graphs: dict[str | None, Path], model_dir: Path, name: str, settings: ServingConfig
+) -> Path:
+    """Replace ``model_dir`` with the graphs and a configuration for each, atomically."""
     with staged_output(model_dir) as staged:
         (staged / VERSION).mkdir()
-        shutil.copyfile(onnx_path, staged / VERSION / MODEL_FILE)
         (staged / "configs").mkdir()
-        for device in DEVICES:
-            text = config_text(model_config(onnx_path, name, settings, device))
-            write_text_atomic(staged / "configs" / f"{device}.pbtxt", text)
-            if device == "cpu":
-                write_text_atomic(staged / "config.pbtxt", text)
+        for served in SERVED_CONFIGS:
+            if served.variant not in graphs:
+                continue
+            target = staged / VERSION / served.model_file
+            if not target.exists():
+                shutil.copyfile(graphs[served.variant], target)
+            config = model_config(
+                target,
+                name,
+                settings,
+                served.device,
+                model_file=None if served.variant is None else served.model_file,
+                tensorrt=served.tensorrt,
+            )
+            write_text_atomic(staged / "configs" / f"{served.name}.pbtxt", config_text(config))
+        shutil.copyfile(staged / "configs" / f"{DEFAULT_CONFIG}.pbtxt", staged / "config.pbtxt")
     return model_dir
 
 
 def write_model_repository(
     onnx_dir: str | Path, repository: str | Path, settings: ServingConfig, roles: tuple[str, ...]
 ) -> dict[str, Path]:
-    """Write one served model per student role from ``onnx_dir/<role>.onnx``."""
+    """Write one served model per student role from ``onnx_dir/<role>[.<variant>].onnx``."""
     onnx_dir, repository = Path(onnx_dir), Path(repository)
     written = {}
     for role in roles:
-        onnx_path = onnx_dir / f"{role}.onnx"
-        if not onnx_path.is_file():
-            raise FileNotFoundError(f"{onnx_path}: no exported {role}; run the export stage")
         name = served_name(role)
-        written[name] = write_model(onnx_path, repository / name, name, settings)
+        written[name] = write_model(
+            student_graphs(onnx_dir, role), repository / name, name, settings
+        )
     return written

@@ -1,8 +1,8 @@
 """Triton model configurations (``config.pbtxt``) derived from an exported ONNX graph.
 
 Names, data types and shapes come from the graph itself; batching and instances from the
-``serving`` section of ``params.yaml``. A CPU and a GPU variant are written: the GPU one asks
-ONNX Runtime for the TensorRT accelerator.
+``serving`` section of ``params.yaml``; the device, the graph file and the TensorRT
+accelerator from the caller.
 """
 
 from __future__ import annotations
@@ -46,8 +46,19 @@ def _tensors(values: Any, batched: bool) -> list[dict[str, Any]]:
     return tensors
 
 
-def model_config(onnx_path: str | Path, name: str, settings: ServingConfig, device: str) -> Any:
-    """The ``ModelConfig`` protobuf that serves ``onnx_path`` as ``name`` on ``device``."""
+def model_config(
+    onnx_path: str | Path,
+    name: str,
+    settings: ServingConfig,
+    device: str,
+    model_file: str | None = None,
+    tensorrt: bool = True,
+) -> Any:
+    """The ``ModelConfig`` protobuf that serves ``onnx_path`` as ``name`` on ``device``.
+
+    ``model_file`` names the version folder's graph when it is not ``model.onnx``; on the
+    GPU, ``tensorrt`` asks ONNX Runtime for the TensorRT accelerator.
+    """
     import onnx
     from tritonclient.grpc import model_config_pb2 as pb
 
@@ -57,6 +68,8 @@ def model_config(onnx_path: str | Path, name: str, settings: ServingConfig, devi
     config = pb.ModelConfig(
         name=name, backend="onnxruntime", max_batch_size=settings.max_batch_size
     )
+    if model_file is not None:
+        config.default_model_filename = model_file
     for spec in _tensors(graph.input, batched=True):
         config.input.add(name=spec["name"], data_type=spec["data_type"], dims=spec["dims"])
     for spec in _tensors(graph.output, batched=True):
@@ -65,7 +78,7 @@ def model_config(onnx_path: str | Path, name: str, settings: ServingConfig, devi
     config.dynamic_batching.max_queue_delay_microseconds = settings.max_queue_delay_us
     kind = pb.ModelInstanceGroup.KIND_GPU if device == "gpu" else pb.ModelInstanceGroup.KIND_CPU
     config.instance_group.add(count=settings.instances, kind=kind)
-    if device == "gpu":
+    if device == "gpu" and tensorrt:
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
             name="tensorrt"
         )

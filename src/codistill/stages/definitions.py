@@ -93,7 +93,7 @@ def evaluate(
 
 
 def export(params: Params, prepared: Path, students: Path, out: Path) -> dict[str, Any]:
-    """Export both students to ONNX and check their parity with PyTorch."""
+    """Export both students to ONNX, check parity with PyTorch, gate the faster variants."""
     from codistill.export.parity import ParityError
     from codistill.export.stage import run_export
 
@@ -106,11 +106,21 @@ def export(params: Params, prepared: Path, students: Path, out: Path) -> dict[st
         for role, cases in result["parity"].items()
     }
     worst = ", ".join(f"{k} {v:.1e}" for k, v in metrics.items())
-    return {
-        "message": f"exported {', '.join(result['summary']['files'].values())} to {out} "
-        f"with {params.export.exporter}, opset {params.export.opset}; parity passed ({worst})",
-        "metrics": metrics,
-    }
+    lines = [
+        f"exported {', '.join(result['summary']['files'].values())} to {out} "
+        f"with {params.export.exporter}, opset {params.export.opset}; parity passed ({worst})"
+    ]
+    for role, report in result["variants"]["students"].items():
+        for variant in params.export.variants:
+            entry = report[variant]
+            metrics[f"{role}.{variant}.miou_drop_points"] = entry["miou_drop_points"]
+            metrics[f"{role}.{variant}.speedup"] = entry["speedup"]
+            lines.append(
+                f"{role} {variant}: mIoU {entry['miou']:.4f} (drop {entry['miou_drop_points']:.2f}"
+                f" points), {entry['speedup']:.2f}x FP32 on the CPU; "
+                + ("kept" if entry["kept"] else f"dropped (over {params.gates.max_quant_drop})")
+            )
+    return {"message": "\n".join(lines), "metrics": metrics}
 
 
 def publish(params: Params, evaluation: Path, onnx: Path, out: Path) -> dict[str, Any]:
@@ -210,15 +220,19 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="export",
-        description="Export both students to ONNX and check parity with PyTorch.",
+        description=(
+            "Export both students to ONNX, check parity with PyTorch, and keep the INT8/FP16 "
+            "variants that stay within the mIoU gate."
+        ),
         function=export,
         inputs=(Input("prepared"), Input("students", files=("cnn.pt", "vit.pt"))),
         output=ArtifactSpec("onnx", "build/export", "Model"),
-        params=("export", "models"),
+        params=("export", "models", "gates.max_quant_drop"),
         code=(
             "src/codistill/export",
             "src/codistill/models",
             "src/codistill/evaluation/stage.py",
+            "src/codistill/evaluation/metrics.py",
             "src/codistill/data/loading.py",
         ),
     ),
@@ -231,7 +245,7 @@ STAGES: tuple[Stage, ...] = (
         function=publish,
         inputs=(Input("evaluation", files=("metrics.json",)), Input("onnx")),
         output=ArtifactSpec("release", "serving/model_repository", "Model"),
-        params=("gates", "serving"),
+        params=("gates.min_miou", "serving"),
         code=(
             "src/codistill/release.py",
             "src/codistill/serving",

@@ -1,0 +1,61 @@
+"""mIoU and per-image latency of ONNX graphs under ONNX Runtime on a prepared split."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from codistill.data.loading import PreparedSplit
+from codistill.evaluation.metrics import confusion_matrix, segmentation_scores
+from codistill.export.onnx_graph import INPUT_NAME
+
+LABELS_OUTPUT = "labels"
+
+
+def cpu_session(path: str | Path) -> Any:
+    """An ONNX Runtime session for ``path`` on the CPU execution provider."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def score_graphs(graphs: dict[str, Path], prepared_dir: str | Path, split: str) -> dict[str, dict]:
+    """Score each graph on every image of ``split``, one image at a time at native size.
+
+    The graphs take turns on each image, so their latencies see the same machine load.
+    Returns per graph: mIoU, pixel accuracy, images and mean seconds per image.
+    """
+    data = PreparedSplit(prepared_dir, split)
+    num_classes = data.info["num_classes"]
+    sessions = {name: cpu_session(path) for name, path in graphs.items()}
+    confusion = {name: torch.zeros(num_classes, num_classes, dtype=torch.int64) for name in graphs}
+    seconds = dict.fromkeys(graphs, 0.0)
+    for index in range(len(data)):
+        image, labels = data[index, 0]
+        batch = image[None].numpy()
+        for name, session in sessions.items():
+            start = time.perf_counter()
+            (predicted,) = session.run([LABELS_OUTPUT], {INPUT_NAME: batch})
+            seconds[name] += time.perf_counter() - start
+            confusion[name] += confusion_matrix(torch.from_numpy(predicted[0]), labels, num_classes)
+    scores = {}
+    for name in graphs:
+        summary = segmentation_scores(confusion[name].numpy())
+        scores[name] = {
+            "miou": summary["miou"],
+            "pixel_accuracy": summary["pixel_accuracy"],
+            "images": len(data),
+            "seconds_per_image": seconds[name] / max(len(data), 1),
+        }
+    return scores
+
+
+def calibration_images(prepared_dir: str | Path, split: str, count: int) -> list[np.ndarray]:
+    """``count`` normalized 1×3×H×W images spread evenly over ``split``."""
+    data = PreparedSplit(prepared_dir, split)
+    picks = np.unique(np.linspace(0, len(data) - 1, num=min(count, len(data))).round().astype(int))
+    return [data[int(i), 0][0][None].numpy() for i in picks]

@@ -1,0 +1,101 @@
+"""Faster variants of an exported graph: INT8 (ONNX Runtime static quantization) and FP16.
+
+Both keep the graph's interface: ``image`` stays FP32 in, ``logits`` FP32 and ``labels``
+UINT8 out, so a client and a Triton configuration need not change.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from codistill.export.onnx_graph import INPUT_NAME
+
+VARIANTS = ("int8", "fp16")
+
+
+def variant_file(role: str, variant: str) -> str:
+    """The file name of student ``role``'s ``variant`` graph next to ``<role>.onnx``."""
+    return f"{role}.{variant}.onnx"
+
+
+@contextmanager
+def _quiet_onnxruntime_tools() -> Iterator[None]:
+    # The quantization tools log one warning per LayerNorm weight and shape-inference step.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_int8(source: Path, target: Path, calibration: Sequence[np.ndarray]) -> None:
+    """Statically quantize ``source`` to INT8 (QDQ, per-channel weights), calibrated on images.
+
+    ``calibration`` holds normalized 1×3×H×W FP32 images; activation ranges are their
+    min/max over all of them.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not calibration:
+        raise ValueError("INT8 calibration needs at least one image")
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.remaining = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            image = next(self.remaining, None)
+            return None if image is None else {INPUT_NAME: image}
+
+    with tempfile.TemporaryDirectory(prefix="codistill-quant-") as work, _quiet_onnxruntime_tools():
+        optimized = Path(work) / "preprocessed.onnx"
+        # symbolic shape inference cannot follow every dynamo graph; ONNX shape inference can
+        quant_pre_process(str(source), str(optimized), skip_symbolic_shape=True)
+        quantize_static(
+            str(optimized),
+            str(target),
+            Images(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+
+
+def convert_fp16(source: Path, target: Path, calibration: Sequence[np.ndarray] = ()) -> None:
+    """Convert ``source``'s weights and arithmetic to FP16, keeping FP32 inputs and outputs."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(model, str(target))
+
+
+BUILDERS: dict[str, Callable[[Path, Path, Sequence[np.ndarray]], None]] = {
+    "int8": quantize_int8,
+    "fp16": convert_fp16,
+}
+
+
+def build_variant(variant: str, source: Path, calibration: Sequence[np.ndarray]) -> Path:
+    """Write ``variant`` of ``source`` next to it and return its path."""
+    if variant not in BUILDERS:
+        raise ValueError(f"variant: {variant!r} is not one of {', '.join(VARIANTS)}")
+    role = source.name.removesuffix(".onnx")
+    target = source.with_name(variant_file(role, variant))
+    BUILDERS[variant](source, target, calibration)
+    return target
