@@ -35,6 +35,15 @@ def machine_lines(packages: tuple[str, ...]) -> list[str]:
     ]
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a markdown table; every column after the first is right-aligned."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
 def publish_table(
     path: Path,
     title: str,
@@ -42,8 +51,12 @@ def publish_table(
     packages: tuple[str, ...],
     header: list[str],
     rows: list[list[str]],
+    extra: list[str] = (),
 ) -> None:
-    """Write a markdown benchmark table that names machine, versions and command; print it."""
+    """Write a markdown benchmark table that names machine, versions and command; print it.
+
+    ``extra`` lines (more sections, measured in the same run) follow the table.
+    """
     lines = [
         f"# {title}",
         "",
@@ -51,9 +64,8 @@ def publish_table(
         "",
         *machine_lines(packages),
         "",
-        "| " + " | ".join(header) + " |",
-        "|---|" + "---:|" * (len(header) - 1),
-        *("| " + " | ".join(row) + " |" for row in rows),
+        *markdown_table(header, rows),
+        *extra,
     ]
     write_text_atomic(path, "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -172,7 +173,9 @@ def exported_students(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from codistill.config import parse_params
+    from codistill.data import dataset_spec
     from codistill.export import export_onnx
+    from codistill.export.stage import preprocessing
     from codistill.models import build_student
 
     folder = tmp_path_factory.mktemp("onnx")
@@ -180,6 +183,11 @@ def exported_students(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
         export_onnx(build_student(cfg, 11), folder / f"{role}.onnx", "torchscript", 17, (32, 32))
+    stats = folder / "stats.json"
+    stats.write_text(json.dumps({"mean": [0.4, 0.42, 0.43], "std": [0.3, 0.31, 0.3]}))
+    contract = preprocessing(folder, dataset_spec("camvid"))
+    (folder / "preprocessing.json").write_text(json.dumps(contract))
+    stats.unlink()
     return folder
 
 

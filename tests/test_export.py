@@ -111,7 +111,7 @@ def test_a_variant_over_the_quantization_gate_is_deleted_and_reported(tmp_path, 
 
     monkeypatch.setattr(variant_gate, "build_variant", fake_builder)
     monkeypatch.setattr(variant_gate, "score_graphs", fake_scores)
-    monkeypatch.setattr(variant_gate, "calibration_images", lambda *args: [])
+    monkeypatch.setattr(variant_gate, "evenly_spaced_images", lambda *args: [])
     (tmp_path / "cnn.onnx").write_text("fp32")
     params = parse_params({"gates": {"max_quant_drop": 1.0}}, "test")
     report = variant_gate.faster_variants(params, tmp_path, tmp_path, ("cnn",))

@@ -64,15 +64,24 @@ def test_every_stage_leaves_its_artifact(local_run):
     assert 0 <= metrics["cnn"]["miou"] <= 1 and 0 <= metrics["vit"]["miou"] <= 1
     parity = json.loads((found["export"] / "parity.json").read_text())
     assert all(case["passed"] for cases in parity["cases"].values() for case in cases)
-    assert {p.name for p in found["export"].glob("*.onnx")} == {"cnn.onnx", "vit.onnx"}
+    variants = json.loads((found["export"] / "variants.json").read_text())["students"]
+    kept = {r: [v for v in ("int8", "fp16") if variants[r][v]["kept"]] for r in variants}
+    assert {p.name for p in found["export"].glob("*.onnx")} == {"cnn.onnx", "vit.onnx"} | {
+        f"{r}.{v}.onnx" for r, vs in kept.items() for v in vs
+    }
     release = json.loads((found["publish"] / "release.json").read_text())
     assert set(release["students"]) == {"cnn", "vit"}
     for role in ("cnn", "vit"):
         served = found["publish"] / f"codistill_{role}"
-        assert (served / "1" / "model.onnx").read_bytes() == (
-            found["export"] / f"{role}.onnx"
-        ).read_bytes()
-        assert (served / "configs" / "gpu.pbtxt").is_file()
+        for variant in [None, *kept[role]]:
+            suffix = "" if variant is None else f".{variant}"
+            assert (served / "1" / f"model{suffix}.onnx").read_bytes() == (
+                found["export"] / f"{role}{suffix}.onnx"
+            ).read_bytes()
+        extra = {"int8": "cpu-int8", "fp16": "gpu-fp16"}
+        assert release["students"][role]["configs"] == sorted(
+            ["cpu", "gpu", *(extra[v] for v in kept[role])]
+        )
         assert f'name: "codistill_{role}"' in (served / "config.pbtxt").read_text()
 
 

@@ -134,22 +134,9 @@ def test_the_int8_config_serves_the_int8_graph_with_batching_off(exported_varian
 
 
 @pytest.fixture(scope="module")
-def preprocessing(tmp_path_factory) -> Path:
-    from codistill.data import dataset_spec
-
-    spec = dataset_spec("camvid")
-    path = tmp_path_factory.mktemp("contract") / "preprocessing.json"
-    path.write_text(
-        json.dumps(
-            {
-                "input": "image",
-                "mean": [0.4, 0.42, 0.43],
-                "std": [0.3, 0.31, 0.3],
-                "palette": [list(c) for c in spec.palette],
-            }
-        )
-    )
-    return path
+def preprocessing(exported_students) -> Path:
+    """The client contract the export stage writes next to the graphs."""
+    return exported_students / "preprocessing.json"
 
 
 def test_infer_writes_colour_masks_matching_the_graph_and_names_bad_files(
@@ -190,3 +177,45 @@ def test_infer_with_an_unknown_model_is_named_and_the_server_keeps_serving(
     assert "codistill_gan" in capsys.readouterr().err
     assert main(["infer", *common, "--model", MODELS[0]]) == 0
     assert (tmp_path / "a.mask.png").is_file()
+
+
+def test_loadtest_measures_both_batching_modes_against_real_servers(
+    repository, validated_tiny, tmp_path, capsys
+):
+    from codistill.cli import main
+
+    prepared, _ = validated_tiny
+    argv = ["loadtest", "--prepared", str(prepared), "--repository", str(repository)]
+    argv += ["--model", MODELS[0], "--concurrency", "1", "3", "--duration", "1.5"]
+    argv += ["--json", str(tmp_path / "load.json")]
+    assert main(argv) == 0
+    reports = json.loads((tmp_path / "load.json").read_text())
+    assert [(r["dynamic_batching"], r["concurrency"]) for r in reports] == [
+        (True, 1),
+        (True, 3),
+        (False, 1),
+        (False, 3),
+    ]
+    for r in reports:
+        assert r["model"] == MODELS[0] and r["errors"] == 0 and r["requests"] > 0
+        assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+        assert r["images_per_s"] == pytest.approx(r["requests"] / r["seconds"])
+        assert r["seconds"] >= 1.5
+    table = capsys.readouterr().out
+    assert "3 test images at 48x64" in table and table.count(f"| {MODELS[0]} |") == 4
+
+
+def test_loadtest_counts_failed_requests_and_bounds_its_settings(server, validated_tiny, capsys):
+    from codistill.cli import main
+    from codistill.serving.loadtest import run_load
+
+    prepared, _ = validated_tiny
+    argv = ["loadtest", "--prepared", str(prepared), "--url", server["urls"]["http"]]
+    argv += ["--model", "codistill_gan", "--concurrency", "2", "--duration", "0.5"]
+    assert main(argv) == 1
+    assert "codistill_gan at concurrency 2:" in capsys.readouterr().err
+    image = [np.zeros((1, 3, 32, 32), np.float32)]
+    with pytest.raises(ValueError, match=r"concurrency: 65 not within 1\.\.64"):
+        run_load(server["urls"]["http"], MODELS[0], image, 65, 1.0)
+    with pytest.raises(ValueError, match=r"duration: 0 s not within"):
+        run_load(server["urls"]["http"], MODELS[0], image, 1, 0)

@@ -79,7 +79,14 @@ def test_a_stage_depends_on_exactly_the_profile_sections_that_override_its_keys(
         "profile",
         "profiles.gpu.train",
     ]
-    assert stages["publish"]["params"] == ["gates", "serving", "profile", "profiles.gpu.gates"]
+    assert stages["publish"]["params"] == [
+        "gates.min_miou",
+        "serving",
+        "profile",
+        "profiles.gpu.gates.min_miou",
+    ]
+    # the gpu profile overrides gates.min_miou, not the gate export reads
+    assert stages["export"]["params"] == ["export", "models", "gates.max_quant_drop"]
     assert stages["prepare"]["params"] == ["data.dataset", "prepare"]  # no profile touches it
 
 

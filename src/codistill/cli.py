@@ -96,6 +96,51 @@ def _infer(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _loadtest(args: argparse.Namespace) -> int:
+    from codistill.artifacts import write_json_atomic
+    from codistill.export.onnx_scoring import evenly_spaced_images
+    from codistill.release import ROLES
+    from codistill.serving.loadtest import TABLE_HEADER, load_local_server, report_table, run_load
+    from codistill.serving.model_repository import served_name
+
+    images = evenly_spaced_images(args.prepared, args.split, args.images)
+    args.model = args.model or [served_name(role) for role in ROLES]
+    if args.url:
+        reports = [
+            run_load(args.url, model, images, c, args.duration, args.protocol)
+            for model in args.model
+            for c in args.concurrency
+        ]
+    else:
+        reports = load_local_server(
+            args.repository,
+            images,
+            args.model,
+            args.concurrency,
+            args.duration,
+            args.protocol,
+            args.model_config_name,
+        )
+    height, width = images[0].shape[-2:]
+    print(
+        f"{len(images)} {args.split} images at {height}x{width}, batch 1 per request, "
+        f"{args.duration:g} s per row, {args.protocol}"
+    )
+    print("| " + " | ".join(TABLE_HEADER) + " |")
+    print("|" + "---|" * len(TABLE_HEADER))
+    for row in report_table(reports):
+        print("| " + " | ".join(row) + " |")
+    if args.json:
+        write_json_atomic(args.json, [r.as_dict() for r in reports])
+    failed = [r for r in reports if r.errors]
+    for r in failed:
+        print(
+            f"{r.model} at concurrency {r.concurrency}: {r.errors} errors, first: {r.first_error}",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
 def _pipeline(args: argparse.Namespace) -> int:
     from codistill.pipeline.commands import run_pipeline_command
 
@@ -193,6 +238,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="normalization and palette (written by publish)",
     )
     infer.set_defaults(run=_infer)
+
+    load = commands.add_parser(
+        "loadtest",
+        help="Closed-loop load on the local Triton endpoint, with and without dynamic batching.",
+    )
+    load.add_argument("--prepared", type=Path, default=Path("build/prepared/camvid"))
+    load.add_argument("--split", default="test", help="prepared split the images come from")
+    load.add_argument("--images", type=int, default=32, help="distinct images to cycle through")
+    load.add_argument(
+        "--model", action="append", help="served model (repeatable; default: both students)"
+    )
+    load.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    load.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
+    load.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    load.add_argument("--repository", type=Path, default=Path("serving/model_repository"))
+    load.add_argument("--model-config-name", default="cpu")
+    load.add_argument(
+        "--url", help="load this running endpoint instead of starting local servers (host:port)"
+    )
+    load.add_argument("--json", type=Path, help="also write the reports here")
+    load.set_defaults(run=_loadtest)
 
     pipeline = commands.add_parser(
         "pipeline", help="Generate, check and run the DVC and Kubeflow pipelines."

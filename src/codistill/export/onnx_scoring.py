@@ -54,8 +54,8 @@ def score_graphs(graphs: dict[str, Path], prepared_dir: str | Path, split: str) 
     return scores
 
 
-def calibration_images(prepared_dir: str | Path, split: str, count: int) -> list[np.ndarray]:
-    """``count`` normalized 1×3×H×W images spread evenly over ``split``."""
+def evenly_spaced_images(prepared_dir: str | Path, split: str, count: int) -> list[np.ndarray]:
+    """``count`` normalized 1×3×H×W images spread evenly over ``split``, at native size."""
     data = PreparedSplit(prepared_dir, split)
     picks = np.unique(np.linspace(0, len(data) - 1, num=min(count, len(data))).round().astype(int))
     return [data[int(i), 0][0][None].numpy() for i in picks]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from codistill.config import Params
-from codistill.export.onnx_scoring import calibration_images, score_graphs
+from codistill.export.onnx_scoring import evenly_spaced_images, score_graphs
 from codistill.export.variants import build_variant
 
 VARIANT_SPLIT = "val"
@@ -23,7 +23,7 @@ def faster_variants(
     """
     cfg, max_drop = params.export, params.gates.max_quant_drop
     calibration = (
-        calibration_images(prepared_dir, CALIBRATION_SPLIT, cfg.calibration_images)
+        evenly_spaced_images(prepared_dir, CALIBRATION_SPLIT, cfg.calibration_images)
         if "int8" in cfg.variants
         else []
     )

@@ -70,14 +70,21 @@ def _out_entries(spec: ArtifactSpec, metrics: bool) -> list[Any]:
     return entries
 
 
+def _has_path(section: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(section, dict) or part not in section:
+            return False
+        section = section[part]
+    return True
+
+
 def stage_params(stage: Stage, profiles: dict[str, Any]) -> list[str]:
-    """The stage's own keys, plus the selector and each profile section that overrides them."""
-    groups = list(dict.fromkeys(key.split(".")[0] for key in stage.params))
+    """The stage's own keys, plus the selector and each profile key that overrides one."""
     overrides = [
-        f"profiles.{name}.{group}"
+        f"profiles.{name}.{key}"
         for name, section in profiles.items()
-        for group in groups
-        if group in (section or {})
+        for key in stage.params
+        if _has_path(section or {}, key)
     ]
     return [*stage.params, *(["profile"] if overrides else []), *overrides]
 

@@ -1,0 +1,268 @@
+"""Inference speed of each student: PyTorch eager against ONNX Runtime FP32, INT8 and FP16.
+
+All engines compute the same outputs (logits and uint8 labels at the input's size) on the
+same real test images, in interleaved rounds so that machine noise hits them alike. With
+``--triton`` the local Triton endpoint is loaded as well, and its throughput is set against
+direct ONNX Runtime on the same graph (the serving overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from codistill.config import load_params
+from codistill.evaluation.stage import load_students
+from codistill.export.onnx_graph import INPUT_NAME, DeployableStudent
+from codistill.export.onnx_scoring import cpu_session, evenly_spaced_images
+from codistill.export.variants import VARIANTS, variant_file
+from environment import markdown_table, publish_table
+
+Engine = Callable[[np.ndarray], object]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--prepared", type=Path, default=Path("build/prepared/camvid"))
+    parser.add_argument("--students", type=Path, default=Path("build/train"))
+    parser.add_argument("--onnx", type=Path, default=Path("build/export"))
+    parser.add_argument("--size", type=int, nargs=2, default=(360, 480))
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--triton", action="store_true", help="also load the local endpoint")
+    parser.add_argument("--repository", type=Path, default=Path("serving/model_repository"))
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--out", type=Path, default=Path("docs/bench_infer_speed.md"))
+    return parser.parse_args()
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The best float32 matmul rate of this machine in GFLOP/s (torch, all threads)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    best = min(_seconds(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _seconds(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def forward_gflop(model: torch.nn.Module, size: tuple[int, int]) -> float:
+    """FLOPs of one forward pass on a 1×3×H×W image, in GFLOP (2 per multiply-add)."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, *size))
+    return counter.get_total_flops() / 1e9
+
+
+def engines(role: str, student: torch.nn.Module, onnx_dir: Path) -> dict[str, Engine]:
+    """Every way this benchmark runs ``role``: eager PyTorch and each graph that exists."""
+    model = DeployableStudent(student).eval()
+
+    @torch.no_grad()
+    def eager(batch: np.ndarray) -> object:
+        return model(torch.from_numpy(batch))
+
+    found = {"PyTorch eager": eager}
+    graphs = {"ORT FP32": onnx_dir / f"{role}.onnx"}
+    graphs |= {f"ORT {v.upper()}": onnx_dir / variant_file(role, v) for v in VARIANTS}
+    for name, path in graphs.items():
+        if path.is_file():
+            session = cpu_session(path)
+            found[name] = lambda batch, s=session: s.run(None, {INPUT_NAME: batch})
+    return found
+
+
+def batch_of(images: list[np.ndarray], size: tuple[int, int], count: int) -> np.ndarray:
+    """``count`` images resized to ``size`` and stacked, cycling through ``images``."""
+    picked = [torch.from_numpy(images[i % len(images)]) for i in range(count)]
+    stacked = torch.cat([F.interpolate(x, size=size, mode="bilinear") for x in picked])
+    return stacked.numpy()
+
+
+def time_engines(
+    found: dict[str, Engine], batch: np.ndarray, rounds: int
+) -> dict[str, list[float]]:
+    """Seconds per call of each engine: one warm-up call, then interleaved rounds."""
+    for engine in found.values():
+        engine(batch)
+    times: dict[str, list[float]] = {name: [] for name in found}
+    for _ in range(rounds):
+        for name, engine in found.items():
+            times[name].append(_seconds(lambda e=engine: e(batch)))
+    return times
+
+
+def speed_rows(
+    role: str, times: dict[str, list[float]], batch: int, gflop: float, peak: float
+) -> list[list[str]]:
+    """Table rows for one student at one batch size."""
+    eager = statistics.median(times["PyTorch eager"])
+    rows = []
+    for name, seconds in times.items():
+        p50 = statistics.median(seconds)
+        p95 = float(np.percentile(seconds, 95))
+        rate = batch * gflop / p50
+        rows.append(
+            [
+                role,
+                name,
+                str(batch),
+                f"{p50 * 1000:.1f}",
+                f"{p95 * 1000:.1f}",
+                f"{batch / p50:.2f}",
+                f"{eager / p50:.2f}x",
+                f"{rate:.1f}",
+                f"{100 * rate / peak:.0f}%",
+            ]
+        )
+    return rows
+
+
+def variant_rows(onnx_dir: Path) -> list[list[str]]:
+    """The export stage's mIoU gate results, from ``variants.json``."""
+    report = json.loads((onnx_dir / "variants.json").read_text())
+    rows = []
+    for role, student in report["students"].items():
+        for variant in VARIANTS:
+            if variant in student:
+                entry = student[variant]
+                rows.append(
+                    [
+                        role,
+                        variant.upper(),
+                        f"{student['fp32']['miou']:.4f}",
+                        f"{entry['miou']:.4f}",
+                        f"{entry['miou_drop_points']:.2f}",
+                        "kept" if entry["kept"] else "dropped",
+                    ]
+                )
+    return rows
+
+
+def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list[str]]:
+    """Closed-loop load on the local endpoint against direct ONNX Runtime on one image."""
+    from codistill.serving.loadtest import load_local_server
+
+    resized = [batch_of([x], tuple(args.size), 1) for x in images]
+    reports = load_local_server(
+        args.repository,
+        resized,
+        ["codistill_cnn", "codistill_vit"],
+        args.concurrency,
+        args.duration,
+    )
+    rows = []
+    for report in reports:
+        role = report.model.removeprefix("codistill_")
+        session = cpu_session(args.onnx / f"{role}.onnx")
+        direct = statistics.median(
+            _seconds(lambda x=x, s=session: s.run(None, {INPUT_NAME: x})) for x in resized
+        )
+        rows.append(
+            [
+                role,
+                "on" if report.dynamic_batching else "off",
+                str(report.concurrency),
+                f"{report.p50_ms:.1f}",
+                f"{report.p95_ms:.1f}",
+                f"{report.images_per_s:.2f}",
+                f"{1 / direct:.2f}",
+                f"{report.images_per_s * direct:.2f}",
+                str(report.errors),
+            ]
+        )
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    params = load_params(args.params)
+    size = tuple(args.size)
+    images = evenly_spaced_images(args.prepared, "test", max(args.batches))
+    students = load_students(params, args.students, num_classes=11)
+    peak = matmul_peak_gflops()
+    rows = []
+    flops = {}
+    for role, student in students.items():
+        student.eval()
+        flops[role] = forward_gflop(DeployableStudent(student), size)
+        found = engines(role, student, args.onnx)
+        for batch in args.batches:
+            times = time_engines(found, batch_of(images, size, batch), args.rounds)
+            rows += speed_rows(role, times, batch, flops[role], peak)
+    flop_text = ", ".join(f"{r} {g:.1f} GFLOP" for r, g in flops.items())
+    extra = [
+        "",
+        "## Faster variants: validation mIoU (from the export stage's `variants.json`)",
+        "",
+        *markdown_table(
+            ["student", "variant", "FP32 mIoU", "variant mIoU", "drop (points)", "gate"],
+            variant_rows(args.onnx),
+        ),
+    ]
+    if args.triton:
+        extra += [
+            "",
+            "## Local Triton endpoint (`codistill serve`) against direct ONNX Runtime FP32",
+            "",
+            f"Closed-loop clients, one {size[0]}x{size[1]} image per request over HTTP, "
+            f"{args.duration:g} s per row; direct = one ONNX Runtime call per image in this "
+            "process; ratio = endpoint images/s over direct images/s.",
+            "",
+            *markdown_table(
+                [
+                    "student",
+                    "dynamic batching",
+                    "concurrency",
+                    "p50 ms",
+                    "p95 ms",
+                    "images/s",
+                    "direct images/s",
+                    "ratio",
+                    "errors",
+                ],
+                triton_rows(args, images),
+            ),
+        ]
+    publish_table(
+        args.out,
+        "Inference speed per student",
+        f"Resolution {size[0]}x{size[1]}, batch sizes {args.batches}, real CamVid test images, "
+        f"CPU ({torch.get_num_threads()} intra-op threads for PyTorch; ONNX Runtime default). "
+        f"Median (p50) and p95 of {args.rounds} interleaved calls after one warm-up call each. "
+        f"Forward cost per image (torch FlopCounterMode, 2 FLOP per multiply-add): "
+        f"{flop_text}. This machine's measured float32 matmul peak: {peak:.0f} GFLOP/s.",
+        ("torch", "onnxruntime"),
+        [
+            "student",
+            "engine",
+            "batch",
+            "p50 ms",
+            "p95 ms",
+            "images/s",
+            "speed-up vs eager",
+            "GFLOP/s",
+            "of matmul peak",
+        ],
+        rows,
+        extra,
+    )
+
+
+if __name__ == "__main__":
+    main()
