@@ -246,7 +246,8 @@ def main() -> None:
         f"CPU ({torch.get_num_threads()} intra-op threads for PyTorch; ONNX Runtime default). "
         f"Median (p50) and p95 of {args.rounds} interleaved calls after one warm-up call each. "
         f"Forward cost per image (torch FlopCounterMode, 2 FLOP per multiply-add): "
-        f"{flop_text}. This machine's measured float32 matmul peak: {peak:.0f} GFLOP/s.",
+        f"{flop_text}. This machine's measured float32 matmul peak: {peak:.0f} GFLOP/s; "
+        "INT8 rows do the same operations in 8-bit integer arithmetic and can exceed it.",
         ("torch", "onnxruntime"),
         [
             "student",

@@ -1,11 +1,19 @@
 """Each benchmark script runs end to end on tiny data and writes a consistent table."""
 
+import json
 import re
 import subprocess
 import sys
 
-from codistill.config import PrepareConfig
+import torch
+
+from codistill.config import PrepareConfig, parse_params
 from codistill.data import create_reader, prepare_dataset
+from codistill.engine.checkpoint import save_checkpoint
+from codistill.export.stage import run_export
+from codistill.models import build_student
+from codistill.release import ROLES
+from codistill.serving.model_repository import write_model_repository
 from tests.conftest import REPO_ROOT
 
 
@@ -66,3 +74,47 @@ def test_train_speed_bench_reports_every_method_against_independent(tmp_path):
     ratio = float(re.search(r"\| ours \|.*\| ([\d.]+) \|", table.read_text()).group(1))
     expected = float(rows["ours"]) / float(rows["independent"])
     assert abs(ratio - expected) <= 0.01 + 0.05 * expected
+
+
+def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, tmp_path):
+    prepared, _ = validated_tiny
+    params = parse_params({}, "defaults")
+    torch.manual_seed(0)
+    for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
+        save_checkpoint(tmp_path / f"{role}.pt", build_student(cfg, 11).state_dict())
+    raw = {"export": {"parity": {"resolutions": [[48, 64], [32, 48]]}}}
+    run_export(parse_params(raw, "test"), prepared, tmp_path, tmp_path / "onnx")
+    write_model_repository(tmp_path / "onnx", tmp_path / "repo", params.serving, ROLES)
+    table = tmp_path / "infer.md"
+    command = [sys.executable, str(REPO_ROOT / "bench/infer_speed.py")]
+    command += ["--params", str(REPO_ROOT / "params.yaml"), "--prepared", str(prepared)]
+    command += ["--students", str(tmp_path), "--onnx", str(tmp_path / "onnx")]
+    command += ["--size", "32", "48", "--batches", "1", "2", "--rounds", "2", "--out", str(table)]
+    command += ["--triton", "--repository", str(tmp_path / "repo")]
+    command += ["--concurrency", "2", "--duration", "0.5"]
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    text = table.read_text()
+    assert "Resolution 32x48" in text and "command: `python" in text
+    variants = json.loads((tmp_path / "onnx" / "variants.json").read_text())["students"]
+    for role in ("cnn", "vit"):
+        kept = [v.upper() for v in ("int8", "fp16") if variants[role][v]["kept"]]
+        engines = ["PyTorch eager", "ORT FP32", *(f"ORT {v}" for v in kept)]
+        for batch in (1, 2):
+            rows = re.findall(
+                rf"\| {role} \| ([^|]+) \| {batch} \| ([\d.]+) \|[^|]+\|[^|]+\| ([\d.]+)x", text
+            )
+            assert sorted(name.strip() for name, _, _ in rows) == sorted(engines)
+            p50 = {name.strip(): float(ms) for name, ms, _ in rows}
+            for name, _, speedup in rows:
+                expected = p50["PyTorch eager"] / p50[name.strip()]
+                assert abs(float(speedup) - expected) <= 0.01 + 0.06 * expected
+        drop = variants[role]["int8"]["miou_drop_points"]
+        assert f"| {role} | INT8 | " in text and f"| {drop:.2f} |" in text
+    endpoint = re.findall(r"\| (cnn|vit) \| (on|off) \| 2 \| .* \| (\d+) \|\n", text)
+    assert sorted((r, b) for r, b, _ in endpoint) == [
+        ("cnn", "off"),
+        ("cnn", "on"),
+        ("vit", "off"),
+        ("vit", "on"),
+    ]
+    assert all(errors == "0" for _, _, errors in endpoint)
