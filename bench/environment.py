@@ -6,6 +6,7 @@ import os
 import platform
 import shlex
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -44,6 +45,28 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+RESULTS = Path("docs/results.md")
+RESULTS_PREAMBLE = """# codistill results
+
+Every table below is written by a script in `bench/`, which replaces only its own section;
+each section names its machine, versions and the exact command. Re-run a command to refresh
+its table.
+"""
+
+
+def write_section(path: Path, key: str, lines: Sequence[str]) -> None:
+    """Replace the section ``key`` of the markdown file ``path`` (append it if new)."""
+    begin, end = f"<!-- {key}: begin -->", f"<!-- {key}: end -->"
+    block = "\n".join([begin, *lines, end])
+    text = path.read_text() if path.is_file() else RESULTS_PREAMBLE
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    write_text_atomic(path, text)
+
+
 def publish_table(
     path: Path,
     title: str,
@@ -51,14 +74,15 @@ def publish_table(
     packages: tuple[str, ...],
     header: list[str],
     rows: list[list[str]],
-    extra: list[str] = (),
+    extra: Sequence[str] = (),
 ) -> None:
-    """Write a markdown benchmark table that names machine, versions and command; print it.
+    """Write a benchmark table naming machine, versions and command into its section; print it.
 
-    ``extra`` lines (more sections, measured in the same run) follow the table.
+    The section of ``path`` is keyed by the script's name. ``extra`` lines (more tables
+    measured in the same run) follow the table.
     """
     lines = [
-        f"# {title}",
+        f"## {title}",
         "",
         description,
         "",
@@ -67,5 +91,5 @@ def publish_table(
         *markdown_table(header, rows),
         *extra,
     ]
-    write_text_atomic(path, "\n".join(lines) + "\n")
+    write_section(path, Path(sys.argv[0]).stem, lines)
     print("\n".join(lines))

@@ -25,7 +25,9 @@ from codistill.evaluation.stage import load_students
 from codistill.export.onnx_graph import INPUT_NAME, DeployableStudent
 from codistill.export.onnx_scoring import cpu_session, evenly_spaced_images
 from codistill.export.variants import VARIANTS, variant_file
-from environment import markdown_table, publish_table
+from codistill.release import ROLES
+from codistill.serving.model_repository import served_name
+from environment import RESULTS, markdown_table, publish_table
 
 Engine = Callable[[np.ndarray], object]
 
@@ -43,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repository", type=Path, default=Path("serving/model_repository"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--duration", type=float, default=15.0)
-    parser.add_argument("--out", type=Path, default=Path("docs/bench_infer_speed.md"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
 
 
@@ -159,20 +161,20 @@ def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list
     from codistill.serving.loadtest import load_local_server
 
     resized = [batch_of([x], tuple(args.size), 1) for x in images]
+    names = {served_name(role): role for role in ROLES}
     reports = load_local_server(
-        args.repository,
-        resized,
-        ["codistill_cnn", "codistill_vit"],
-        args.concurrency,
-        args.duration,
+        args.repository, resized, list(names), args.concurrency, args.duration
     )
-    rows = []
-    for report in reports:
-        role = report.model.removeprefix("codistill_")
+    direct = {}
+    for role in ROLES:  # the same graph in this process, one image per call, after a warm-up
         session = cpu_session(args.onnx / f"{role}.onnx")
-        direct = statistics.median(
+        session.run(None, {INPUT_NAME: resized[0]})
+        direct[role] = statistics.median(
             _seconds(lambda x=x, s=session: s.run(None, {INPUT_NAME: x})) for x in resized
         )
+    rows = []
+    for report in reports:
+        role = names[report.model]
         rows.append(
             [
                 role,
@@ -181,8 +183,8 @@ def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list
                 f"{report.p50_ms:.1f}",
                 f"{report.p95_ms:.1f}",
                 f"{report.images_per_s:.2f}",
-                f"{1 / direct:.2f}",
-                f"{report.images_per_s * direct:.2f}",
+                f"{1 / direct[role]:.2f}",
+                f"{report.images_per_s * direct[role]:.2f}",
                 str(report.errors),
             ]
         )
@@ -208,7 +210,7 @@ def main() -> None:
     flop_text = ", ".join(f"{r} {g:.1f} GFLOP" for r, g in flops.items())
     extra = [
         "",
-        "## Faster variants: validation mIoU (from the export stage's `variants.json`)",
+        "### Faster variants: validation mIoU (from the export stage's `variants.json`)",
         "",
         *markdown_table(
             ["student", "variant", "FP32 mIoU", "variant mIoU", "drop (points)", "gate"],
@@ -218,7 +220,7 @@ def main() -> None:
     if args.triton:
         extra += [
             "",
-            "## Local Triton endpoint (`codistill serve`) against direct ONNX Runtime FP32",
+            "### Local Triton endpoint (`codistill serve`) against direct ONNX Runtime FP32",
             "",
             f"Closed-loop clients, one {size[0]}x{size[1]} image per request over HTTP, "
             f"{args.duration:g} s per row; direct = one ONNX Runtime call per image in this "

@@ -15,7 +15,7 @@ import numpy as np
 
 from codistill.data import ShardReader, create_reader
 from codistill.data.codec import read_label_map, read_rgb
-from environment import publish_table
+from environment import RESULTS, publish_table
 
 
 def parse_args() -> argparse.Namespace:
@@ -26,7 +26,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--split", default="train")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--out", type=Path, default=Path("docs/bench_data_read.md"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
 
 

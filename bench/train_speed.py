@@ -17,7 +17,7 @@ import torch
 from codistill.config import load_params
 from codistill.engine.optim import cnn_optimizer, vit_optimizer
 from codistill.engine.trainer import build_pair_model
-from environment import publish_table
+from environment import RESULTS, publish_table
 
 METHODS = ("independent", "dml", "kdcl", "ours")
 
@@ -29,7 +29,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--crop", type=int, nargs=2, default=(192, 256))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--classes", type=int, default=11)
-    parser.add_argument("--out", type=Path, default=Path("docs/bench_train_speed.md"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
 
 

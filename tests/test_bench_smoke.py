@@ -118,3 +118,31 @@ def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, t
         ("vit", "on"),
     ]
     assert all(errors == "0" for _, _, errors in endpoint)
+
+
+def test_quality_bench_summarizes_seeds_and_resumes_only_unfinished_runs(validated_tiny, tmp_path):
+    prepared, validation = validated_tiny
+    work, table = tmp_path / "runs", tmp_path / "quality.md"
+    command = [sys.executable, str(REPO_ROOT / "bench/quality.py")]
+    command += ["--params", str(REPO_ROOT / "params.yaml"), "--prepared", str(prepared)]
+    command += ["--validation", str(validation), "--workdir", str(work), "--seeds", "0", "1"]
+    command += ["--iterations", "2", "--batch", "1", "--crop", "32", "32"]
+    command += ["--checkpoint-every", "2", "--workers", "0", "--out", str(table)]
+    command += ["--curves-png", str(tmp_path / "curves.png")]
+    first = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
+    finished = re.findall(r"^(\S+): test mIoU", first.stdout, re.MULTILINE)
+    assert len(finished) == 16  # (4 methods + 4 ablations; the fifth is ours) × 2 seeds
+    results = {p.parent.name: json.loads(p.read_text()) for p in work.glob("*/result.json")}
+    text = table.read_text()
+    for method in ("independent", "dml", "kdcl", "ours"):
+        cnn = [100 * results[f"{method}-seed{s}"]["test_miou"]["cnn"] for s in (0, 1)]
+        mean = sum(cnn) / 2
+        row = re.search(rf"^\| {method} \| 2 \| ([\d.]+) ± ([\d.]+) \|", text, re.MULTILINE)
+        assert abs(float(row.group(1)) - mean) < 0.006
+        assert [p["iteration"] for p in results[f"{method}-seed0"]["curve"]] == [2]
+    assert text.count("the spread") >= 6 and "| HFD only | 2 |" in text
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert not list(work.glob("*/last.pt")) and not list(work.glob("*/snapshots"))
+    (work / "dml-seed1" / "result.json").unlink()
+    again = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
+    assert re.findall(r"^(\S+): test mIoU", again.stdout, re.MULTILINE) == ["dml-seed1"]

@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from codistill.config import parse_params
 from codistill.serving.model_repository import write_model_repository
+from codistill.serving.triton_config import read_config
 from tests.servers.triton_server import triton_server
 
 pytestmark = pytest.mark.integration
@@ -97,10 +98,14 @@ def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
     assert np.array_equal(answer["labels"], direct(repository, MODELS[0], good)["labels"])
 
 
-def test_health_and_metrics_endpoints_answer_on_loopback(server):
+def test_health_and_metrics_endpoints_answer_on_loopback(server, repository):
     client = http.InferenceServerClient(server["urls"]["http"])
     assert client.is_server_live() and client.is_server_ready()
     assert all(client.is_model_ready(name) for name in MODELS)
+    for name in MODELS:  # batching as the repository's config says
+        batching = client.get_model_config(name)["dynamic_batching"]
+        expected = read_config(repository / name / "configs" / "cpu.pbtxt").dynamic_batching
+        assert batching["preferred_batch_size"] == list(expected.preferred_batch_size)
     metrics_url = f"http://{server['urls']['metrics']}/metrics"
     with urllib.request.urlopen(metrics_url, timeout=10) as response:
         assert "nv_inference_request_success" in response.read().decode()
@@ -130,7 +135,12 @@ def test_the_int8_config_serves_the_int8_graph_with_batching_off(exported_varian
             np.testing.assert_allclose(served["logits"], expected, atol=1e-5)
             fp32 = direct(tmp_path / "repo", model, image)["logits"]
             assert np.abs(served["logits"] - fp32).max() > 1e-4  # not the FP32 graph
-    assert "(cpu-int8 configs, dynamic batching off)" in log.read_text()
+            config = http.InferenceServerClient(server["urls"]["http"]).get_model_config(model)
+            assert config["max_batch_size"] == settings.max_batch_size
+            assert "dynamic_batching" not in config
+    announced = log.read_text()
+    assert "(cpu-int8 configs, dynamic batching off)" in announced
+    assert all(f"{model} (model.int8.onnx)" in announced for model in MODELS)
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +225,28 @@ def test_loadtest_counts_failed_requests_and_bounds_its_settings(server, validat
     assert main(argv) == 1
     assert "codistill_gan at concurrency 2:" in capsys.readouterr().err
     image = [np.zeros((1, 3, 32, 32), np.float32)]
+    report = run_load(server["urls"]["http"], "codistill_gan", image, 2, 5)
+    assert report.requests == 0 and report.p50_ms is None and "codistill_gan" in report.first_error
+    assert report.errors <= 2 * (2 + 20)  # each client gives up after 20 failures in a row
+    assert report.seconds < 5  # ... well before the deadline
     with pytest.raises(ValueError, match=r"concurrency: 65 not within 1\.\.64"):
         run_load(server["urls"]["http"], MODELS[0], image, 65, 1.0)
     with pytest.raises(ValueError, match=r"duration: 0 s not within"):
         run_load(server["urls"]["http"], MODELS[0], image, 1, 0)
+    bad = ["loadtest", "--prepared", str(prepared), "--concurrency", "1", "100"]
+    assert main(bad) == 2  # refused before any server starts
+    assert "concurrency: 100 not within 1..64" in capsys.readouterr().err
+
+
+def test_infer_without_a_server_says_so_by_address(preprocessing, tmp_path, capsys):
+    from PIL import Image
+
+    from codistill.cli import main
+    from codistill.serving.process import free_port
+
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "a.png")
+    url = f"127.0.0.1:{free_port()}"
+    argv = ["infer", str(tmp_path / "a.png"), "--url", url, "--preprocessing", str(preprocessing)]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert f"no Triton server at {url}" in capsys.readouterr().err
+    assert not (tmp_path / "a.mask.png").exists()

@@ -1,5 +1,6 @@
 """Triton model configurations generated from the ONNX graphs, read back with tritonclient."""
 
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -78,6 +79,10 @@ def test_kept_variants_get_their_own_graph_file_and_configuration(exported_varia
             assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == (
                 expected_tensors(session.get_outputs())
             )
+    int8 = onnx.load(str(written["codistill_cnn"] / "1" / "model.int8.onnx")).graph
+    assert any(node.op_type == "QuantizeLinear" for node in int8.node)
+    fp16 = onnx.load(str(written["codistill_vit"] / "1" / "model.fp16.onnx")).graph
+    assert onnx.TensorProto.FLOAT16 in {tensor.data_type for tensor in fp16.initializer}
     # a variant the export stage dropped has neither a graph nor a configuration
     partial = tmp_path / "partial"
     partial.mkdir()
@@ -88,6 +93,13 @@ def test_kept_variants_get_their_own_graph_file_and_configuration(exported_varia
     ]
     assert sorted(p.stem for p in (model_dir / "configs").iterdir()) == ["cpu", "gpu", "gpu-fp16"]
     assert not (model_dir / "1" / "model.int8.onnx").exists()
+
+
+def test_every_export_variant_has_a_served_configuration():
+    from codistill.export.variants import VARIANTS
+    from codistill.serving.model_repository import SERVED_CONFIGS
+
+    assert {s.variant for s in SERVED_CONFIGS} == {None, *VARIANTS}
 
 
 def test_a_graph_with_a_fixed_batch_cannot_be_batched_by_triton(tmp_path):

@@ -81,18 +81,32 @@ def _serve(args: argparse.Namespace) -> int:
 def _infer(args: argparse.Namespace) -> int:
     from tritonclient.utils import InferenceServerException
 
-    from codistill.serving.client import ClientInputError, Preprocessing, segment_file
+    from codistill.serving.client import (
+        ClientInputError,
+        LabelsClient,
+        Preprocessing,
+        segment_file,
+    )
 
     prep = Preprocessing.load(args.preprocessing)
+    client = LabelsClient(args.url, args.protocol)
+    try:
+        reachable, reason = client.is_live(), "not live"
+    except (InferenceServerException, OSError) as err:
+        reachable, reason = False, str(err)
+    if not reachable:
+        print(f"codistill infer: no Triton server at {args.url} ({reason})", file=sys.stderr)
+        return 2
     failed = 0
     for path in args.images:
         try:
-            mask, overlay = segment_file(path, args.out, args.model, args.url, args.protocol, prep)
-        except (ClientInputError, InferenceServerException) as err:
+            mask, overlay = segment_file(path, args.out, args.model, client, prep)
+        except (ClientInputError, InferenceServerException, OSError) as err:
             print(f"codistill infer: {path}: {err}", file=sys.stderr)
             failed += 1
             continue
         print(f"{path}: {mask}, {overlay}")
+    client.close()
     return 2 if failed else 0
 
 
@@ -100,9 +114,23 @@ def _loadtest(args: argparse.Namespace) -> int:
     from codistill.artifacts import write_json_atomic
     from codistill.export.onnx_scoring import evenly_spaced_images
     from codistill.release import ROLES
-    from codistill.serving.loadtest import TABLE_HEADER, load_local_server, report_table, run_load
+    from codistill.serving.loadtest import (
+        TABLE_HEADER,
+        check_load_settings,
+        load_local_server,
+        report_table,
+        run_load,
+    )
     from codistill.serving.model_repository import served_name
 
+    try:
+        for concurrency in args.concurrency:
+            check_load_settings(concurrency, args.duration)
+        if args.images < 1:
+            raise ValueError(f"images: {args.images} must be at least 1")
+    except ValueError as err:
+        print(f"codistill loadtest: {err}", file=sys.stderr)
+        return 2
     images = evenly_spaced_images(args.prepared, args.split, args.images)
     args.model = args.model or [served_name(role) for role in ROLES]
     if args.url:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -61,25 +60,48 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise ClientInputError(f"{path}: not a readable image ({err})") from None
 
 
-def request_labels(url: str, protocol: str, model: str, batch: np.ndarray, input_name: str) -> Any:
-    """Send one batch to ``model`` and return its ``labels`` output."""
-    if protocol == "grpc":
-        import tritonclient.grpc as module
-    else:
-        import tritonclient.http as module
-    client = module.InferenceServerClient(url)
-    tensor = module.InferInput(input_name, list(batch.shape), "FP32")
-    tensor.set_data_from_numpy(batch)
-    result = client.infer(model, [tensor], outputs=[module.InferRequestedOutput(OUTPUT)])
-    return result.as_numpy(OUTPUT)
+class LabelsClient:
+    """One connection to a Triton endpoint, asking models for their ``labels`` output only."""
+
+    def __init__(self, url: str, protocol: str = "http", timeout_s: float = 120.0) -> None:
+        if protocol == "http":
+            import tritonclient.http as module
+
+            client = module.InferenceServerClient(
+                url, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
+        elif protocol == "grpc":
+            import tritonclient.grpc as module
+
+            client = module.InferenceServerClient(url)
+        else:
+            raise ValueError(f"protocol: {protocol!r} is not one of http, grpc")
+        self.module, self.client, self.protocol = module, client, protocol
+        self.timeout_s = timeout_s
+
+    def is_live(self) -> bool:
+        """Whether the server answers its liveness probe."""
+        return bool(self.client.is_server_live())
+
+    def labels(self, model: str, batch: np.ndarray, input_name: str = "image") -> np.ndarray:
+        """Send one FP32 N×3×H×W batch to ``model``; return its N×H×W labels."""
+        tensor = self.module.InferInput(input_name, list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        timeout = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        outputs = [self.module.InferRequestedOutput(OUTPUT)]
+        return self.client.infer(model, [tensor], outputs=outputs, **timeout).as_numpy(OUTPUT)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.client.close()
 
 
 def segment_file(
-    path: Path, out_dir: Path, model: str, url: str, protocol: str, prep: Preprocessing
+    path: Path, out_dir: Path, model: str, client: LabelsClient, prep: Preprocessing
 ) -> tuple[Path, Path]:
     """Segment one image file; write ``<stem>.mask.png`` and ``<stem>.overlay.png``."""
     rgb = read_rgb(path)
-    labels = request_labels(url, protocol, model, prep.tensor(rgb), prep.input_name)[0]
+    labels = client.labels(model, prep.tensor(rgb), prep.input_name)[0]
     colours = prep.colours(labels)
     out_dir.mkdir(parents=True, exist_ok=True)
     mask_path, overlay_path = (

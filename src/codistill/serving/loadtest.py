@@ -6,24 +6,29 @@ the small ``labels`` output is requested, as ``codistill infer`` does.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from codistill.serving.client import LabelsClient
+
 MAX_CONCURRENCY = 64
 MAX_DURATION_S = 600.0
 WARMUP_REQUESTS = 2
-BARRIER_TIMEOUT_S = 300.0
+START_TIMEOUT_S = 300.0
+REQUEST_TIMEOUT_S = 60.0
+MAX_ERRORS_IN_A_ROW = 20  # a client that fails this often in a row stops early
 
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What one load run measured."""
+    """What one load run measured; latencies are None when no request succeeded."""
 
     model: str
     protocol: str
@@ -33,9 +38,9 @@ class LoadReport:
     requests: int
     errors: int
     images_per_s: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
     first_error: str | None
 
     def as_dict(self) -> dict[str, Any]:
@@ -43,20 +48,23 @@ class LoadReport:
         return asdict(self)
 
 
-def _client_module(protocol: str) -> Any:
-    if protocol == "http":
-        import tritonclient.http as module
-    elif protocol == "grpc":
-        import tritonclient.grpc as module
-    else:
-        raise ValueError(f"protocol: {protocol!r} is not one of http, grpc")
-    return module
+@dataclass
+class _ClientTally:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str | None = None
+
+    def failed(self, err: Exception) -> None:
+        self.errors += 1
+        self.first_error = self.first_error or str(err)
 
 
-def _request(module: Any, client: Any, model: str, image: np.ndarray) -> None:
-    tensor = module.InferInput("image", list(image.shape), "FP32")
-    tensor.set_data_from_numpy(image)
-    client.infer(model, [tensor], outputs=[module.InferRequestedOutput("labels")])
+def check_load_settings(concurrency: int, duration_s: float) -> None:
+    """Raise ValueError unless the run is bounded: 1..64 clients, at most 600 s."""
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise ValueError(f"concurrency: {concurrency} not within 1..{MAX_CONCURRENCY}")
+    if not 0 < duration_s <= MAX_DURATION_S:
+        raise ValueError(f"duration: {duration_s:g} s not within (0, {MAX_DURATION_S:.0f}]")
 
 
 def run_load(
@@ -71,17 +79,15 @@ def run_load(
     """Run ``concurrency`` closed-loop clients against ``model`` for ``duration_s`` seconds.
 
     Every client first sends ``WARMUP_REQUESTS`` untimed requests; a request still in
-    flight at the deadline is finished and counted.
+    flight at the deadline is finished and counted. A client stops early after
+    ``MAX_ERRORS_IN_A_ROW`` failures in a row, so a dead endpoint is not flooded.
     """
-    if not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise ValueError(f"concurrency: {concurrency} not within 1..{MAX_CONCURRENCY}")
-    if not 0 < duration_s <= MAX_DURATION_S:
-        raise ValueError(f"duration: {duration_s} s not within (0, {MAX_DURATION_S:.0f}]")
+    check_load_settings(concurrency, duration_s)
+    if protocol not in ("http", "grpc"):
+        raise ValueError(f"protocol: {protocol!r} is not one of http, grpc")
     if not images:
         raise ValueError("load test needs at least one image")
-    module = _client_module(protocol)
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    errors: list[list[str]] = [[] for _ in range(concurrency)]
+    tallies = [_ClientTally() for _ in range(concurrency)]
     window: dict[str, float] = {}
 
     def open_window() -> None:
@@ -91,39 +97,52 @@ def run_load(
     # the last thread to arrive opens the timed window before any of them is released
     start_line = threading.Barrier(concurrency + 1, action=open_window)
 
-    def client_loop(worker: int) -> None:
+    def client_loop(worker: int, tally: _ClientTally) -> None:
         client = None
         try:
-            client = module.InferenceServerClient(url)
+            client = LabelsClient(url, protocol, REQUEST_TIMEOUT_S)
             for k in range(WARMUP_REQUESTS):
-                _request(module, client, model, images[(worker + k) % len(images)])
+                client.labels(model, images[(worker + k) % len(images)])
         except Exception as err:  # reported, not raised: the run goes on
-            errors[worker].append(str(err))
-        start_line.wait(timeout=BARRIER_TIMEOUT_S)
+            tally.failed(err)
+        try:
+            start_line.wait(timeout=START_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            return
         if client is None:
             return
-        sent = 0
-        while time.perf_counter() < window["end"]:
+        sent, in_a_row = 0, 0
+        while time.perf_counter() < window["end"] and in_a_row < MAX_ERRORS_IN_A_ROW:
             image = images[(worker + sent * concurrency) % len(images)]
             sent += 1
             began = time.perf_counter()
             try:
-                _request(module, client, model, image)
+                client.labels(model, image)
             except Exception as err:  # counted as an error
-                errors[worker].append(str(err))
+                tally.failed(err)
+                in_a_row += 1
                 continue
-            latencies[worker].append(time.perf_counter() - began)
+            tally.latencies.append(time.perf_counter() - began)
+            in_a_row = 0
+        client.close()
 
-    threads = [threading.Thread(target=client_loop, args=(w,)) for w in range(concurrency)]
+    threads = [
+        threading.Thread(target=client_loop, args=(w, tallies[w]), daemon=True)
+        for w in range(concurrency)
+    ]
     for thread in threads:
         thread.start()
-    start_line.wait(timeout=BARRIER_TIMEOUT_S)
+    try:
+        start_line.wait(timeout=START_TIMEOUT_S)
+    except threading.BrokenBarrierError:
+        raise TimeoutError(
+            f"{model}: clients not warmed up after {START_TIMEOUT_S:.0f} s"
+        ) from None
     for thread in threads:
-        thread.join()
+        thread.join(timeout=duration_s + 2 * REQUEST_TIMEOUT_S)
     elapsed = time.perf_counter() - window["start"]
-    done = np.array([x for worker in latencies for x in worker]) * 1000
-    failed = [message for worker in errors for message in worker]
-    p50, p95, p99 = np.percentile(done, [50, 95, 99]) if done.size else (np.nan,) * 3
+    done = np.array([x for tally in tallies for x in tally.latencies]) * 1000
+    percentiles = [float(v) for v in np.percentile(done, [50, 95, 99])] if done.size else [None] * 3
     return LoadReport(
         model=model,
         protocol=protocol,
@@ -131,12 +150,12 @@ def run_load(
         concurrency=concurrency,
         seconds=elapsed,
         requests=int(done.size),
-        errors=len(failed),
+        errors=sum(t.errors for t in tallies),
         images_per_s=done.size / elapsed,
-        p50_ms=float(p50),
-        p95_ms=float(p95),
-        p99_ms=float(p99),
-        first_error=failed[0] if failed else None,
+        p50_ms=percentiles[0],
+        p95_ms=percentiles[1],
+        p99_ms=percentiles[2],
+        first_error=next((t.first_error for t in tallies if t.first_error), None),
     )
 
 
@@ -148,35 +167,37 @@ def load_local_server(
     duration_s: float,
     protocol: str = "http",
     config_name: str = "cpu",
-    log_dir: Path | None = None,
 ) -> list[LoadReport]:
     """Start ``codistill serve`` with and then without dynamic batching; load each model."""
-    import tempfile
-
     from codistill.serving.process import serve_in_background
 
-    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="codistill-loadtest-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
+    for concurrency in concurrencies:
+        check_load_settings(concurrency, duration_s)
     reports = []
-    for batching in (True, False):
-        options = [f"--model-config-name={config_name}"]
-        options += [] if batching else ["--no-dynamic-batching"]
-        log = log_dir / f"serve-batching-{'on' if batching else 'off'}.log"
-        with serve_in_background(repository, log, tuple(options)) as server:
-            for model in models:
-                for concurrency in concurrencies:
-                    reports.append(
-                        run_load(
-                            server.urls[protocol],
-                            model,
-                            images,
-                            concurrency,
-                            duration_s,
-                            protocol,
-                            batching,
+    with tempfile.TemporaryDirectory(prefix="codistill-loadtest-") as logs:
+        for batching in (True, False):
+            options = [f"--model-config-name={config_name}"]
+            options += [] if batching else ["--no-dynamic-batching"]
+            log = Path(logs) / f"serve-batching-{'on' if batching else 'off'}.log"
+            with serve_in_background(repository, log, tuple(options)) as server:
+                for model in models:
+                    for concurrency in concurrencies:
+                        reports.append(
+                            run_load(
+                                server.urls[protocol],
+                                model,
+                                images,
+                                concurrency,
+                                duration_s,
+                                protocol,
+                                batching,
+                            )
                         )
-                    )
     return reports
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def report_table(reports: Sequence[LoadReport]) -> list[list[str]]:
@@ -189,9 +210,9 @@ def report_table(reports: Sequence[LoadReport]) -> list[list[str]]:
             str(r.concurrency),
             str(r.requests),
             f"{r.images_per_s:.2f}",
-            f"{r.p50_ms:.1f}",
-            f"{r.p95_ms:.1f}",
-            f"{r.p99_ms:.1f}",
+            _ms(r.p50_ms),
+            _ms(r.p95_ms),
+            _ms(r.p99_ms),
             str(r.errors),
         ]
         for r in reports

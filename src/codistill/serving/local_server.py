@@ -81,6 +81,8 @@ def bind_model(
 ) -> str:
     """Bind the model in ``model_dir`` as its ``configs/<config_name>.pbtxt`` describes it.
 
+    Returns the model name with the graph file it serves, e.g. ``codistill_cnn (model.onnx)``.
+
     As in Triton, a model without that configuration falls back to its ``config.pbtxt``.
     Without ``dynamic_batching`` each request runs on its own, whatever the configuration.
     """
@@ -108,7 +110,7 @@ def bind_model(
         config=ModelConfig(max_batch_size=config.max_batch_size, batcher=batcher),
         strict=True,
     )
-    return config.name
+    return f"{config.name} ({onnx_path.name})"
 
 
 def _library_path() -> None:
@@ -132,7 +134,7 @@ def serve(
     """Serve every model in ``repository`` until SIGTERM, SIGINT or ``stop`` is set.
 
     The server gets its own workspace, removed on exit; ``ready`` is called with the bound
-    model names and that workspace once the server is up.
+    model names (with their graph files) and that workspace once the server is up.
     """
     from pytriton.triton import Triton, TritonConfig
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from codistill.artifacts import staged_output, write_text_atomic
 from codistill.config import ServingConfig
+from codistill.export.variants import variant_file
 from codistill.serving.triton_config import config_text, model_config
 
 MODEL_FILE = "model.onnx"
@@ -54,10 +55,10 @@ def student_graphs(onnx_dir: Path, role: str) -> dict[str | None, Path]:
     graphs: dict[str | None, Path] = {None: onnx_dir / f"{role}.onnx"}
     if not graphs[None].is_file():
         raise FileNotFoundError(f"{graphs[None]}: no exported {role}; run the export stage")
-    for served in SERVED_CONFIGS:
-        path = onnx_dir / f"{role}.{served.variant}.onnx"
-        if served.variant is not None and path.is_file():
-            graphs[served.variant] = path
+    for variant in {s.variant for s in SERVED_CONFIGS} - {None}:
+        path = onnx_dir / variant_file(role, variant)
+        if path.is_file():
+            graphs[variant] = path
     return graphs
 
 

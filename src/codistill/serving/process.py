@@ -64,6 +64,7 @@ def serve_in_background(
             stdout=handle,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # its own process group: tritonserver goes with it
         )
         server = ServerProcess({n: f"127.0.0.1:{p}" for n, p in ports.items()}, process, log)
         try:
@@ -75,5 +76,5 @@ def serve_in_background(
                 try:
                     process.wait(timeout=60)
                 except subprocess.TimeoutExpired:
-                    process.kill()
+                    os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=10)

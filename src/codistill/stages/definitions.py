@@ -249,6 +249,7 @@ STAGES: tuple[Stage, ...] = (
         code=(
             "src/codistill/release.py",
             "src/codistill/serving",
+            "src/codistill/export/variants.py",
             "src/codistill/lineage/models.py",
         ),
     ),
