@@ -46,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--chart", type=Path, default=Path("docs/infer_speed.png"))
     return parser.parse_args()
 
 
@@ -191,6 +192,28 @@ def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list
     return rows
 
 
+def speed_chart(rows: list[list[str]], path: Path) -> None:
+    """p50 latency against throughput, one marker per student, engine and batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for role, marker in (("cnn", "o"), ("vit", "s")):
+        for row in (r for r in rows if r[0] == role):
+            _, engine, batch, p50, _, rate, *_ = row
+            axis.scatter(float(rate), float(p50), marker=marker)
+            axis.annotate(f"{role} {engine} b{batch}", (float(rate), float(p50)), fontsize=7)
+    axis.set_xlabel("images / s")
+    axis.set_ylabel("p50 latency per call (ms)")
+    axis.set_yscale("log")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def main() -> None:
     args = parse_args()
     params = load_params(args.params)
@@ -208,7 +231,10 @@ def main() -> None:
             times = time_engines(found, batch_of(images, size, batch), args.rounds)
             rows += speed_rows(role, times, batch, flops[role], peak)
     flop_text = ", ".join(f"{r} {g:.1f} GFLOP" for r, g in flops.items())
+    speed_chart(rows, args.chart)
     extra = [
+        "",
+        f"Latency against throughput: `{args.chart}`.",
         "",
         "### Faster variants: validation mIoU (from the export stage's `variants.json`)",
         "",

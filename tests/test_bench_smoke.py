@@ -90,6 +90,7 @@ def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, t
     command += ["--params", str(REPO_ROOT / "params.yaml"), "--prepared", str(prepared)]
     command += ["--students", str(tmp_path), "--onnx", str(tmp_path / "onnx")]
     command += ["--size", "32", "48", "--batches", "1", "2", "--rounds", "2", "--out", str(table)]
+    command += ["--chart", str(tmp_path / "speed.png")]
     command += ["--triton", "--repository", str(tmp_path / "repo")]
     command += ["--concurrency", "2", "--duration", "0.5"]
     subprocess.run(command, check=True, capture_output=True, timeout=600)
@@ -118,6 +119,7 @@ def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, t
         ("vit", "on"),
     ]
     assert all(errors == "0" for _, _, errors in endpoint)
+    assert (tmp_path / "speed.png").stat().st_size > 0
 
 
 def test_quality_bench_summarizes_seeds_and_resumes_only_unfinished_runs(validated_tiny, tmp_path):
