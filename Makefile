@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv run test lint format generate kfp-local clean
+.PHONY: venv run test lint format generate kfp-local bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ generate: venv
 kfp-local: venv
 	dvc pull data.dvc
 	codistill pipeline run --local --raw-data data/camvid
+
+# every table of docs/results.md, on the outputs of `make run` (hours on a CPU; quality.py resumes)
+bench: venv
+	python bench/read_speed.py
+	python bench/train_speed.py
+	python bench/infer_speed.py --triton
+	python bench/quality.py
 
 format: venv
 	ruff format .
