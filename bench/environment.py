@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from codistill.artifacts import write_text_atomic
 
@@ -34,6 +35,25 @@ def machine_lines(packages: tuple[str, ...]) -> list[str]:
         f"- python {platform.python_version()}, {versions}",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
     ]
+
+
+def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """``plt.subplots(...)`` on the file-only Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """Lay out ``figure``, write it to ``path`` and free it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:

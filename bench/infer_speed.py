@@ -27,7 +27,7 @@ from codistill.export.onnx_scoring import cpu_session, evenly_spaced_images
 from codistill.export.variants import VARIANTS, variant_file
 from codistill.release import ROLES
 from codistill.serving.model_repository import served_name
-from environment import RESULTS, markdown_table, publish_table
+from environment import RESULTS, markdown_table, new_figure, publish_table, save_figure
 
 Engine = Callable[[np.ndarray], object]
 
@@ -194,12 +194,7 @@ def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list
 
 def speed_chart(rows: list[list[str]], path: Path) -> None:
     """p50 latency against throughput, one marker per student, engine and batch size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure, axis = new_figure(figsize=(7, 4.5))
     for role, marker in (("cnn", "o"), ("vit", "s")):
         for row in (r for r in rows if r[0] == role):
             _, engine, batch, p50, _, rate, *_ = row
@@ -209,9 +204,7 @@ def speed_chart(rows: list[list[str]], path: Path) -> None:
     axis.set_ylabel("p50 latency per call (ms)")
     axis.set_yscale("log")
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from codistill.engine.trainer import LAST, CoTrainer
 from codistill.evaluation.evaluate import evaluate_students
 from codistill.evaluation.stage import load_students
 from codistill.models import build_student
-from environment import RESULTS, markdown_table, publish_table
+from environment import RESULTS, markdown_table, new_figure, publish_table, save_figure
 
 ROLES = ("cnn", "vit")
 RESULT = "result.json"
@@ -194,12 +194,7 @@ def summary_rows(
 
 def plot_curves(results: dict[str, list[dict]], labels: list[str], path: Path) -> None:
     """Validation mIoU against iterations for each method's first seed, one panel per student."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    figure, axes = new_figure(1, 2, figsize=(10, 4), sharey=True)
     for axis, role in zip(axes, ROLES, strict=True):
         for label in labels:
             points = next((r["curve"] for r in results[label] if r["curve"]), [])
@@ -215,9 +210,7 @@ def plot_curves(results: dict[str, list[dict]], labels: list[str], path: Path) -
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("validation mIoU (%)")
     axes[0].legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main() -> None:
