@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shlex
@@ -35,6 +36,22 @@ def machine_lines(packages: tuple[str, ...]) -> list[str]:
         f"- python {platform.python_version()}, {versions}",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
     ]
+
+
+def bench_parser(description: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the options every model benchmark shares."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--prepared", type=Path, default=Path("build/prepared/camvid"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser
+
+
+def num_classes(params: Any) -> int:
+    """The class count of the dataset ``params`` names."""
+    from codistill.data import dataset_spec
+
+    return dataset_spec(params.data.dataset).num_classes
 
 
 def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:

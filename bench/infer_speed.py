@@ -27,15 +27,20 @@ from codistill.export.onnx_scoring import cpu_session, evenly_spaced_images
 from codistill.export.variants import VARIANTS, variant_file
 from codistill.release import ROLES
 from codistill.serving.model_repository import served_name
-from environment import RESULTS, markdown_table, new_figure, publish_table, save_figure
+from environment import (
+    bench_parser,
+    markdown_table,
+    new_figure,
+    num_classes,
+    publish_table,
+    save_figure,
+)
 
 Engine = Callable[[np.ndarray], object]
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--prepared", type=Path, default=Path("build/prepared/camvid"))
+    parser = bench_parser(__doc__)
     parser.add_argument("--students", type=Path, default=Path("build/train"))
     parser.add_argument("--onnx", type=Path, default=Path("build/export"))
     parser.add_argument("--size", type=int, nargs=2, default=(360, 480))
@@ -45,7 +50,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repository", type=Path, default=Path("serving/model_repository"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--duration", type=float, default=15.0)
-    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--chart", type=Path, default=Path("docs/infer_speed.png"))
     return parser.parse_args()
 
@@ -212,7 +216,7 @@ def main() -> None:
     params = load_params(args.params)
     size = tuple(args.size)
     images = evenly_spaced_images(args.prepared, "test", max(args.batches))
-    students = load_students(params, args.students, num_classes=11)
+    students = load_students(params, args.students, num_classes(params))
     peak = matmul_peak_gflops()
     rows = []
     flops = {}

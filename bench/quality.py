@@ -21,14 +21,20 @@ import torch
 
 from codistill.artifacts import write_json_atomic
 from codistill.config import Params, load_params
-from codistill.data import dataset_spec
 from codistill.data.gate import require_validated
 from codistill.engine.checkpoint import load_checkpoint, save_checkpoint
 from codistill.engine.trainer import LAST, CoTrainer
 from codistill.evaluation.evaluate import evaluate_students
 from codistill.evaluation.stage import load_students
 from codistill.models import build_student
-from environment import RESULTS, markdown_table, new_figure, publish_table, save_figure
+from environment import (
+    bench_parser,
+    markdown_table,
+    new_figure,
+    num_classes,
+    publish_table,
+    save_figure,
+)
 
 ROLES = ("cnn", "vit")
 RESULT = "result.json"
@@ -60,9 +66,7 @@ ABLATIONS = (
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--prepared", type=Path, default=Path("build/prepared/camvid"))
+    parser = bench_parser(__doc__)
     parser.add_argument("--validation", type=Path, default=Path("build/validate"))
     parser.add_argument("--workdir", type=Path, default=Path("build/bench/quality"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -72,7 +76,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--checkpoint-every", type=int, default=40)
     parser.add_argument("--workers", type=int, help="data loader workers (default: params)")
     parser.add_argument("--no-ablations", dest="ablations", action="store_false")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--curves-png", type=Path, default=Path("docs/quality_curves.png"))
     return parser.parse_args()
 
@@ -92,11 +95,6 @@ def run_params(base: Params, variant: Variant, seed: int, args: argparse.Namespa
         **{term: variant.switches.get(term) for term in ("hfd", "rbsd", "pbsd")},
     )
     return replace(base, train=train, tracking=replace(base.tracking, enabled=False))
-
-
-def num_classes(params: Params) -> int:
-    """The class count of the configured dataset."""
-    return dataset_spec(params.data.dataset).num_classes
 
 
 def run_folder(workdir: Path, variant: Variant, seed: int) -> Path:

@@ -250,3 +250,24 @@ def test_infer_without_a_server_says_so_by_address(preprocessing, tmp_path, caps
     assert main([*argv, "--out", str(tmp_path)]) == 2
     assert f"no Triton server at {url}" in capsys.readouterr().err
     assert not (tmp_path / "a.mask.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("contract", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"input": "image", "mean": [0.4, 0.4, 0.4]}', "missing std, palette"),
+        ('{"input": "image", "mean": [0.4], "std": [0.3], "palette": []}', "mean and std need 3"),
+    ],
+)
+def test_a_bad_preprocessing_contract_is_named_before_any_request(
+    tmp_path, capsys, contract, message
+):
+    from codistill.cli import main
+
+    (tmp_path / "prep.json").write_text(contract)
+    (tmp_path / "a.png").write_bytes(b"")
+    argv = ["infer", str(tmp_path / "a.png"), "--preprocessing", str(tmp_path / "prep.json")]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert f"prep.json: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -88,7 +88,11 @@ def _infer(args: argparse.Namespace) -> int:
         segment_file,
     )
 
-    prep = Preprocessing.load(args.preprocessing)
+    try:
+        prep = Preprocessing.load(args.preprocessing)
+    except ClientInputError as err:
+        print(f"codistill infer: {err}", file=sys.stderr)
+        return 2
     client = LabelsClient(args.url, args.protocol)
     try:
         reachable, reason = client.is_live(), "not live"

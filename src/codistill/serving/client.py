@@ -31,7 +31,15 @@ class Preprocessing:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no preprocessing contract; run the publish stage")
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ClientInputError(f"{path}: not valid JSON ({err})") from None
+        missing = [key for key in ("input", "mean", "std", "palette") if key not in data]
+        if missing:
+            raise ClientInputError(f"{path}: missing {', '.join(missing)}")
+        if len(data["mean"]) != 3 or len(data["std"]) != 3:
+            raise ClientInputError(f"{path}: mean and std need 3 values, one per RGB channel")
         return cls(
             data["input"],
             np.asarray(data["mean"], np.float32),
