@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from codistill.config import DistillConfig, PixelBSDConfig, RegionBSDConfig, TrainConfig
 from codistill.distill import CoDistillationObjective, active_terms, build_term, warmup_factor
+from codistill.distill.adapters import FeatureAdapter
 from codistill.distill.mutual import min_logit_teacher
-from codistill.distill.pair import channel_norm, kl_map
+from codistill.distill.pair import channel_rows, kl_map, normalized_rows
 from codistill.distill.pixel_bsd import select_pixels
 from codistill.distill.supervised import supervised_loss
 from tests.distill_inputs import CHANNELS, pair_from_logits, seeded_pair
@@ -178,14 +179,14 @@ def test_feature_terms_send_no_gradient_through_the_teacher_side(name):
     (grad,) = torch.autograd.grad(term(pair), vit_feature)
     # Recompute with the ViT as learner only: its feature's gradient must come from its own
     # adapter path alone, never from being the CNN's regression target.
-    cnn_target = channel_norm(getattr(pair.cnn, feature).detach())
-    adapted = term.adapters["vit"](vit_feature)
+    cnn_target = normalized_rows(getattr(pair.cnn, feature).detach())
+    adapted = term.adapters["vit"].rows(vit_feature)
     if name == "hfd":
         own = F.mse_loss(adapted, cnn_target)
     else:
-        to_vit = term.directions(pair)[0].repeat_interleave(2, 2).repeat_interleave(2, 3)[:, 0]
+        to_vit = term.directions(pair)[0].repeat_interleave(2, 2).repeat_interleave(2, 3)
         scored = term.window_scores(pair)[2].repeat_interleave(2, 2).repeat_interleave(2, 3)
-        own = ((adapted - cnn_target).pow(2).mean(1) * to_vit).sum() / scored.sum()
+        own = ((adapted - cnn_target).pow(2).mean(1) * to_vit.flatten()).sum() / scored.sum()
     (expected,) = torch.autograd.grad(own, vit_feature)
     assert grad.abs().sum() > 0
     assert torch.allclose(grad, expected, atol=1e-6)
@@ -316,3 +317,19 @@ def test_crossfeed_leaves_the_students_running_statistics_alone():
     assert loss.item() > 0
     assert all(torch.equal(before[n], after[n]) for n in before)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in vit.encoder.parameters())
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_adapter_rows_match_a_1x1_convolution_and_2d_batch_norm(layout):
+    torch.manual_seed(0)
+    adapter = FeatureAdapter(6, 4).train()
+    reference_conv, reference_norm = torch.nn.Conv2d(6, 4, 1, bias=False), torch.nn.BatchNorm2d(4)
+    reference_conv.load_state_dict(adapter.conv.state_dict())
+    feature = torch.randn(3, 6, 5, 7).contiguous(memory_format=layout)
+    expected = reference_norm(reference_conv(feature))
+    adapted = adapter(feature)
+    assert adapted.shape == expected.shape
+    assert torch.allclose(adapted, expected, atol=1e-5)
+    assert torch.allclose(adapter.norm.running_var, reference_norm.running_var, atol=1e-6)
+    assert torch.allclose(adapter.norm.running_mean, reference_norm.running_mean, atol=1e-6)
+    assert torch.allclose(adapter.rows(feature), channel_rows(expected), atol=1e-5)

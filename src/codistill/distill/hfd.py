@@ -12,7 +12,7 @@ from torch import nn
 from codistill.config import DistillConfig
 from codistill.data.spec import IGNORE_INDEX
 from codistill.distill.adapters import adapter_pair
-from codistill.distill.pair import StudentPair, channel_norm, resize_to
+from codistill.distill.pair import StudentPair, normalized_rows, resize_to
 from codistill.distill.registry import register_term
 from codistill.models.output import upsample_logits
 
@@ -56,23 +56,22 @@ class HeterogeneousFeatureDistillation(nn.Module):
 
     def forward(self, pair: StudentPair) -> torch.Tensor:
         """The HFD loss of one batch."""
-        cnn_as_vit = self.adapters["cnn"](pair.cnn.low)
-        vit_as_cnn = self.adapters["vit"](pair.vit.low)
+        cnn_low, vit_low = pair.cnn.low, pair.vit.low
         if self.mode == "mimic":
-            vit_target = channel_norm(resize_to(pair.vit.low.detach(), cnn_as_vit.shape[-2:]))
-            cnn_target = channel_norm(resize_to(pair.cnn.low.detach(), vit_as_cnn.shape[-2:]))
+            cnn_as_vit = self.adapters["cnn"].rows(cnn_low)
+            vit_as_cnn = self.adapters["vit"].rows(vit_low)
+            vit_target = normalized_rows(resize_to(vit_low.detach(), cnn_low.shape[-2:]))
+            cnn_target = normalized_rows(resize_to(cnn_low.detach(), vit_low.shape[-2:]))
             return F.mse_loss(cnn_as_vit.float(), vit_target.float()) + F.mse_loss(
                 vit_as_cnn.float(), cnn_target.float()
             )
+        cnn_as_vit = self.adapters["cnn"](cnn_low)
+        vit_as_cnn = self.adapters["vit"](vit_low)
         if pair.cnn_model is None or pair.vit_model is None:
             raise ValueError("HFD crossfeed needs both student models in the StudentPair")
         with running_stats_kept(pair.vit_model), running_stats_kept(pair.cnn_model):
-            through_vit = pair.vit_model.forward_from_low(
-                resize_to(cnn_as_vit, pair.vit.low.shape[-2:])
-            )
-            through_cnn = pair.cnn_model.forward_from_low(
-                resize_to(vit_as_cnn, pair.cnn.low.shape[-2:])
-            )
+            through_vit = pair.vit_model.forward_from_low(resize_to(cnn_as_vit, vit_low.shape[-2:]))
+            through_cnn = pair.cnn_model.forward_from_low(resize_to(vit_as_cnn, cnn_low.shape[-2:]))
         size = pair.labels.shape[-2:]
         return sum(
             F.cross_entropy(

@@ -48,27 +48,48 @@ class StudentPair:
         return upsample_logits(self.vit.logits, self.labels.shape[-2:]).float()
 
     @cached_property
+    def cnn_log_probs(self) -> torch.Tensor:
+        """Log-softmax of the CNN logits over the classes (N×K×H×W), shared by all terms."""
+        return F.log_softmax(self.cnn_logits, dim=1)
+
+    @cached_property
+    def vit_log_probs(self) -> torch.Tensor:
+        """Log-softmax of the ViT logits over the classes (N×K×H×W), shared by all terms."""
+        return F.log_softmax(self.vit_logits, dim=1)
+
+    @cached_property
     def cnn_ce(self) -> torch.Tensor:
         """Per-pixel cross-entropy of the CNN (0 at ignored pixels), N×H×W."""
-        return F.cross_entropy(
-            self.cnn_logits, self.labels, ignore_index=IGNORE_INDEX, reduction="none"
+        return F.nll_loss(
+            self.cnn_log_probs, self.labels, ignore_index=IGNORE_INDEX, reduction="none"
         )
 
     @cached_property
     def vit_ce(self) -> torch.Tensor:
         """Per-pixel cross-entropy of the ViT (0 at ignored pixels), N×H×W."""
-        return F.cross_entropy(
-            self.vit_logits, self.labels, ignore_index=IGNORE_INDEX, reduction="none"
+        return F.nll_loss(
+            self.vit_log_probs, self.labels, ignore_index=IGNORE_INDEX, reduction="none"
         )
+
+    def log_probs(self, student: str, temperature: float) -> torch.Tensor:
+        """Log softmax(z / T) of ``student`` (``cnn`` or ``vit``); T = 1 reuses the cached one."""
+        if temperature == 1.0:
+            return getattr(self, f"{student}_log_probs")
+        return F.log_softmax(getattr(self, f"{student}_logits") / temperature, dim=1)
 
     def valid_count(self) -> torch.Tensor:
         """|Ω|, at least 1 so that a batch without labels gives zero losses, not NaN."""
         return self.valid.sum().clamp(min=1)
 
 
-def channel_norm(feature: torch.Tensor) -> torch.Tensor:
-    """Per-position layer norm over channels (no affine): N×C×H×W to unit scale per pixel."""
-    return F.layer_norm(feature.permute(0, 2, 3, 1), feature.shape[1:2]).permute(0, 3, 1, 2)
+def channel_rows(feature: torch.Tensor) -> torch.Tensor:
+    """An N×C×H×W feature as an (N·H·W)×C matrix, one row per position (free if channels-last)."""
+    return feature.permute(0, 2, 3, 1).reshape(-1, feature.shape[1])
+
+
+def normalized_rows(feature: torch.Tensor) -> torch.Tensor:
+    """Per-position layer norm over channels (no affine), as ``channel_rows`` of unit scale."""
+    return F.layer_norm(channel_rows(feature), feature.shape[1:2])
 
 
 def resize_to(feature: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
@@ -78,10 +99,18 @@ def resize_to(feature: torch.Tensor, size: torch.Size | tuple[int, int]) -> torc
     return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
 
 
+def kl_between(teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor) -> torch.Tensor:
+    """Per-pixel KL(p_teacher ‖ p_student) from log-probabilities over dim 1, N×H×W.
+
+    The teacher side is detached.
+    """
+    teacher = teacher_log_probs.detach()
+    return (teacher.exp() * (teacher - student_log_probs)).sum(dim=1)
+
+
 def kl_map(
     teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float
 ) -> torch.Tensor:
     """Per-pixel KL(softmax(t/T) ‖ softmax(s/T)), N×H×W; the teacher side is detached."""
     teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
-    student = F.log_softmax(student_logits / temperature, dim=1)
-    return (teacher.exp() * (teacher - student)).sum(dim=1)
+    return kl_between(teacher, F.log_softmax(student_logits / temperature, dim=1))

@@ -6,13 +6,13 @@ import torch
 from torch import nn
 
 from codistill.config import DistillConfig
-from codistill.distill.pair import StudentPair, kl_map
+from codistill.distill.pair import StudentPair, kl_between
 from codistill.distill.registry import register_term
 
 
-def true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """softmax(logits) at each pixel's label, N×H×W (labels must be valid class ids)."""
-    return logits.softmax(dim=1).gather(1, labels[:, None].long())[:, 0]
+def true_class_probability(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The probability of each pixel's label, N×H×W (labels must be valid class ids)."""
+    return log_probs.gather(1, labels[:, None].long())[:, 0].exp()
 
 
 def select_pixels(pair: StudentPair, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,8 +29,8 @@ def select_pixels(pair: StudentPair, rule: str) -> tuple[torch.Tensor, torch.Ten
     cnn_teaches = cnn_right & ~vit_right
     vit_teaches = vit_right & ~cnn_right
     if rule == "correct_or_more_confident":
-        cnn_p = true_class_probability(pair.cnn_logits, pair.safe_labels)
-        vit_p = true_class_probability(pair.vit_logits, pair.safe_labels)
+        cnn_p = true_class_probability(pair.cnn_log_probs, pair.safe_labels)
+        vit_p = true_class_probability(pair.vit_log_probs, pair.safe_labels)
         both = cnn_right & vit_right
         cnn_teaches = cnn_teaches | (both & (cnn_p > vit_p))
         vit_teaches = vit_teaches | (both & (vit_p > cnn_p))
@@ -49,8 +49,9 @@ class PixelSelectiveDistillation(nn.Module):
         """The pixel-wise BSD loss of one batch."""
         cnn_teaches, vit_teaches = select_pixels(pair, self.rule)
         t = self.temperature
-        to_vit = kl_map(pair.cnn_logits, pair.vit_logits, t) * cnn_teaches
-        to_cnn = kl_map(pair.vit_logits, pair.cnn_logits, t) * vit_teaches
+        cnn, vit = pair.log_probs("cnn", t), pair.log_probs("vit", t)
+        to_vit = kl_between(cnn, vit) * cnn_teaches
+        to_cnn = kl_between(vit, cnn) * vit_teaches
         return t * t * (to_vit.sum() + to_cnn.sum()) / pair.valid_count()
 
 

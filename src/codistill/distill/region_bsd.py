@@ -8,7 +8,7 @@ from torch import nn
 
 from codistill.config import DistillConfig
 from codistill.distill.adapters import adapter_pair
-from codistill.distill.pair import StudentPair, channel_norm, resize_to
+from codistill.distill.pair import StudentPair, normalized_rows, resize_to
 from codistill.distill.registry import register_term
 
 
@@ -28,6 +28,13 @@ def _to_grid(window_map: torch.Tensor, window: int, size: torch.Size) -> torch.T
     """Expand a per-window map back onto the h×w decoder grid."""
     expanded = window_map.repeat_interleave(window, dim=2).repeat_interleave(window, dim=3)
     return expanded[..., : size[0], : size[1]]
+
+
+def _row_error(adapted_rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-position mean squared error over channels: adapted rows against the normalized target."""
+    # One fused squared-difference kernel and a channel sum; the division then runs per row.
+    squared = F.mse_loss(adapted_rows.float(), normalized_rows(target).float(), reduction="none")
+    return squared.sum(dim=1) / adapted_rows.shape[1]
 
 
 class RegionSelectiveDistillation(nn.Module):
@@ -74,20 +81,12 @@ class RegionSelectiveDistillation(nn.Module):
         cnn_score, vit_score, scored = self.window_scores(pair)
         cnn_teaches, vit_teaches = self._select(cnn_score, vit_score, scored)
         grid = pair.cnn.dec.shape[-2:]
-        to_vit = _to_grid(cnn_teaches, self.window, grid)[:, 0]
-        to_cnn = _to_grid(vit_teaches, self.window, grid)[:, 0]
+        to_vit = _to_grid(cnn_teaches, self.window, grid).flatten()
+        to_cnn = _to_grid(vit_teaches, self.window, grid).flatten()
         positions = _to_grid(scored, self.window, grid).sum().clamp(min=1)
-        vit_dec = resize_to(pair.vit.dec, grid)
-        vit_error = (
-            (self.adapters["vit"](vit_dec).float() - channel_norm(pair.cnn.dec.detach()).float())
-            .pow(2)
-            .mean(dim=1)
-        )
-        cnn_error = (
-            (self.adapters["cnn"](pair.cnn.dec).float() - channel_norm(vit_dec.detach()).float())
-            .pow(2)
-            .mean(dim=1)
-        )
+        cnn_dec, vit_dec = pair.cnn.dec, resize_to(pair.vit.dec, grid)
+        vit_error = _row_error(self.adapters["vit"].rows(vit_dec), cnn_dec.detach())
+        cnn_error = _row_error(self.adapters["cnn"].rows(cnn_dec), vit_dec.detach())
         return ((vit_error * to_vit).sum() + (cnn_error * to_cnn).sum()) / positions
 
 

@@ -31,6 +31,7 @@ from codistill.engine.distributed import (
     gather_objects,
     init_distributed,
 )
+from codistill.engine.host_memory import reuse_freed_host_memory
 from codistill.engine.optim import cnn_optimizer, poly_schedule, vit_optimizer
 from codistill.engine.tracking import NullTracker, Tracker, create_tracker, flatten
 from codistill.models import build_student
@@ -124,6 +125,8 @@ class CoTrainer:
         )
         torch.manual_seed(self.cfg.seed)
         self.model = build_pair_model(params, self.data.info["num_classes"])
+        if self.context.device.type == "cpu":
+            reuse_freed_host_memory()
         self.model.to(self.context.device)
         if self.cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)

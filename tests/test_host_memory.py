@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+import pytest
+
+# A child process allocates 16 MiB with malloc and reports how many bytes glibc served by mmap.
+PROBE = """
+import ctypes, sys
+from codistill.engine.host_memory import reuse_freed_host_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+took = reuse_freed_host_memory() if sys.argv[1] == "reuse" else None
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(16 * 2**20)
+print(took, libc.mallinfo2().hblkhd - before)
+libc.free(block)
+"""
+
+
+def mmapped_bytes_of_a_16_mib_block(mode: str) -> tuple[str, int]:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True, timeout=60
+    )
+    took, grown = result.stdout.split()
+    return took, int(grown)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator only")
+def test_large_blocks_come_from_the_reused_heap_after_the_setting():
+    default_took, default_grown = mmapped_bytes_of_a_16_mib_block("default")
+    reuse_took, reuse_grown = mmapped_bytes_of_a_16_mib_block("reuse")
+    assert default_took == "None" and default_grown >= 16 * 2**20  # glibc's default: an mmap
+    assert reuse_took == "True" and reuse_grown == 0
