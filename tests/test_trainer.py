@@ -222,3 +222,19 @@ def test_a_fresh_output_folder_resumes_from_the_checkpoint_folder(validated_tiny
     assert state_dicts_equal(tmp_path / "pod-1" / "cnn.pt", tmp_path / "pod-2" / "cnn.pt")
     curves = (tmp_path / "pod-1" / "curves.csv").read_text()
     assert curves.count("\n") == 3 and (tmp_path / "pod-2" / "curves.csv").read_text() == curves
+
+
+def test_code_digest_follows_the_weight_shaping_code_only(tmp_path):
+    import shutil
+
+    from codistill.engine.code_digest import PACKAGE_ROOT, code_digest
+
+    copy = tmp_path / "codistill"
+    shutil.copytree(PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    original = code_digest(copy)
+    assert original == code_digest(PACKAGE_ROOT)
+    (copy / "serving" / "client.py").write_text("# serving does not shape weights\n")
+    assert code_digest.__wrapped__(copy) == original
+    loss = copy / "distill" / "pixel_bsd.py"
+    loss.write_text(loss.read_text() + "\n# a changed loss\n")
+    assert code_digest.__wrapped__(copy) != original

@@ -25,6 +25,7 @@ from codistill.data.transforms import Augmentation
 from codistill.distill import CoDistillationObjective, StudentPair
 from codistill.distill.objective import TERM_ORDER
 from codistill.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from codistill.engine.code_digest import code_digest
 from codistill.engine.distributed import (
     DistContext,
     broadcast_buffers,
@@ -77,13 +78,16 @@ def build_pair_model(params: Params, num_classes: int) -> CoTrainingModel:
 def config_fingerprint(params: Params, manifest_sha256: str, world_size: int = 1) -> str:
     """Hash of everything that shapes the weights; a checkpoint resumes only under the same.
 
-    The world size counts: it sets the global batch and which samples each step reads.
+    The world size counts: it sets the global batch and which samples each step reads. So
+    does the code: a checkpoint left by a finished run must not stand in for a run of
+    changed losses or models.
     """
     shaping = {k: asdict(getattr(params, k)) for k in ("models", "train", "distill")}
     for knob in ("num_workers", "log_every", "checkpoint_every", "compile"):
         shaping["train"].pop(knob)
     shaping["manifest"] = manifest_sha256
     shaping["world_size"] = world_size
+    shaping["code"] = code_digest()
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
 
 

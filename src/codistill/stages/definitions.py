@@ -9,6 +9,7 @@ from codistill.artifacts import file_sha256
 from codistill.config import Params
 from codistill.data.gate import require_validated
 from codistill.data.manifest import MANIFEST_NAME
+from codistill.engine.code_digest import WEIGHT_SHAPING_PACKAGES
 from codistill.stages.spec import ArtifactSpec, Input, OutFile, Stage
 
 DATA = ArtifactSpec("data", "data/${data.dataset}", "Dataset")
@@ -185,12 +186,7 @@ STAGES: tuple[Stage, ...] = (
             ),
         ),
         params=("models", "train", "distill"),
-        code=(
-            "src/codistill/models",
-            "src/codistill/distill",
-            "src/codistill/engine",
-            "src/codistill/data",
-        ),
+        code=tuple(f"src/codistill/{package}" for package in WEIGHT_SHAPING_PACKAGES),
         resumable=True,
         accelerated=True,
     ),
