@@ -333,3 +333,14 @@ def test_adapter_rows_match_a_1x1_convolution_and_2d_batch_norm(layout):
     assert torch.allclose(adapter.norm.running_var, reference_norm.running_var, atol=1e-6)
     assert torch.allclose(adapter.norm.running_mean, reference_norm.running_mean, atol=1e-6)
     assert torch.allclose(adapter.rows(feature), channel_rows(expected), atol=1e-5)
+
+
+def test_adapters_load_checkpoints_of_the_conv2d_and_batchnorm2d_layout():
+    old_layout = torch.nn.ModuleDict(
+        {"conv": torch.nn.Conv2d(6, 4, 1, bias=False), "norm": torch.nn.BatchNorm2d(4)}
+    )
+    old_layout.norm.running_mean.fill_(0.5)
+    adapter = FeatureAdapter(6, 4)
+    adapter.load_state_dict(old_layout.state_dict(), strict=True)
+    assert torch.equal(adapter.norm.running_mean, torch.full((4,), 0.5))
+    assert torch.equal(adapter.conv.weight, old_layout.conv.weight)

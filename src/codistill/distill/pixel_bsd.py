@@ -10,9 +10,9 @@ from codistill.distill.pair import StudentPair, kl_between
 from codistill.distill.registry import register_term
 
 
-def true_class_probability(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The probability of each pixel's label, N×H×W (labels must be valid class ids)."""
-    return log_probs.gather(1, labels[:, None].long())[:, 0].exp()
+def true_class_log_probability(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The log-probability of each pixel's label, N×H×W (labels must be valid class ids)."""
+    return log_probs.gather(1, labels[:, None].long())[:, 0]
 
 
 def select_pixels(pair: StudentPair, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,8 +29,8 @@ def select_pixels(pair: StudentPair, rule: str) -> tuple[torch.Tensor, torch.Ten
     cnn_teaches = cnn_right & ~vit_right
     vit_teaches = vit_right & ~cnn_right
     if rule == "correct_or_more_confident":
-        cnn_p = true_class_probability(pair.cnn_log_probs, pair.safe_labels)
-        vit_p = true_class_probability(pair.vit_log_probs, pair.safe_labels)
+        cnn_p = true_class_log_probability(pair.cnn_log_probs, pair.safe_labels)
+        vit_p = true_class_log_probability(pair.vit_log_probs, pair.safe_labels)
         both = cnn_right & vit_right
         cnn_teaches = cnn_teaches | (both & (cnn_p > vit_p))
         vit_teaches = vit_teaches | (both & (vit_p > cnn_p))

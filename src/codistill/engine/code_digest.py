@@ -17,6 +17,7 @@ def code_digest(root: Path = PACKAGE_ROOT) -> str:
     digest = hashlib.sha256()
     for package in WEIGHT_SHAPING_PACKAGES:
         for source in sorted((root / package).rglob("*.py")):
-            digest.update(source.relative_to(root).as_posix().encode())
-            digest.update(source.read_bytes())
+            content = source.read_bytes()
+            name = source.relative_to(root).as_posix()
+            digest.update(f"{name}\0{len(content)}\0".encode() + content)
     return digest.hexdigest()

@@ -165,7 +165,11 @@ class CoTrainer:
         state = load_checkpoint(path)
         if state.get("fingerprint") != self.fingerprint:
             if self.context.is_main:
-                print(f"train: {path} is from another configuration; starting afresh")
+                print(
+                    f"train: {path} is from another configuration or code version "
+                    f"({state.get('fingerprint', 'none')[:12]} != {self.fingerprint[:12]}); "
+                    "starting afresh"
+                )
             return
         self.model.load_state_dict(state["model"])
         for role in ROLES:
