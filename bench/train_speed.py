@@ -146,7 +146,23 @@ def peak_memory_mib(args: argparse.Namespace, label: str) -> float:
         bench.time(step)
     if bench.device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+    return peak_resident_mib()
+
+
+def peak_resident_mib() -> float:
+    """The peak resident size of the current program (since its exec), in MiB.
+
+    Linux's VmHWM belongs to the process's own memory map; ``ru_maxrss`` would instead keep
+    the parent's size from before the spawn.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
 
 
 def peak_memories(args: argparse.Namespace) -> dict[str, float]:
