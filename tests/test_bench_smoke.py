@@ -73,7 +73,9 @@ def test_train_speed_bench_reports_every_method_against_independent(tmp_path):
     rows = {
         m[0]: [float(x) for x in m[1:]]
         for m in re.findall(
-            r"\| ([\w -]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (-?[\d.]+)% \| (\d+) \|", text
+            r"\| ([\w -]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (-?[\d.]+) \| "
+            r"(-?[\d.]+)% \| (\d+) \|",
+            text,
         )
     }
     assert set(rows) == {
@@ -86,9 +88,10 @@ def test_train_speed_bench_reports_every_method_against_independent(tmp_path):
         "pixel-BSD only",
     }
     base = rows["independent"][0]
-    for seconds, images_per_s, ratio, share, peak_mib in rows.values():
+    for seconds, images_per_s, ratio, extra, share, peak_mib in rows.values():
         assert abs(images_per_s - 1 / seconds) <= 0.01 + 0.01 * images_per_s
         assert abs(ratio - seconds / base) <= 0.002 + 0.01 * ratio  # printed seconds are rounded
+        assert abs(extra - (seconds - base)) <= 0.0015
         assert abs(share - 100 * (1 - base / seconds)) <= 1.0 + 0.01 * abs(share)
         assert peak_mib > 100  # at least torch and both students
     profile = text.split("Hot spots", 1)[1]
