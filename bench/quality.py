@@ -27,6 +27,7 @@ from codistill.engine.trainer import LAST, CoTrainer
 from codistill.evaluation.evaluate import evaluate_students
 from codistill.evaluation.stage import load_students
 from codistill.models import build_student
+from codistill.release import ROLES
 from environment import (
     bench_parser,
     markdown_table,
@@ -36,7 +37,6 @@ from environment import (
     save_figure,
 )
 
-ROLES = ("cnn", "vit")
 RESULT = "result.json"
 SNAPSHOTS = "snapshots"
 
