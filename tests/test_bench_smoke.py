@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from operator import sub, truediv
 
 import torch
 
@@ -47,13 +48,13 @@ def test_read_speed_bench_writes_its_table(camvid_tree, tmp_path):
     assert abs(ratio - float(rows["PNG files"]) / float(rows["shards"])) < 0.05 * ratio + 0.01
 
 
-def within_rounding(printed, printed_step, derive, seconds, base, seconds_step=0.0005):
-    """True if `printed` is `derive(seconds, base)` for some unrounded seconds and base."""
-    values = [
-        derive(seconds + ds, base + db)
-        for ds in (-seconds_step, seconds_step)
-        for db in (-seconds_step, seconds_step)
-    ]
+def within_rounding(printed, printed_step, derive, a, b, step):
+    """True if `printed` is `derive(a, b)` for some a and b that round to the printed a and b.
+
+    `derive` must be monotonic in each argument, so the corners bound it; `step` is half
+    the last printed digit of a and b, `printed_step` that of the derived value.
+    """
+    values = [derive(a + da, b + db) for da in (-step, step) for db in (-step, step)]
     return min(values) - printed_step <= printed <= max(values) + printed_step
 
 
@@ -101,10 +102,10 @@ def test_train_speed_bench_reports_every_method_against_independent(tmp_path):
     for seconds, images_per_s, ratio, extra, share, peak_mib in rows.values():
         # Every derived column must agree with the printed seconds, each of which is
         # rounded to 0.0005 s, plus the rounding of the column itself.
-        assert within_rounding(images_per_s, 0.005, lambda s, b: 1 / s, seconds, base)
-        assert within_rounding(ratio, 0.0005, lambda s, b: s / b, seconds, base)
-        assert within_rounding(extra, 0.0005, lambda s, b: s - b, seconds, base)
-        assert within_rounding(share, 0.05, lambda s, b: 100 * (1 - b / s), seconds, base)
+        assert within_rounding(images_per_s, 0.005, lambda s, b: 1 / s, seconds, base, 0.0005)
+        assert within_rounding(ratio, 0.0005, truediv, seconds, base, 0.0005)
+        assert within_rounding(extra, 0.0005, sub, seconds, base, 0.0005)
+        assert within_rounding(share, 0.05, lambda s, b: 100 * (1 - b / s), seconds, base, 0.0005)
         assert peak_mib > 100  # at least torch and both students
     profile = text.split("Hot spots", 1)[1]
     spots = re.findall(r"\| ([^|]+) \| ([\d.]+) \| ([\d.]+)% \| (\d+) \|", profile)
@@ -144,8 +145,8 @@ def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, t
             assert sorted(name.strip() for name, _, _ in rows) == sorted(engines)
             p50 = {name.strip(): float(ms) for name, ms, _ in rows}
             for name, _, speedup in rows:
-                expected = p50["PyTorch eager"] / p50[name.strip()]
-                assert abs(float(speedup) - expected) <= 0.01 + 0.06 * expected
+                eager, engine = p50["PyTorch eager"], p50[name.strip()]
+                assert within_rounding(float(speedup), 0.005, truediv, eager, engine, 0.05)
         drop = variants[role]["int8"]["miou_drop_points"]
         assert f"| {role} | INT8 | " in text and f"| {drop:.2f} |" in text
     endpoint = re.findall(r"\| (cnn|vit) \| (on|off) \| 2 \| .* \| (\d+) \|\n", text)
