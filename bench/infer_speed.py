@@ -163,7 +163,7 @@ def variant_rows(onnx_dir: Path) -> list[list[str]]:
 
 def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list[str]]:
     """Closed-loop load on the local endpoint against direct ONNX Runtime on one image."""
-    from codistill.serving.loadtest import load_local_server
+    from codistill.serving.loadtest import format_ms, load_local_server
 
     resized = [batch_of([x], tuple(args.size), 1) for x in images]
     names = {served_name(role): role for role in ROLES}
@@ -185,8 +185,8 @@ def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list
                 role,
                 "on" if report.dynamic_batching else "off",
                 str(report.concurrency),
-                f"{report.p50_ms:.1f}",
-                f"{report.p95_ms:.1f}",
+                format_ms(report.p50_ms),
+                format_ms(report.p95_ms),
                 f"{report.images_per_s:.2f}",
                 f"{1 / direct[role]:.2f}",
                 f"{report.images_per_s * direct[role]:.2f}",

@@ -196,7 +196,8 @@ def load_local_server(
     return reports
 
 
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
+    """Milliseconds to one decimal, or "-" when no request finished to measure them."""
     return "-" if value is None else f"{value:.1f}"
 
 
@@ -210,9 +211,9 @@ def report_table(reports: Sequence[LoadReport]) -> list[list[str]]:
             str(r.concurrency),
             str(r.requests),
             f"{r.images_per_s:.2f}",
-            _ms(r.p50_ms),
-            _ms(r.p95_ms),
-            _ms(r.p99_ms),
+            format_ms(r.p50_ms),
+            format_ms(r.p95_ms),
+            format_ms(r.p99_ms),
             str(r.errors),
         ]
         for r in reports
