@@ -20,12 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from codistill.config import load_params
+from codistill.config import ROLES, load_params
 from codistill.evaluation.stage import load_students
 from codistill.export.onnx_graph import INPUT_NAME, DeployableStudent
 from codistill.export.onnx_scoring import cpu_session, evenly_spaced_images
 from codistill.export.variants import VARIANTS, variant_file
-from codistill.release import ROLES
 from codistill.serving.model_repository import served_name
 from environment import (
     bench_parser,

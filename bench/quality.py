@@ -20,14 +20,13 @@ from typing import Any
 import torch
 
 from codistill.artifacts import write_json_atomic
-from codistill.config import Params, load_params
+from codistill.config import ROLES, Params, load_params
 from codistill.data.gate import require_validated
 from codistill.engine.checkpoint import load_checkpoint, save_checkpoint
 from codistill.engine.trainer import LAST, CoTrainer
 from codistill.evaluation.evaluate import evaluate_students
 from codistill.evaluation.stage import load_students
 from codistill.models import build_student
-from codistill.release import ROLES
 from environment import (
     bench_parser,
     markdown_table,

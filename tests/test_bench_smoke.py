@@ -8,12 +8,11 @@ from operator import sub, truediv
 
 import torch
 
-from codistill.config import PrepareConfig, parse_params
+from codistill.config import ROLES, PrepareConfig, parse_params
 from codistill.data import create_reader, prepare_dataset
 from codistill.engine.checkpoint import save_checkpoint
 from codistill.export.stage import run_export
 from codistill.models import build_student
-from codistill.release import ROLES
 from codistill.serving.model_repository import write_model_repository
 from tests.conftest import REPO_ROOT
 

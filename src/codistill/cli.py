@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from codistill.config import ConfigError, load_params
+from codistill.config import ROLES, ConfigError, load_params
 from codistill.config.loader import load_yaml_mapping
 from codistill.data.gate import UnvalidatedDataError
 from codistill.data.shards import EmptySplitError
@@ -117,7 +117,6 @@ def _infer(args: argparse.Namespace) -> int:
 def _loadtest(args: argparse.Namespace) -> int:
     from codistill.artifacts import write_json_atomic
     from codistill.export.onnx_scoring import evenly_spaced_images
-    from codistill.release import ROLES
     from codistill.serving.loadtest import (
         TABLE_HEADER,
         check_load_settings,

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from codistill.artifacts import staged_output, write_json_atomic
-from codistill.config import Params
+from codistill.config import ROLES, Params
 from codistill.export.stage import PREPROCESSING_JSON
 from codistill.serving.model_repository import write_model_repository
 
 RELEASE_JSON = "release.json"
-ROLES = ("cnn", "vit")
 CANDIDATE_ALIAS = "candidate"
 
 

@@ -2,6 +2,7 @@
 
 from codistill.config.loader import ConfigError, from_mapping
 from codistill.config.schema import (
+    ROLES,
     AdamWConfig,
     ClassShareBounds,
     DataConfig,
@@ -29,6 +30,7 @@ from codistill.config.schema import (
 )
 
 __all__ = [
+    "ROLES",
     "AdamWConfig",
     "ClassShareBounds",
     "ConfigError",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -104,6 +104,10 @@ class ModelsConfig:
     vit: StudentConfig = field(
         default_factory=lambda: StudentConfig(arch="segformer", encoder="pvt_v2_b0")
     )
+
+
+# The students' roles, in the order every stage lists them: the fields of ModelsConfig.
+ROLES: tuple[str, ...] = tuple(f.name for f in fields(ModelsConfig))
 
 
 Method = Literal["independent", "dml", "kdcl", "ours"]

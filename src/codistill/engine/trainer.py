@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from codistill.artifacts import write_json_atomic, write_text_atomic
-from codistill.config import Params
+from codistill.config import ROLES, Params
 from codistill.data.loading import PreparedSplit, ResumableBatchSampler
 from codistill.data.transforms import Augmentation
 from codistill.distill import CoDistillationObjective, StudentPair
@@ -41,7 +41,6 @@ LAST = "last.pt"
 TRAIN_METRICS = "train_metrics.json"
 CURVES = "curves.csv"
 CONFIG_JSON = "config.json"
-ROLES = ("cnn", "vit")
 # Every method logs the same columns (an inactive term reads 0), so plots work for all.
 CURVE_TERMS = ("sup", *TERM_ORDER, "total")
 

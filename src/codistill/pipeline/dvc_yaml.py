@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from codistill.config import ROLES
 from codistill.stages import STAGES, ArtifactSpec, Stage, artifacts
 
 HEADER = (
@@ -44,7 +45,7 @@ PLOTS: list[Any] = [
                 "y": {"build/eval/per_class_iou.csv": "class"},
             }
         }
-        for role in ("cnn", "vit")
+        for role in ROLES
     ),
     "build/eval/per_class_iou.png",
     "build/eval/overlays.png",
