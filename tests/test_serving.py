@@ -75,7 +75,11 @@ def test_concurrent_requests_of_different_sizes_each_get_their_own_answer(server
         )
     for image, answer in zip(images, answers, strict=True):
         assert answer["labels"].shape == (1, *image.shape[-2:])
-        assert np.array_equal(answer["labels"], direct(repository, MODELS[1], image)["labels"])
+        # Triton may batch the two 32x48 requests; a batched run can differ in the last
+        # bits, so compare logits with a tolerance and labels against the served logits.
+        expected = direct(repository, MODELS[1], image)["logits"]
+        np.testing.assert_allclose(answer["logits"], expected, atol=1e-4)
+        assert np.array_equal(answer["labels"], answer["logits"].argmax(axis=1))
 
 
 @pytest.mark.parametrize(
