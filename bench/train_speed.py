@@ -93,15 +93,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(step: Step, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
-    """Seconds of one step, device work included."""
-    synchronize(device)
-    start = time.perf_counter()
-    step(images, labels)
-    synchronize(device)
-    return time.perf_counter() - start
-
-
 @dataclass(frozen=True)
 class Bench:
     """The device, the parameters, and the batch every method trains on."""
@@ -117,8 +108,12 @@ class Bench:
         return make_step(self.params, variant, self.device, self.classes)
 
     def time(self, step: Step) -> float:
-        """Seconds of one step on the batch."""
-        return timed(step, self.images, self.labels, self.device)
+        """Seconds of one step on the batch, device work included."""
+        synchronize(self.device)
+        start = time.perf_counter()
+        step(self.images, self.labels)
+        synchronize(self.device)
+        return time.perf_counter() - start
 
 
 def set_up(args: argparse.Namespace) -> Bench:

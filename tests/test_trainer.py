@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from codistill.config import load_params
+from codistill.engine.code_digest import PACKAGE_ROOT, code_digest
 from codistill.engine.trainer import CoTrainer
 from codistill.serving.process import free_port
 from tests.conftest import tiny_params_file
@@ -225,10 +227,6 @@ def test_a_fresh_output_folder_resumes_from_the_checkpoint_folder(validated_tiny
 
 
 def test_code_digest_follows_the_weight_shaping_code_only(tmp_path):
-    import shutil
-
-    from codistill.engine.code_digest import PACKAGE_ROOT, code_digest
-
     copy = tmp_path / "codistill"
     shutil.copytree(PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
     original = code_digest(copy)

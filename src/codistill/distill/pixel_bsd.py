@@ -10,11 +10,6 @@ from codistill.distill.pair import StudentPair, kl_between
 from codistill.distill.registry import register_term
 
 
-def true_class_log_probability(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The log-probability of each pixel's label, N×H×W (labels must be valid class ids)."""
-    return log_probs.gather(1, labels[:, None].long())[:, 0]
-
-
 def select_pixels(pair: StudentPair, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean N×H×W maps (cnn teaches, vit teaches) under ``rule``; never at ignored pixels.
 
@@ -29,11 +24,10 @@ def select_pixels(pair: StudentPair, rule: str) -> tuple[torch.Tensor, torch.Ten
     cnn_teaches = cnn_right & ~vit_right
     vit_teaches = vit_right & ~cnn_right
     if rule == "correct_or_more_confident":
-        cnn_p = true_class_log_probability(pair.cnn_log_probs, pair.safe_labels)
-        vit_p = true_class_log_probability(pair.vit_log_probs, pair.safe_labels)
+        # A higher true-class probability is a lower per-pixel CE (-log p of the label).
         both = cnn_right & vit_right
-        cnn_teaches = cnn_teaches | (both & (cnn_p > vit_p))
-        vit_teaches = vit_teaches | (both & (vit_p > cnn_p))
+        cnn_teaches = cnn_teaches | (both & (pair.cnn_ce < pair.vit_ce))
+        vit_teaches = vit_teaches | (both & (pair.vit_ce < pair.cnn_ce))
     return cnn_teaches, vit_teaches
 
 
