@@ -112,11 +112,12 @@ def publish_table(
     header: list[str],
     rows: list[list[str]],
     extra: Sequence[str] = (),
+    key: str | None = None,
 ) -> None:
     """Write a benchmark table naming machine, versions and command into its section; print it.
 
-    The section of ``path`` is keyed by the script's name. ``extra`` lines (more tables
-    measured in the same run) follow the table.
+    The section of ``path`` is keyed by ``key``, by default the script's name. ``extra`` lines
+    (more tables measured in the same run) follow the table.
     """
     lines = [
         f"## {title}",
@@ -125,8 +126,8 @@ def publish_table(
         "",
         *machine_lines(packages),
         "",
-        *markdown_table(header, rows),
+        *(markdown_table(header, rows) if header else []),
         *extra,
     ]
-    write_section(path, Path(sys.argv[0]).stem, lines)
+    write_section(path, key or Path(sys.argv[0]).stem, lines)
     print("\n".join(lines))

@@ -1,43 +1,43 @@
-"""CamVid comparison of the co-distillation methods, several seeds each, at one fixed budget.
+"""CamVid quality study: does co-distillation beat training alone, DML and KDCL.
 
-Every run trains both students from scratch with the same schedule (iterations, batch, crop)
-and scores them on the test split at native resolution. Runs live in their own folders
-under ``--workdir``; a killed benchmark resumes: finished runs are read back, an unfinished
-one continues from its last checkpoint. For the learning curves, the students of the first
-seed are also kept at every checkpoint and scored on the validation split.
+Each regime of ``bench/studies.yaml`` fixes a schedule (iterations, batch, geometry) and the
+seeds. A seed fixes both students' initial weights and the batch stream, the same for every
+method, so methods are compared seed by seed: the tables give each method's mean and spread,
+and its mean paired difference to ``independent`` and to the better of DML/KDCL with a 95 %
+t-interval. A row claims a gain only where that interval excludes 0.
+
+Every finished run is a JSON file under ``bench/results/quality/<regime>/`` (scores, curves,
+config, commit, code digest, machine). Runs with a result from the current weight-shaping
+code are not trained again; results from other code are not counted, and are listed as
+stale until re-run. The tables are rewritten from the files alone (``--no-train``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from codistill.artifacts import write_json_atomic
-from codistill.config import ROLES, Params, load_params
+from codistill.config import ROLES
 from codistill.data.gate import require_validated
-from codistill.engine.checkpoint import load_checkpoint, save_checkpoint
-from codistill.engine.trainer import LAST, CoTrainer
-from codistill.evaluation.evaluate import evaluate_students
-from codistill.evaluation.stage import load_students
-from codistill.models import build_student
-from environment import (
-    bench_parser,
-    markdown_table,
-    new_figure,
-    num_classes,
-    publish_table,
-    save_figure,
+from codistill.distill.objective import DIRECTION_SHARES, TERM_ORDER
+from environment import markdown_table, new_figure, publish_table, save_figure, write_section
+from paired import Interval, mean_std, paired_interval
+from study import (
+    RunSpec,
+    Scoring,
+    is_current,
+    load_studies,
+    parse_overrides,
+    read_result,
+    run,
 )
 
-RESULT = "result.json"
-SNAPSHOTS = "snapshots"
+STUDENT_NAMES = {"cnn": "CNN (DeepLabV3+ R18)", "vit": "ViT (SegFormer-style)"}
 
 
 @dataclass(frozen=True)
@@ -45,164 +45,285 @@ class Variant:
     """One row of a table: a method and the distillation terms forced on or off."""
 
     label: str
+    slug: str
     method: str
     switches: dict[str, bool] = field(default_factory=dict)
 
+    def overrides(self) -> dict[str, Any]:
+        """The ``params.yaml`` keys this row sets."""
+        return {"train.method": self.method, **{f"train.{k}": v for k, v in self.switches.items()}}
+
 
 MAIN = (
-    Variant("independent", "independent"),
-    Variant("dml", "dml"),
-    Variant("kdcl", "kdcl"),
-    Variant("ours", "ours"),
+    Variant("independent", "independent", "independent"),
+    Variant("dml", "dml", "dml"),
+    Variant("kdcl", "kdcl", "kdcl"),
+    Variant("ours", "ours", "ours"),
 )
+BASELINES = ("dml", "kdcl")
+OURS = MAIN[-1]
 ABLATIONS = (
-    Variant("HFD only", "ours", {"hfd": True, "rbsd": False, "pbsd": False}),
-    Variant("region-BSD only", "ours", {"hfd": False, "rbsd": True, "pbsd": False}),
-    Variant("pixel-BSD only", "ours", {"hfd": False, "rbsd": False, "pbsd": True}),
-    Variant("BSD (region + pixel)", "ours", {"hfd": False, "rbsd": True, "pbsd": True}),
-    Variant("all (= ours)", "ours"),
+    Variant("HFD only", "hfd-only", "ours", {"hfd": True, "rbsd": False, "pbsd": False}),
+    Variant("region-BSD only", "rbsd-only", "ours", {"hfd": False, "rbsd": True, "pbsd": False}),
+    Variant("pixel-BSD only", "pbsd-only", "ours", {"hfd": False, "rbsd": False, "pbsd": True}),
+    Variant("BSD (region + pixel)", "bsd", "ours", {"hfd": False, "rbsd": True, "pbsd": True}),
 )
 
 
 def parse_args() -> argparse.Namespace:
-    parser = bench_parser(__doc__)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--regime", help="a regime under `regimes:` (default: the first)")
+    parser.add_argument("--studies", type=Path, default=Path("bench/studies.yaml"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--prepared", type=Path, default=Path("build/prepared/camvid"))
     parser.add_argument("--validation", type=Path, default=Path("build/validate"))
     parser.add_argument("--workdir", type=Path, default=Path("build/bench/quality"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--iterations", type=int, default=120)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--crop", type=int, nargs=2, default=(160, 224))
-    parser.add_argument("--checkpoint-every", type=int, default=40)
-    parser.add_argument("--workers", type=int, help="data loader workers (default: params)")
-    parser.add_argument("--no-ablations", dest="ablations", action="store_false")
+    parser.add_argument("--results", type=Path, default=Path("bench/results/quality"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--curves-png", type=Path, default=Path("docs/quality_curves.png"))
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-train", dest="train", action="store_false", help="tables only")
+    parser.add_argument("--no-ablations", dest="ablations", action="store_false")
+    parser.add_argument(
+        "--max-runs", type=int, help="train at most this many runs, then write the tables"
+    )
+    parser.add_argument("--only", nargs="+", metavar="KEY", help="train only these runs")
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="K/N",
+        help="train only every N-th run of the plan, from the K-th (N processes side by side)",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        help="override the regime's iterations (results go to <regime>-<N>it, checkpoints "
+        "at every sixth of the schedule)",
+    )
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--no-tables", dest="tables", action="store_false")
     return parser.parse_args()
 
 
-def run_params(base: Params, variant: Variant, seed: int, args: argparse.Namespace) -> Params:
-    """``base`` with the variant's method and switches, the seed and the shared budget."""
-    train = replace(
-        base.train,
-        method=variant.method,
-        seed=seed,
-        iterations=args.iterations,
-        batch_size=args.batch,
-        crop=tuple(args.crop),
-        checkpoint_every=args.checkpoint_every,
-        log_every=min(base.train.log_every, args.checkpoint_every),
-        num_workers=base.train.num_workers if args.workers is None else args.workers,
-        **{term: variant.switches.get(term) for term in ("hfd", "rbsd", "pbsd")},
+def resolved_regime(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The regime's name and entry, with ``--iterations`` and ``--set`` applied."""
+    regimes = load_studies(args.studies)["regimes"]
+    name = args.regime or next(iter(regimes))
+    if name not in regimes:
+        raise SystemExit(f"{args.studies}: no regime {name!r} (found: {', '.join(regimes)})")
+    regime = dict(regimes[name])
+    params = {**regime.get("params", {}), **parse_overrides(args.set)}
+    if args.iterations:
+        name = f"{name}-{args.iterations}it"
+        params["train.iterations"] = args.iterations
+        params["train.checkpoint_every"] = max(1, args.iterations // 6)
+    return name, {**regime, "params": params}
+
+
+def plan(regime: dict[str, Any], ablations: bool) -> list[tuple[Variant, RunSpec]]:
+    """Every run of the regime, seed by seed so that paired sets complete early."""
+    runs = []
+    for seed in regime["seeds"]:
+        for variant in MAIN:
+            runs.append((variant, spec(variant, seed, regime)))
+    if ablations:
+        for seed in regime["ablation_seeds"]:
+            for variant in ABLATIONS:
+                runs.append((variant, spec(variant, seed, regime)))
+    return runs
+
+
+def spec(variant: Variant, seed: int, regime: dict[str, Any]) -> RunSpec:
+    """The run of ``variant`` at ``seed`` under the regime's overrides."""
+    return RunSpec(
+        f"{variant.slug}-seed{seed}",
+        variant.label,
+        seed,
+        {**regime.get("params", {}), **variant.overrides()},
     )
-    return replace(base, train=train, tracking=replace(base.tracking, enabled=False))
 
 
-def run_folder(workdir: Path, variant: Variant, seed: int) -> Path:
-    """Where one run keeps its checkpoint, students, snapshots and result."""
-    switches = "-".join(f"{k}{int(v)}" for k, v in sorted(variant.switches.items()))
-    return workdir / f"{variant.method}{'-' + switches if switches else ''}-seed{seed}"
+def test_miou(runs: list[dict[str, Any]], role: str, split: str = "test") -> dict[int, float]:
+    """MIoU in points, by seed."""
+    return {r["seed"]: 100 * r["scores"][split][role]["miou"] for r in runs}
 
 
-class SnapshotTrainer(CoTrainer):
-    """A trainer that also keeps both students' weights at every checkpoint."""
-
-    def _checkpoint(self) -> None:
-        super()._checkpoint()
-        folder = self.out_dir / SNAPSHOTS / str(self.iteration)
-        for role in ROLES:
-            save_checkpoint(folder / f"{role}.pt", getattr(self.model, role).state_dict())
-
-
-def curve(params: Params, folder: Path, prepared: Path) -> list[dict[str, float]]:
-    """Validation mIoU of both students at every kept snapshot."""
-    points = []
-    snapshots = sorted((folder / SNAPSHOTS).iterdir(), key=lambda p: int(p.name))
-    for snapshot in snapshots:
-        models = {}
-        for role, cfg in zip(ROLES, (params.models.cnn, params.models.vit), strict=True):
-            models[role] = build_student(cfg, num_classes(params))
-            models[role].load_state_dict(load_checkpoint(snapshot / f"{role}.pt"))
-        scores, _ = evaluate_students(models, prepared, "val", torch.device("cpu"))
-        points.append({"iteration": int(snapshot.name), **{r: scores[r]["miou"] for r in ROLES}})
-    return points
-
-
-def run_once(
-    base: Params, variant: Variant, seed: int, args: argparse.Namespace, with_curve: bool
-) -> dict[str, Any]:
-    """Train and score one run, or read it back if it finished before."""
-    folder = run_folder(args.workdir, variant, seed)
-    if (folder / RESULT).is_file():
-        return json.loads((folder / RESULT).read_text())
-    params = run_params(base, variant, seed, args)
-    trainer = (SnapshotTrainer if with_curve else CoTrainer)(params, args.prepared, folder)
-    metrics = trainer.run()
-    students = load_students(params, folder, num_classes(params))
-    scores, _ = evaluate_students(students, args.prepared, "test", torch.device("cpu"))
-    result = {
-        "method": variant.method,
-        "switches": variant.switches,
-        "seed": seed,
-        "terms": metrics["terms"],
-        "train_seconds": metrics["seconds_this_run"],
-        "test_miou": {r: scores[r]["miou"] for r in ROLES},
-        "curve": curve(params, folder, args.prepared) if with_curve else [],
+def best_baseline(results: dict[str, list[dict]], role: str) -> str | None:
+    """The DML/KDCL row with the higher mean test mIoU for ``role`` (None if neither ran)."""
+    means = {
+        b: statistics.fmean(test_miou(results[b], role).values())
+        for b in BASELINES
+        if results.get(b)
     }
-    write_json_atomic(folder / RESULT, result)
-    # the result is all a finished run needs: drop the resume checkpoint and the snapshots
-    (folder / LAST).unlink(missing_ok=True)
-    shutil.rmtree(folder / SNAPSHOTS, ignore_errors=True)
-    scored = ", ".join(f"{r} {v:.4f}" for r, v in result["test_miou"].items())
-    print(f"{folder.name}: test mIoU {scored}", flush=True)
-    return result
+    return max(means, key=means.get) if means else None
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def interval_cells(interval: Interval | None) -> list[str]:
+    """The paired difference and its verdict as two table cells."""
+    if interval is None:
+        return ["-", ""]
+    return [interval.cell(), interval.verdict() if interval.n >= 2 else "too few seeds"]
 
 
-def summary_rows(
-    variants: tuple[Variant, ...], results: dict[str, list[dict]], reference: str
-) -> list[list[str]]:
-    """Mean ± std per student, and whether the gap to ``reference`` exceeds the spread."""
+def main_rows(results: dict[str, list[dict]], role: str) -> list[list[str]]:
+    """One row per method: runs, mean ± sd, and paired differences to the references."""
+    best = best_baseline(results, role)
     rows = []
-    for variant in variants:
+    reference = test_miou(results["independent"], role)
+    for variant in MAIN:
         runs = results[variant.label]
         if not runs:
-            rows.append([variant.label, "0", "not run", "not run", ""])
+            rows.append([variant.label, "0", "not run", "-", "", "-", ""])
             continue
-        cells = [variant.label, str(len(runs))]
-        verdicts = []
-        for role in ROLES:
-            mean, std = mean_std([100 * r["test_miou"][role] for r in runs])
-            cells.append(f"{mean:.2f} ± {std:.2f}")
-            ref_runs = results[reference]
-            if variant.label != reference and ref_runs:
-                ref_mean, ref_std = mean_std([100 * r["test_miou"][role] for r in ref_runs])
-                gap = mean - ref_mean
-                separated = abs(gap) > std + ref_std and len(runs) > 1 and len(ref_runs) > 1
-                verdicts.append(
-                    f"{role} {gap:+.2f} ({'beyond' if separated else 'within'} the spread)"
-                )
-        cells.append("; ".join(verdicts))
+        mean, std = mean_std(list(test_miou(runs, role).values()))
+        cells = [variant.label, str(len(runs)), f"{mean:.2f} ± {std:.2f}"]
+        own = test_miou(runs, role)
+        vs_independent = None if variant.label == "independent" else paired_interval(own, reference)
+        cells += interval_cells(vs_independent)
+        vs_best = None
+        if best is not None and variant.label not in (*BASELINES, "independent"):
+            vs_best = paired_interval(own, test_miou(results[best], role))
+        cells += interval_cells(vs_best)
         rows.append(cells)
     return rows
 
 
-def plot_curves(results: dict[str, list[dict]], labels: list[str], path: Path) -> None:
-    """Validation mIoU against iterations for each method's first seed, one panel per student."""
+def ablation_rows(results: dict[str, list[dict]], seeds: list[int]) -> list[list[str]]:
+    """Ablation rows and `all` on the ablation seeds, with paired differences to `independent`."""
+    rows = []
+    for variant in (*ABLATIONS, OURS):
+        runs = [r for r in results[variant.label] if r["seed"] in seeds]
+        label = "all (= ours)" if variant is OURS else variant.label
+        if not runs:
+            rows.append([label, "0", "not run", "not run", "-", "-"])
+            continue
+        cells = [label, str(len(runs))]
+        for role in ROLES:
+            mean, std = mean_std(list(test_miou(runs, role).values()))
+            cells.append(f"{mean:.2f} ± {std:.2f}")
+        for role in ROLES:
+            reference = test_miou(results["independent"], role)
+            interval = paired_interval(test_miou(runs, role), reference)
+            cells.append("-" if interval is None else f"{interval.cell()} {interval.verdict()}")
+        rows.append(cells)
+    return rows
+
+
+def probe_lines(results: dict[str, list[dict]]) -> list[str]:
+    """Validation mIoU of `independent` per checkpoint, last-quarter gain, and seconds/step."""
+    runs = results["independent"]
+    if not runs:
+        return ["No `independent` run yet."]
+    iterations = [c["iteration"] for c in runs[0]["checkpoints"]]
+    header = ["iteration", *(f"{r} val mIoU (%)" for r in ROLES)]
+    rows = []
+    for index, iteration in enumerate(iterations):
+        cells = [str(iteration)]
+        for role in ROLES:
+            values = [100 * r["checkpoints"][index]["val"][role]["miou"] for r in runs]
+            mean, std = mean_std(values)
+            cells.append(f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f}")
+        rows.append(cells)
+    total = iterations[-1]
+    quarter = [i for i, it in enumerate(iterations) if it <= 0.75 * total]
+    gains = []
+    if quarter:
+        start = quarter[-1]
+        for role in ROLES:
+            gain = statistics.fmean(
+                100
+                * (
+                    r["checkpoints"][-1]["val"][role]["miou"]
+                    - r["checkpoints"][start]["val"][role]["miou"]
+                )
+                for r in runs
+            )
+            gains.append(f"{role} {gain:+.2f} points")
+    lines = [
+        f"`independent`, mean over {len(runs)} seed(s), validation split:",
+        "",
+        *markdown_table(header, rows),
+        "",
+        f"Gain over the last quarter (iteration {iterations[quarter[-1]] if quarter else '-'} "
+        f"to {total}): {', '.join(gains) or '-'}.",
+        "",
+        "Seconds per training step (median over the regime's runs; a run resumed mid-way is "
+        "left out): "
+        + ", ".join(
+            f"{v.label} {statistics.median(seconds):.2f} s"
+            for v in MAIN
+            if (seconds := [_seconds_per_step(r) for r in results[v.label] if _uninterrupted(r)])
+        )
+        + ".",
+    ]
+    return lines
+
+
+def _uninterrupted(result: dict[str, Any]) -> bool:
+    return result["iterations_this_run"] == result["iterations"]
+
+
+def _seconds_per_step(result: dict[str, Any]) -> float:
+    return result["train_seconds_this_run"] / max(result["iterations_this_run"], 1)
+
+
+def diagnostics_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """`ours` per checkpoint window: which way BSD sent knowledge, each term over supervision."""
+    if not runs:
+        return ["No `ours` run yet."]
+    iterations = [c["iteration"] for c in runs[0]["checkpoints"]]
+    terms = [t for t in TERM_ORDER if t in runs[0]["terms"]]
+    header = [
+        "iterations",
+        "region-BSD windows: CNN teaches",
+        "ViT teaches",
+        "pixel-BSD pixels: CNN teaches",
+        "ViT teaches",
+        *(f"{t} / sup" for t in terms),
+    ]
+    rows = []
+    start = 0
+    for end in iterations:
+        windows = [_window_means(r["curves"], start, end) for r in runs]
+        cells = [f"{start + 1}-{end}"]
+        for key in DIRECTION_SHARES:
+            cells.append(f"{100 * statistics.fmean(w[key] for w in windows):.1f} %")
+        for term in terms:
+            ratio = statistics.fmean(w[f"loss_{term}"] / max(w["loss_sup"], 1e-12) for w in windows)
+            cells.append(f"{ratio:.3f}")
+        rows.append(cells)
+        start = end
+    return [
+        f"`ours`, mean over {len(runs)} seed(s). Shares: of the scored windows (region-BSD) "
+        "and of the labelled pixels (pixel-BSD) where each student taught the other; the "
+        "rest taught neither way. Ratios: each term's unweighted loss over the supervised "
+        "loss (both students' CE), averaged over the logged steps of the window.",
+        "",
+        *markdown_table(header, rows),
+    ]
+
+
+def _window_means(curves: list[dict[str, float]], start: int, end: int) -> dict[str, float]:
+    rows = [row for row in curves if start < row["iteration"] <= end] or curves[-1:]
+    return {key: statistics.fmean(row[key] for row in rows) for key in rows[0]}
+
+
+def plot_curves(results: dict[str, list[dict]], path: Path) -> None:
+    """Validation mIoU against iterations, mean over seeds, one panel per student."""
     figure, axes = new_figure(1, 2, figsize=(10, 4), sharey=True)
     for axis, role in zip(axes, ROLES, strict=True):
-        for label in labels:
-            points = next((r["curve"] for r in results[label] if r["curve"]), [])
-            if points:
-                axis.plot(
-                    [p["iteration"] for p in points],
-                    [100 * p[role] for p in points],
-                    marker="o",
-                    label=label,
-                )
-        axis.set_title(f"{role} student")
+        for variant in MAIN:
+            runs = results[variant.label]
+            if not runs:
+                continue
+            points = zip(*(r["checkpoints"] for r in runs), strict=True)
+            xs, ys = [], []
+            for entries in points:
+                xs.append(entries[0]["iteration"])
+                ys.append(statistics.fmean(100 * e["val"][role]["miou"] for e in entries))
+            axis.plot(xs, ys, marker="o", label=f"{variant.label} ({len(runs)} seeds)")
+        axis.set_title(STUDENT_NAMES[role])
         axis.set_xlabel("iteration")
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("validation mIoU (%)")
@@ -210,48 +331,168 @@ def plot_curves(results: dict[str, list[dict]], labels: list[str], path: Path) -
     save_figure(figure, path)
 
 
+def collect(
+    regime_dir: Path, runs: list[tuple[Variant, RunSpec]]
+) -> tuple[dict[str, list[dict]], list[str]]:
+    """Current results by row label, and the keys of stale results (other code)."""
+    results: dict[str, list[dict]] = {v.label: [] for v in (*MAIN, *ABLATIONS)}
+    stale = []
+    for variant, run_spec in runs:
+        result = read_result(regime_dir / f"{run_spec.key}.json")
+        if is_current(result):
+            results[variant.label].append(result)
+        elif result is not None:
+            stale.append(run_spec.key)
+    return results, stale
+
+
+HEADER = [
+    "method",
+    "runs",
+    "test mIoU (%)",
+    "vs independent: paired diff [95 % CI]",
+    "",
+    "vs best of DML/KDCL",
+    "",
+]
+
+
+def headline(results: dict[str, list[dict]], regime_name: str, regime: dict) -> list[str]:
+    """The README's results table: each method's mean ± sd and its verdict vs independent."""
+    rows = []
+    for variant in MAIN:
+        cells = [variant.label]
+        for role in ROLES:
+            runs = results[variant.label]
+            if not runs:
+                cells.append("not run")
+                continue
+            mean, std = mean_std(list(test_miou(runs, role).values()))
+            cell = f"{mean:.2f} ± {std:.2f}"
+            if variant.label != "independent":
+                interval = paired_interval(
+                    test_miou(runs, role), test_miou(results["independent"], role)
+                )
+                if interval is not None and interval.n >= 2:
+                    cell += f" ({interval.mean:+.2f}, {interval.verdict()})"
+            cells.append(cell)
+        rows.append(cells)
+    counts = {v.label: len(results[v.label]) for v in MAIN}
+    return [
+        f"Regime `{regime_name}`: {' '.join(regime['description'].split())} Test mIoU (%), "
+        f"mean ± sd over paired seeds (runs: {', '.join(f'{k} {n}' for k, n in counts.items())}); "
+        "in brackets the mean paired difference to `independent` and whether its 95 % "
+        "t-interval excludes 0. Full tables: [docs/results.md](docs/results.md).",
+        "",
+        *markdown_table(["method", *(STUDENT_NAMES[r] for r in ROLES)], rows),
+    ]
+
+
 def main() -> None:
     args = parse_args()
-    base = load_params(args.params)
-    require_validated(args.prepared, args.validation)
-    grid = MAIN + (ABLATIONS if args.ablations else ())
-    results: dict[str, list[dict]] = {v.label: [] for v in grid}
-    for seed in args.seeds:
-        for variant in grid:
-            with_curve = seed == args.seeds[0] and variant in MAIN
-            results[variant.label].append(run_once(base, variant, seed, args, with_curve))
-    budget = (
-        f"{args.iterations} iterations, batch {args.batch}, crop {args.crop[0]}x{args.crop[1]}, "
-        f"seeds {args.seeds}; students from scratch (no ImageNet weights); test split (233 "
-        "images) at native 360x480, single scale"
-    )
-    rule = (
-        "A gap counts as beyond the spread only when |mean difference| exceeds the sum of the "
-        "two standard deviations; otherwise the budget does not separate the methods."
-    )
-    header = ["method", "runs", "CNN test mIoU (%)", "ViT test mIoU (%)", "vs independent"]
-    extra = []
-    if args.ablations:
-        extra = [
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name, regime = resolved_regime(args)
+    regime_dir = args.results / name
+    runs = plan(regime, args.ablations)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    scoring = Scoring(score_last=regime.get("score_last", 1), splits=("val", "test"))
+    if args.train:
+        require_validated(args.prepared, args.validation)
+        trained = 0
+        shard, shards = (int(part) for part in args.shard.split("/"))
+        for index, (_, run_spec) in enumerate(runs):
+            if args.max_runs is not None and trained >= args.max_runs:
+                break
+            if index % shards != shard or (args.only and run_spec.key not in args.only):
+                continue
+            if is_current(read_result(regime_dir / f"{run_spec.key}.json")):
+                continue
+            run(
+                run_spec,
+                args.params,
+                args.prepared,
+                args.workdir / name,
+                regime_dir,
+                scoring,
+                device,
+            )
+            trained += 1
+    if args.tables:
+        results, stale = collect(regime_dir, runs)
+        write_tables(args, name, regime, results, stale)
+
+
+def write_tables(
+    args: argparse.Namespace,
+    name: str,
+    regime: dict[str, Any],
+    results: dict[str, list[dict]],
+    stale: list[str],
+) -> None:
+    """docs/results.md's study section, the curves chart and the README's headline."""
+    lines = [
+        "### Probe: `independent` against iterations",
+        "",
+        *probe_lines(results),
+    ]
+    for role in ROLES:
+        lines += [
             "",
-            "### Ablation: which distillation terms",
+            f"### {STUDENT_NAMES[role]}: test mIoU",
             "",
-            *markdown_table(
-                [*header[:-1], "vs HFD + BSD (all)"],
-                summary_rows(ABLATIONS, results, "all (= ours)"),
-            ),
+            *markdown_table(HEADER, main_rows(results, role)),
         ]
-    plot_curves(results, [v.label for v in MAIN], args.curves_png)
-    extra += ["", f"Learning curves (first seed, validation split): `{args.curves_png}`."]
+    lines += [
+        "",
+        f"### Ablation: which terms (seeds {regime['ablation_seeds']})",
+        "",
+        *markdown_table(
+            [
+                "terms",
+                "runs",
+                "CNN test mIoU (%)",
+                "ViT test mIoU (%)",
+                "CNN vs independent",
+                "ViT vs independent",
+            ],
+            ablation_rows(results, regime["ablation_seeds"]),
+        ),
+        "",
+        "### Diagnostics of `ours`",
+        "",
+        *diagnostics_lines(results[OURS.label]),
+        "",
+        f"Learning curves (validation, mean over seeds): `{args.curves_png}`.",
+    ]
+    if stale:
+        lines += [
+            "",
+            f"Not counted: {len(stale)} result(s) from other weight-shaping code "
+            f"({', '.join(stale)}); `python bench/quality.py --regime {name}` re-runs them.",
+        ]
+    if any(results[v.label] for v in MAIN):
+        plot_curves(results, args.curves_png)
+    description = (
+        f"Regime `{name}` of `{args.studies}`: {' '.join(regime['description'].split())} "
+        f"Seeds {regime['seeds']} (ablations {regime['ablation_seeds']}); each seed fixes both "
+        "students' initial weights and the batch stream for every method. Score: test split "
+        "(233 images), logits at the native 360x480, mean over the last "
+        f"{regime.get('score_last', 1)} checkpoint(s). A difference counts only where its "
+        "95 % t-interval over the paired seeds excludes 0; otherwise: no separation. "
+        f"Per-run results: `{args.results / name}`."
+    )
     publish_table(
         args.out,
         "CamVid: co-distillation against the baselines",
-        f"Budget: {budget}. {rule}",
+        description,
         ("torch", "timm"),
-        header,
-        summary_rows(MAIN, results, "independent"),
-        extra,
+        [],
+        [],
+        lines,
+        key=f"quality-{name}",
     )
+    write_section(args.readme, "quality-headline", headline(results, name, regime))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
 """Each benchmark script runs end to end on tiny data and writes a consistent table."""
 
 import json
+import os
 import re
+import statistics
 import subprocess
 import sys
 from operator import sub, truediv
 
+import pytest
 import torch
+import yaml
+from scipy.stats import t
 
 from codistill.config import ROLES, PrepareConfig, parse_params
 from codistill.data import create_reader, prepare_dataset
@@ -14,7 +19,7 @@ from codistill.engine.checkpoint import save_checkpoint
 from codistill.export.stage import run_export
 from codistill.models import build_student
 from codistill.serving.model_repository import write_model_repository
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, tiny_params_file
 
 
 def within_rounding(printed, printed_step, derive, a, b, step):
@@ -164,29 +169,180 @@ def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, t
     assert (tmp_path / "speed.png").stat().st_size > 0
 
 
-def test_quality_bench_summarizes_seeds_and_resumes_only_unfinished_runs(validated_tiny, tmp_path):
+def tiny_studies(directory):
+    """A studies file with a two-iteration regime and search for the tiny tree."""
+    schedule = {
+        "train.iterations": 2,
+        "train.batch_size": 1,
+        "train.checkpoint_every": 1,
+        "train.num_workers": 0,
+    }
+    path = directory / "studies.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "regimes": {
+                    "tiny": {
+                        "description": "Two iterations on the tiny tree.",
+                        "params": schedule,
+                        "seeds": [0, 1],
+                        "ablation_seeds": [0],
+                        "score_last": 2,
+                    }
+                },
+                "searches": {
+                    "tiny": {
+                        "description": "Class balance on the tiny tree.",
+                        "base": {**schedule, "train.method": "independent"},
+                        "candidates": {"plain": {}, "balanced": {"train.class_balance": 0.5}},
+                    }
+                },
+            }
+        )
+    )
+    return path
+
+
+def bench_command(script, validated_tiny, tmp_path):
     prepared, validation = validated_tiny
-    work, table = tmp_path / "runs", tmp_path / "quality.md"
-    command = [sys.executable, str(REPO_ROOT / "bench/quality.py")]
-    command += ["--params", str(REPO_ROOT / "params.yaml"), "--prepared", str(prepared)]
-    command += ["--validation", str(validation), "--workdir", str(work), "--seeds", "0", "1"]
-    command += ["--iterations", "2", "--batch", "1", "--crop", "32", "32"]
-    command += ["--checkpoint-every", "2", "--workers", "0", "--out", str(table)]
+    params = tiny_params_file(tmp_path, "independent", iterations=2, checkpoint_every=1)
+    command = [sys.executable, str(REPO_ROOT / "bench" / script)]
+    command += ["--params", str(params), "--prepared", str(prepared)]
+    command += ["--validation", str(validation), "--studies", str(tiny_studies(tmp_path))]
+    command += ["--workdir", str(tmp_path / "work"), "--results", str(tmp_path / "results")]
+    return [*command, "--out", str(tmp_path / "results.md")]
+
+
+def trained_keys(stdout):
+    """The runs a bench trained, from the lines it prints per scored checkpoint."""
+    return sorted(set(re.findall(r"^(\S+) @ \d+:", stdout, re.MULTILINE)))
+
+
+def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
+    validated_tiny, tmp_path
+):
+    command = bench_command("quality.py", validated_tiny, tmp_path)
+    command += ["--regime", "tiny", "--readme", str(tmp_path / "README.md")]
     command += ["--curves-png", str(tmp_path / "curves.png")]
     first = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
-    finished = re.findall(r"^(\S+): test mIoU", first.stdout, re.MULTILINE)
-    assert len(finished) == 16  # (4 methods + 4 ablations; the fifth is ours) × 2 seeds
-    results = {p.parent.name: json.loads(p.read_text()) for p in work.glob("*/result.json")}
-    text = table.read_text()
-    for method in ("independent", "dml", "kdcl", "ours"):
-        cnn = [100 * results[f"{method}-seed{s}"]["test_miou"]["cnn"] for s in (0, 1)]
-        mean = sum(cnn) / 2
-        row = re.search(rf"^\| {method} \| 2 \| ([\d.]+) ± ([\d.]+) \|", text, re.MULTILINE)
-        assert abs(float(row.group(1)) - mean) < 0.006
-        assert [p["iteration"] for p in results[f"{method}-seed0"]["curve"]] == [2]
-    assert text.count("the spread") >= 6 and "| HFD only | 2 |" in text
-    assert (tmp_path / "curves.png").stat().st_size > 0
-    assert not list(work.glob("*/last.pt")) and not list(work.glob("*/snapshots"))
-    (work / "dml-seed1" / "result.json").unlink()
+    results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results/tiny").glob("*")}
+    assert len(trained_keys(first.stdout)) == len(results) == 12  # 4 methods x 2 + 4 ablations
+    for result in results.values():
+        assert [c["iteration"] for c in result["checkpoints"]] == [1, 2]
+        assert {"code_digest", "commit", "machine", "config", "weights_sha256"} <= set(result)
+        assert len(result["scores"]["test"]["vit"]["per_class_iou"]) == 11
+    # finished runs keep their JSON and final students, not the resume checkpoint or snapshots
+    assert not list((tmp_path / "work").rglob("last.pt"))
+    assert not list((tmp_path / "work").rglob("snapshots"))
+    assert len(list((tmp_path / "work").rglob("cnn.pt"))) == 12
+    text = (tmp_path / "results.md").read_text()
+    cnn_table = text.split("### CNN")[1].split("###")[0]
+    for method in ("dml", "kdcl", "ours"):
+        diffs = [
+            100 * results[f"{method}-seed{s}"]["scores"]["test"]["cnn"]["miou"]
+            - 100 * results[f"independent-seed{s}"]["scores"]["test"]["cnn"]["miou"]
+            for s in (0, 1)
+        ]
+        mean = statistics.fmean(diffs)
+        half = t.ppf(0.975, 1) * statistics.stdev(diffs) / 2**0.5
+        row = re.search(
+            rf"^\| {method} \| 2 \| [^|]+ \| ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\] \| "
+            r"([a-z ]+) \|",
+            cnn_table,
+            re.MULTILINE,
+        )
+        printed = [float(row.group(i)) for i in (1, 2, 3)]
+        assert printed == pytest.approx([mean, mean - half, mean + half], abs=0.006)
+        excludes_zero = mean - half > 0 or mean + half < 0
+        assert (row.group(4) != "no separation") == excludes_zero
+    assert "| all (= ours) | 1 |" in text and "| HFD only | 1 |" in text
+    assert "quality-headline" in (tmp_path / "README.md").read_text()
+    readme = (tmp_path / "README.md").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "results/tiny").glob("*")}
+
     again = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
-    assert re.findall(r"^(\S+): test mIoU", again.stdout, re.MULTILINE) == ["dml-seed1"]
+    assert trained_keys(again.stdout) == []
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert (tmp_path / "results.md").read_text() == text
+    assert (tmp_path / "README.md").read_text() == readme
+
+    stale = tmp_path / "results/tiny/dml-seed1.json"
+    stale.write_text(json.dumps({**results["dml-seed1"], "code_digest": "other code"}))
+    tables = subprocess.run(
+        [*command, "--no-train"], check=True, capture_output=True, text=True, timeout=900
+    )
+    assert trained_keys(tables.stdout) == []
+    text = (tmp_path / "results.md").read_text()
+    assert "Not counted: 1 result(s) from other weight-shaping code (dml-seed1)" in text
+    assert re.search(r"^\| dml \| 1 \|", text.split("### CNN")[1], re.MULTILINE)
+    rerun = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
+    assert trained_keys(rerun.stdout) == ["dml-seed1"]
+
+
+def test_search_bench_scores_candidates_on_the_validation_split_only(validated_tiny, tmp_path):
+    command = [*bench_command("search.py", validated_tiny, tmp_path), "tiny"]
+    result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
+    assert trained_keys(result.stdout) == ["balanced-seed0", "plain-seed0"]
+    for name in ("plain", "balanced"):
+        run = json.loads((tmp_path / f"results/tiny/{name}-seed0.json").read_text())
+        assert set(run["scores"]) == {"val"}  # never the test split
+        assert all(set(c) == {"iteration", "val"} for c in run["checkpoints"])
+        row = re.search(
+            rf"^\| {name} \| [^|]+ \| 1 \| ([\d.]+) \|", (tmp_path / "results.md").read_text(), re.M
+        )
+        assert float(row.group(1)) == pytest.approx(
+            100 * run["scores"]["val"]["cnn"]["miou"], abs=0.006
+        )
+    assert run["config"]["train"]["class_balance"] == 0.5
+
+
+GPU_IMAGE_LACKS = (
+    "mlflow",
+    "dvc",
+    "kfp",
+    "great_expectations",
+    "pandas",
+    "tritonclient",
+    "pytriton",
+    "scipy",
+    "matplotlib",
+)
+
+
+def test_gpu_study_script_runs_end_to_end_on_the_cpu_without_the_pipeline_libraries(
+    validated_tiny, tmp_path
+):
+    """The device image has torch, timm, numpy, Pillow, PyYAML, tqdm and ONNX only."""
+    prepared, validation = validated_tiny
+    blocker = tmp_path / "image"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        f"LACKS = {GPU_IMAGE_LACKS!r}\n"
+        "class Lacking:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in LACKS:\n"
+        "            raise ImportError(f'{name} is not in the GPU image')\n"
+        "sys.meta_path.insert(0, Lacking())\n"
+    )
+    params = tiny_params_file(tmp_path, "independent", iterations=2, checkpoint_every=1)
+    out = tmp_path / "out"
+    command = [str(REPO_ROOT / "bench/gpu_study.sh"), str(out), "--params", str(params)]
+    command += ["--prepared", str(prepared), "--validation", str(validation)]
+    command += ["--calibration-steps", "4", "--max-iterations", "4", "--score-reserve-s", "1"]
+    command += ["--budget-s", "500", "--set", "train.crop=[32, 32]", "train.scale=[0.75, 1.25]"]
+    command += ["train.num_workers=0", "train.compile=false", "train.batch_size=2"]
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    smoke = json.loads((out / "smoke" / "smoke.json").read_text())
+    assert smoke["iterations"] == 3 and smoke["onnx_parity"]["passed"]
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert set(calibration["seconds_per_step"]) == {"independent", "dml", "kdcl", "ours"}
+    runs = sorted((out / "results").glob("gpu-window-4it/*.json"))
+    assert [p.stem for p in runs] == ["dml-seed0", "independent-seed0", "kdcl-seed0", "ours-seed0"]
+    for path in runs:
+        run = json.loads(path.read_text())
+        assert run["iterations"] == 4 and run["config"]["train"]["crop"] == [32, 32]
+        assert 0 <= run["scores"]["test"]["cnn"]["miou"] <= 1
+    assert "done" in (out / "gpu_study.log").read_text()

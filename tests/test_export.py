@@ -192,3 +192,28 @@ def test_a_bad_exporter_name_is_a_config_error_naming_the_key():
 
     with pytest.raises(ConfigError, match=r"export\.exporter: 'onnxscript' is not one of"):
         parse_params({"export": {"exporter": "onnxscript"}}, "test")
+
+
+def test_the_graph_runs_the_student_at_the_evaluation_scale(validated_tiny, students_dir, tmp_path):
+    """A student trained at half size is served at half size: the resize is in the graph."""
+    import onnxruntime as ort
+
+    from codistill.evaluation.stage import load_students
+    from codistill.models import segment
+
+    prepared, _ = validated_tiny
+    raw = {**TINY_EXPORT, "train": {"scale": [0.5, 1.0]}, "evaluate": {"scale": 0.5}}
+    params = parse_params(raw, "test")
+    run_export(params, prepared, students_dir, tmp_path / "export")
+    assert (
+        json.loads((tmp_path / "export/preprocessing.json").read_text())["inference_scale"] == 0.5
+    )
+    image = torch.randn(1, 3, 64, 96)
+    cnn = load_students(params, students_dir, 11)["cnn"].eval()
+    session = ort.InferenceSession(str(tmp_path / "export/cnn.onnx"))
+    logits, labels = session.run(None, {"image": image.numpy()})
+    assert logits.shape == (1, 11, 64, 96) and labels.shape == (1, 64, 96)
+    with torch.no_grad():
+        half, full = segment(cnn, image, 0.5), segment(cnn, image, 1.0)
+    assert torch.allclose(torch.from_numpy(logits), half, atol=1e-4)
+    assert not torch.allclose(torch.from_numpy(logits), full, atol=1e-2)

@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from codistill.config import load_params
 from codistill.engine.code_digest import PACKAGE_ROOT, code_digest
@@ -236,3 +238,87 @@ def test_code_digest_follows_the_weight_shaping_code_only(tmp_path):
     loss = copy / "distill" / "pixel_bsd.py"
     loss.write_text(loss.read_text() + "\n# a changed loss\n")
     assert code_digest.__wrapped__(copy) != original
+
+
+def params_with(directory: Path, method: str, changes: dict, name: str) -> Path:
+    """A tiny params file for ``method`` with nested ``changes`` merged in."""
+    data = yaml.safe_load(tiny_params_file(directory, method, iterations=4).read_text())
+    for key, value in changes.items():
+        section, leaf = key.split(".", 1)
+        data.setdefault(section, {})[leaf] = value
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("method", ["ours", "dml", "kdcl"])
+def test_a_method_whose_cross_terms_weigh_zero_ends_bit_identical_to_independent(
+    validated_tiny, tmp_path, method
+):
+    """A seed fixes both students' initial weights and the batch stream for every method."""
+    prepared, _ = validated_tiny
+    zero = {"distill.weights": {"hfd": 0.0, "rbsd": 0.0, "pbsd": 0.0, "dml": 0.0, "kdcl": 0.0}}
+    alone = CoTrainer(
+        load_params(params_with(tmp_path, "independent", {}, "alone")), prepared, tmp_path / "a"
+    ).run()
+    muted = CoTrainer(
+        load_params(params_with(tmp_path, method, zero, "muted")), prepared, tmp_path / "m"
+    ).run()
+    assert muted["terms"] != []  # the cross terms ran, with weight 0
+    assert muted["weights_sha256"] == alone["weights_sha256"]
+    weighted = CoTrainer(
+        load_params(params_with(tmp_path, method, {}, "weighted")), prepared, tmp_path / "w"
+    ).run()
+    assert weighted["weights_sha256"]["cnn"] != alone["weights_sha256"]["cnn"]
+
+
+def test_ours_logs_which_way_each_selective_term_sent_knowledge(validated_tiny, tmp_path):
+    prepared, _ = validated_tiny
+    CoTrainer(
+        load_params(params_with(tmp_path, "ours", {}, "ours")), prepared, tmp_path / "o"
+    ).run()
+    with (tmp_path / "o" / "curves.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    for term in ("rbsd", "pbsd"):
+        cnn = [float(r[f"{term}_cnn_teaches"]) for r in rows]
+        vit = [float(r[f"{term}_vit_teaches"]) for r in rows]
+        # shares of disjoint selections: each within [0, 1], together at most 1, not all zero
+        assert all(
+            0 <= c <= 1 and 0 <= v <= 1 and c + v <= 1 + 1e-6 for c, v in zip(cnn, vit, strict=True)
+        )
+        assert sum(cnn) + sum(vit) > 0
+
+
+def test_class_balance_changes_training_and_is_bounded(validated_tiny, tmp_path):
+    prepared, _ = validated_tiny
+    plain = CoTrainer(
+        load_params(params_with(tmp_path, "independent", {}, "plain")), prepared, tmp_path / "p"
+    ).run()
+    balanced = CoTrainer(
+        load_params(params_with(tmp_path, "independent", {"train.class_balance": 0.5}, "b")),
+        prepared,
+        tmp_path / "b",
+    ).run()
+    assert balanced["weights_sha256"] != plain["weights_sha256"]
+    with pytest.raises(Exception, match=r"train\.class_balance"):
+        load_params(params_with(tmp_path, "independent", {"train.class_balance": 1.5}, "bad"))
+
+
+def test_training_off_a_terminal_prints_one_progress_line_per_log_row(validated_tiny, tmp_path):
+    prepared, report = validated_tiny
+    params = tiny_params_file(tmp_path, iterations=4, log_every=2, checkpoint_every=4)
+    result = subprocess.run(
+        train_command(params, prepared, report, tmp_path / "out"),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("train: iteration")]
+    assert [line.split(",")[0] for line in lines] == [
+        "train: iteration 2/4",
+        "train: iteration 4/4",
+    ]
+    assert all("loss sup " in line and "images/s, ETA " in line for line in lines)
+    assert lines[-1].endswith("ETA 0m00s")

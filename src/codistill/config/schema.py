@@ -191,6 +191,10 @@ class SGDConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
+    warmup_iters: int = 0
+
+    def __post_init__(self) -> None:
+        _check_warmup(self.warmup_iters)
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,15 @@ class AdamWConfig:
     head_lr_mult: float = 10.0
     weight_decay: float = 0.01
     poly_power: float = 1.0
+    warmup_iters: int = 0
+
+    def __post_init__(self) -> None:
+        _check_warmup(self.warmup_iters)
+
+
+def _check_warmup(warmup_iters: int) -> None:
+    if warmup_iters < 0:
+        raise ConfigError(f"warmup_iters: {warmup_iters} must not be negative")
 
 
 @dataclass(frozen=True)
@@ -217,6 +230,7 @@ class TrainConfig:
     crop: tuple[int, int] = (192, 256)
     scale: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
+    class_balance: float = 0.0
     num_workers: int = 2
     log_every: int = 10
     checkpoint_every: int = 50
@@ -236,6 +250,8 @@ class TrainConfig:
             raise ConfigError(f"crop: {list(self.crop)} must be at least 8 pixels each way")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ConfigError(f"scale: {list(self.scale)} is not a range of positive factors")
+        if not 0 <= self.class_balance <= 1:
+            raise ConfigError(f"class_balance: {self.class_balance} must be within [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -247,14 +263,17 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Whole-image, single-scale evaluation."""
+    """Whole-image, single-scale evaluation: the image resized by ``scale``, scored natively."""
 
     split: str = "test"
     overlays: int = 4
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.overlays < 0:
             raise ConfigError(f"overlays: {self.overlays} must not be negative")
+        if not 0.1 <= self.scale <= 4:
+            raise ConfigError(f"scale: {self.scale} must be within [0.1, 4]")
 
 
 @dataclass(frozen=True)
@@ -358,6 +377,14 @@ class Params:
     gates: GatesConfig = field(default_factory=GatesConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        low, high = self.train.scale
+        if not low <= self.evaluate.scale <= high:
+            raise ConfigError(
+                f"evaluate.scale: {self.evaluate.scale} lies outside train.scale "
+                f"[{low}, {high}]; the students would be scored at a scale they never trained on"
+            )
 
 
 PROFILE_KEYS = ("profile", "profiles")

@@ -44,6 +44,14 @@ class PreparedSplit(Dataset):
             image, labels = self.augmentation(image, labels, np.random.default_rng(seed))
         return to_tensors(image, labels, self.mean, self.std)
 
+    def class_pixel_counts(self) -> list[int]:
+        """Labelled pixels per class over the split (from the manifest; void not counted)."""
+        counts = np.zeros(self.info["num_classes"], dtype=np.int64)
+        for row in self.rows:
+            if row.class_pixels is not None:
+                counts += np.asarray(row.class_pixels[: len(counts)], dtype=np.int64)
+        return counts.tolist()
+
     def sample_id(self, index: int) -> str:
         """The manifest id of sample ``index``."""
         return self.rows[index].sample_id

@@ -18,6 +18,11 @@ METHOD_TERMS: dict[str, tuple[str, ...]] = {
 }
 ABLATION_FLAGS = ("hfd", "rbsd", "pbsd")
 TERM_ORDER = ("hfd", "rbsd", "pbsd", "dml", "kdcl")
+# Which way the selective terms sent knowledge: the share of their units (windows, pixels)
+# where each student taught, as ``<term>_<student>_teaches``.
+DIRECTION_SHARES = tuple(
+    f"{term}_{role}_teaches" for term in ("rbsd", "pbsd") for role in ("cnn", "vit")
+)
 
 
 def active_terms(cfg: TrainConfig) -> tuple[str, ...]:
@@ -38,26 +43,38 @@ def warmup_factor(iteration: int, warmup_iters: int) -> float:
 
 
 class CoDistillationObjective(nn.Module):
-    """L = L_sup + ramp · Σ λ_t · L_t over the active terms; holds the terms' adapters."""
+    """L = L_sup + ramp · Σ λ_t · L_t over the active terms; holds the terms' adapters.
+
+    ``class_weights`` (one per class) weigh the supervised CE only; the distillation terms
+    see the plain per-pixel CE.
+    """
 
     def __init__(
-        self, train: TrainConfig, distill: DistillConfig, channels: dict[str, int]
+        self,
+        train: TrainConfig,
+        distill: DistillConfig,
+        channels: dict[str, int],
+        class_weights: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        # Derived from the data each run, so not part of a checkpoint.
+        self.register_buffer("class_weights", class_weights, persistent=False)
         self.names = active_terms(train)
         self.terms = nn.ModuleDict({n: build_term(n, distill, channels) for n in self.names})
         self.weights = {n: distill.weights.get(n, 1.0) for n in self.names}
         self.warmup_iters = distill.warmup_iters
 
     def forward(self, pair: StudentPair, iteration: int) -> tuple[torch.Tensor, dict]:
-        """Total loss, and each unweighted term (detached) for logging."""
-        sup = supervised_loss(pair)
+        """Total loss, and each unweighted term and direction share (detached) for logging."""
+        sup = supervised_loss(pair, self.class_weights)
         parts = {"sup": sup.detach()}
         total = sup
         ramp = warmup_factor(iteration, self.warmup_iters)
         for name, term in self.terms.items():
             value = term(pair)
             parts[name] = value.detach()
+            for key, share in getattr(term, "diagnostics", {}).items():
+                parts[f"{name}_{key}"] = share.detach()
             total = total + ramp * self.weights[name] * value
         parts["total"] = total.detach()
         return total, parts

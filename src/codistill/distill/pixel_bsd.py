@@ -32,7 +32,10 @@ def select_pixels(pair: StudentPair, rule: str) -> tuple[torch.Tensor, torch.Ten
 
 
 class PixelSelectiveDistillation(nn.Module):
-    """T² · KL(sg(p_teacher) ‖ p_learner) over the selected pixels, divided by |Ω|."""
+    """T² · KL(sg(p_teacher) ‖ p_learner) over the selected pixels, divided by |Ω|.
+
+    After each call, ``diagnostics`` holds the share of valid pixels each student taught.
+    """
 
     def __init__(self, rule: str, temperature: float) -> None:
         super().__init__()
@@ -42,6 +45,10 @@ class PixelSelectiveDistillation(nn.Module):
     def forward(self, pair: StudentPair) -> torch.Tensor:
         """The pixel-wise BSD loss of one batch."""
         cnn_teaches, vit_teaches = select_pixels(pair, self.rule)
+        self.diagnostics = {
+            "cnn_teaches": cnn_teaches.sum() / pair.valid_count(),
+            "vit_teaches": vit_teaches.sum() / pair.valid_count(),
+        }
         t = self.temperature
         cnn, vit = pair.log_probs("cnn", t), pair.log_probs("vit", t)
         to_vit = kl_between(cnn, vit) * cnn_teaches

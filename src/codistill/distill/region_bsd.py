@@ -38,7 +38,11 @@ def _row_error(adapted_rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 
 class RegionSelectiveDistillation(nn.Module):
-    """Cut the decoder grid into windows; the student with the lower score teaches there."""
+    """Cut the decoder grid into windows; the student with the lower score teaches there.
+
+    After each call, ``diagnostics`` holds the share of scored windows where each student
+    taught.
+    """
 
     def __init__(self, window: int, margin: float, score: str, cnn_dec: int, vit_dec: int) -> None:
         super().__init__()
@@ -80,6 +84,11 @@ class RegionSelectiveDistillation(nn.Module):
         """The region-wise BSD loss of one batch."""
         cnn_score, vit_score, scored = self.window_scores(pair)
         cnn_teaches, vit_teaches = self._select(cnn_score, vit_score, scored)
+        windows = scored.sum().clamp(min=1)
+        self.diagnostics = {
+            "cnn_teaches": cnn_teaches.sum() / windows,
+            "vit_teaches": vit_teaches.sum() / windows,
+        }
         grid = pair.cnn.dec.shape[-2:]
         to_vit = _to_grid(cnn_teaches, self.window, grid).flatten()
         to_cnn = _to_grid(vit_teaches, self.window, grid).flatten()

@@ -36,6 +36,17 @@ def vit_optimizer(
     )
 
 
-def poly_schedule(optimizer: torch.optim.Optimizer, total_iters: int, power: float) -> LambdaLR:
-    """Scale each group's lr by (1 - it / total)^power, stepped once per iteration."""
-    return LambdaLR(optimizer, lambda it: max(0.0, 1.0 - it / total_iters) ** power)
+def poly_schedule(
+    optimizer: torch.optim.Optimizer, total_iters: int, power: float, warmup_iters: int = 0
+) -> LambdaLR:
+    """Scale each group's lr by (1 - it / total)^power, stepped once per iteration.
+
+    During the first ``warmup_iters`` iterations the factor also ramps linearly from
+    1 / warmup_iters to 1.
+    """
+
+    def factor(it: int) -> float:
+        ramp = min(1.0, (it + 1) / warmup_iters) if warmup_iters else 1.0
+        return ramp * max(0.0, 1.0 - it / total_iters) ** power
+
+    return LambdaLR(optimizer, factor)

@@ -23,7 +23,8 @@ from codistill.config import ROLES, Params
 from codistill.data.loading import PreparedSplit, ResumableBatchSampler
 from codistill.data.transforms import Augmentation
 from codistill.distill import CoDistillationObjective, StudentPair
-from codistill.distill.objective import TERM_ORDER
+from codistill.distill.objective import DIRECTION_SHARES, TERM_ORDER
+from codistill.distill.supervised import class_weights
 from codistill.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from codistill.engine.code_digest import code_digest
 from codistill.engine.distributed import (
@@ -45,6 +46,40 @@ CONFIG_JSON = "config.json"
 CURVE_TERMS = ("sup", *TERM_ORDER, "total")
 
 
+def progress_line(row: dict[str, float], total: int, seconds_per_step: float) -> str:
+    """One log line for a curves row: iteration, nonzero losses, throughput and ETA."""
+    losses = " ".join(
+        f"{k.removeprefix('loss_')} {row[k]:.4g}"
+        for k in (f"loss_{t}" for t in CURVE_TERMS)
+        if row[k]
+    )
+    left = round((total - row["iteration"]) * seconds_per_step)
+    return (
+        f"train: iteration {row['iteration']}/{total}, loss {losses}, "
+        f"{row['images_per_s']:.3g} images/s, ETA {left // 60}m{left % 60:02d}s"
+    )
+
+
+class WindowMeans:
+    """Means of each logged loss part over the steps since the last log row."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+
+    def add(self, parts: dict[str, torch.Tensor]) -> None:
+        """Add one step's parts (tensors stay on their device until ``pop``)."""
+        for key, value in parts.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.steps += 1
+
+    def pop(self) -> dict[str, float]:
+        """The means since the last call, and start a new window."""
+        means = {k: float(v) / max(self.steps, 1) for k, v in self.sums.items()}
+        self.sums, self.steps = {}, 0
+        return means
+
+
 class CoTrainingModel(nn.Module):
     """Both students and the objective (with its adapters) as one module."""
 
@@ -60,7 +95,9 @@ class CoTrainingModel(nn.Module):
         return self.objective(pair, iteration)
 
 
-def build_pair_model(params: Params, num_classes: int) -> CoTrainingModel:
+def build_pair_model(
+    params: Params, num_classes: int, class_weights: torch.Tensor | None = None
+) -> CoTrainingModel:
     """Both students from ``params.models`` and the objective that ``params.train`` selects."""
     cnn = build_student(params.models.cnn, num_classes)
     vit = build_student(params.models.vit, num_classes)
@@ -70,7 +107,7 @@ def build_pair_model(params: Params, num_classes: int) -> CoTrainingModel:
         "cnn_dec": cnn.dec_channels,
         "vit_dec": vit.dec_channels,
     }
-    objective = CoDistillationObjective(params.train, params.distill, channels)
+    objective = CoDistillationObjective(params.train, params.distill, channels, class_weights)
     return CoTrainingModel(cnn, vit, objective)
 
 
@@ -126,8 +163,13 @@ class CoTrainer:
         self.fingerprint = config_fingerprint(
             params, self.data.info["manifest_sha256"], self.context.world_size
         )
+        weights = (
+            class_weights(self.data.class_pixel_counts(), self.cfg.class_balance)
+            if self.cfg.class_balance
+            else None
+        )
         torch.manual_seed(self.cfg.seed)
-        self.model = build_pair_model(params, self.data.info["num_classes"])
+        self.model = build_pair_model(params, self.data.info["num_classes"], weights)
         if self.context.device.type == "cpu":
             reuse_freed_host_memory()
         self.model.to(self.context.device)
@@ -142,12 +184,12 @@ class CoTrainer:
                 self.model.vit, objective.owned_parameters("vit"), self.cfg.vit_optimizer
             ),
         }
-        powers = {
-            "cnn": self.cfg.cnn_optimizer.poly_power,
-            "vit": self.cfg.vit_optimizer.poly_power,
-        }
+        schedules = {"cnn": self.cfg.cnn_optimizer, "vit": self.cfg.vit_optimizer}
         self.schedulers = {
-            r: poly_schedule(o, self.cfg.iterations, powers[r]) for r, o in self.optimizers.items()
+            r: poly_schedule(
+                o, self.cfg.iterations, schedules[r].poly_power, schedules[r].warmup_iters
+            )
+            for r, o in self.optimizers.items()
         }
         self.iteration = 0
         self.curves: list[dict[str, float]] = []
@@ -297,20 +339,22 @@ class CoTrainer:
             disable=not self.context.is_main or None,
             dynamic_ncols=True,
         )
-        window_start, window_iters = time.perf_counter(), 0
+        window_start, window = time.perf_counter(), WindowMeans()
         started, start_iteration = time.perf_counter(), self.iteration
         for images, labels in self._loader():
-            parts = self._step(model, images, labels)
+            window.add(self._step(model, images, labels))
             self.iteration += 1
-            window_iters += 1
             progress.update(1)
             if self.iteration % self.cfg.log_every == 0 or self.iteration == self.cfg.iterations:
                 elapsed = time.perf_counter() - window_start
+                steps = window.steps
+                means = window.pop()
                 row = {
                     "iteration": self.iteration,
-                    **{f"loss_{k}": round(float(parts.get(k, 0.0)), 6) for k in CURVE_TERMS},
+                    **{f"loss_{k}": round(means.get(k, 0.0), 6) for k in CURVE_TERMS},
+                    **{k: round(means.get(k, 0.0), 6) for k in DIRECTION_SHARES},
                     **{f"lr_{r}": o.param_groups[0]["lr"] for r, o in self.optimizers.items()},
-                    "images_per_s": round(images_per_step * window_iters / elapsed, 3),
+                    "images_per_s": round(images_per_step * steps / elapsed, 3),
                 }
                 self.curves.append(row)
                 tracker.log_metrics(
@@ -323,7 +367,9 @@ class CoTrainer:
                         if k != "iteration" and v
                     }
                 )
-                window_start, window_iters = time.perf_counter(), 0
+                if progress.disable and self.context.is_main:  # no terminal: one line
+                    print(progress_line(row, self.cfg.iterations, elapsed / steps), flush=True)
+                window_start = time.perf_counter()
             if (
                 self.iteration % self.cfg.checkpoint_every == 0
                 or self.iteration == self.cfg.iterations

@@ -11,12 +11,12 @@ from torch import nn
 
 from codistill.data.loading import PreparedSplit
 from codistill.evaluation.metrics import confusion_matrix, segmentation_scores
-from codistill.models.output import upsample_logits
+from codistill.models.output import segment
 
 
-def predict(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """Arg-max labels at the input's size for one N×3×H×W batch."""
-    return upsample_logits(model(image).logits, image.shape[-2:]).argmax(dim=1)
+def predict(model: nn.Module, image: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Arg-max labels at the input's size for one N×3×H×W batch, the model run at ``scale``."""
+    return segment(model, image, scale).argmax(dim=1)
 
 
 @torch.no_grad()
@@ -26,8 +26,12 @@ def evaluate_students(
     split: str,
     device: torch.device,
     keep: int = 0,
+    scale: float = 1.0,
 ) -> tuple[dict, list[dict]]:
-    """Score each model on every image of ``split``, one image at a time at native size.
+    """Score each model on every image of ``split``, one image at a time.
+
+    Each model sees the image resized by ``scale``; its logits are upsampled to the native
+    size and scored against the native labels.
 
     Returns per-model scores (with the confusion matrix and images per second) and, for the
     first ``keep`` images, the image, its labels and each model's prediction for plots.
@@ -55,7 +59,7 @@ def evaluate_students(
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            prediction = predict(model, batch)
+            prediction = predict(model, batch, scale)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds[name] += time.perf_counter() - start

@@ -60,7 +60,12 @@ def run_evaluation(
     students = load_students(params, Path(train_dir), spec.num_classes)
     split = params.evaluate.split
     scores, examples = evaluate_students(
-        students, prepared_dir, split, device, keep=params.evaluate.overlays
+        students,
+        prepared_dir,
+        split,
+        device,
+        keep=params.evaluate.overlays,
+        scale=params.evaluate.scale,
     )
     class_names = list(spec.class_names)
     summary = {
@@ -76,6 +81,7 @@ def run_evaluation(
         out_dir / REPORT_JSON,
         {
             "split": split,
+            "scale": params.evaluate.scale,
             "device": str(device),
             "class_names": class_names,
             **{

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from codistill.models.output import upsample_logits
+from codistill.models.output import segment
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "labels")
@@ -15,15 +15,20 @@ LABEL_DTYPE = torch.uint8
 
 
 class DeployableStudent(nn.Module):
-    """A trained student without its training-only parts, with the serving outputs."""
+    """A trained student without its training-only parts, with the serving outputs.
 
-    def __init__(self, student: nn.Module) -> None:
+    The graph resizes the image by ``scale`` (``evaluate.scale``, the scale the student was
+    trained at) before the student, and returns outputs at the image's own size.
+    """
+
+    def __init__(self, student: nn.Module, scale: float = 1.0) -> None:
         super().__init__()
         self.student = student
+        self.scale = scale
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (N×K×H×W, float32) and labels (N×H×W, uint8) at the input's size."""
-        logits = upsample_logits(self.student(image).logits, image.shape[-2:])
+        logits = segment(self.student, image, self.scale)
         return logits, logits.argmax(dim=1).to(LABEL_DTYPE)
 
 
@@ -89,12 +94,17 @@ def _declare_io_shapes(path: Path, channels: int, num_classes: int) -> None:
 
 
 def export_onnx(
-    student: nn.Module, path: str | Path, exporter: str, opset: int, example_size: tuple[int, int]
+    student: nn.Module,
+    path: str | Path,
+    exporter: str,
+    opset: int,
+    example_size: tuple[int, int],
+    scale: float = 1.0,
 ) -> Path:
-    """Write ``student`` as one ONNX file with dynamic batch, height and width."""
+    """Write ``student`` (run at ``scale``) as one ONNX file with dynamic batch, height, width."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = DeployableStudent(student).eval()
+    model = DeployableStudent(student, scale).eval()
     # A batch of two: the dynamo exporter would otherwise specialise the batch size to 1.
     example = torch.randn(2, 3, *example_size)
     partial = path.with_name(f".{path.name}.partial")

@@ -25,16 +25,20 @@ def _cases(images: torch.Tensor, cfg: ParityConfig) -> list[tuple[tuple[int, int
 
 @torch.no_grad()
 def check_parity(
-    student: nn.Module, onnx_path: str | Path, images: torch.Tensor, cfg: ParityConfig
+    student: nn.Module,
+    onnx_path: str | Path,
+    images: torch.Tensor,
+    cfg: ParityConfig,
+    scale: float = 1.0,
 ) -> list[dict]:
-    """Compare PyTorch and ONNX Runtime on ``images`` at each resolution and batch size.
+    """Compare PyTorch (run at ``scale``) and ONNX Runtime at each resolution and batch size.
 
     Returns one record per case; raises ParityError naming every case out of bounds.
     """
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    model = DeployableStudent(student).eval()
+    model = DeployableStudent(student, scale).eval()
     records = []
     for size, batch in _cases(images, cfg):
         inputs = F.interpolate(images[:batch], size=size, mode="bilinear", align_corners=False)

@@ -35,13 +35,15 @@ def parity_images(prepared_dir: str | Path, count: int, size: tuple[int, int]) -
     )
 
 
-def preprocessing(prepared_dir: str | Path, spec: DatasetSpec) -> dict:
+def preprocessing(prepared_dir: str | Path, spec: DatasetSpec, scale: float = 1.0) -> dict:
     """What a client must do to an RGB image before ``image``, and how to read ``labels``."""
     stats = json.loads((Path(prepared_dir) / STATS_JSON).read_text())
     return {
         "input": INPUT_NAME,
         "layout": "NCHW, RGB",
         "normalize": "x / 255, then (x - mean) / std per channel",
+        "size": "any; the graph resizes the image by inference_scale and answers at its size",
+        "inference_scale": scale,
         "mean": stats["mean"],
         "std": stats["std"],
         "class_names": list(spec.class_names),
@@ -64,16 +66,20 @@ def _export_into(
     spec = dataset_spec(params.data.dataset)
     students = load_students(params, Path(students_dir), spec.num_classes)
     first_size = tuple(cfg.parity.resolutions[0])
+    scale = params.evaluate.scale
     images = parity_images(prepared_dir, max(cfg.parity.batch_sizes), first_size)
     parity, failures = {}, []
     for role, student in students.items():
         student.eval()
-        path = export_onnx(student, staged / f"{role}.onnx", cfg.exporter, cfg.opset, first_size)
-        parity[role] = check_parity(student, path, images, cfg.parity)
+        path = export_onnx(
+            student, staged / f"{role}.onnx", cfg.exporter, cfg.opset, first_size, scale
+        )
+        parity[role] = check_parity(student, path, images, cfg.parity, scale)
         failures += [f"{role} {line}" for line in parity_failures(parity[role], cfg.parity)]
     summary = {
         "exporter": cfg.exporter,
         "opset": cfg.opset,
+        "inference_scale": scale,
         "torch": torch.__version__,
         "input": INPUT_NAME,
         "outputs": list(OUTPUT_NAMES),
@@ -91,7 +97,7 @@ def _export_into(
         role: [v for v in params.export.variants if report[v]["kept"]]
         for role, report in variants["students"].items()
     }
-    write_json_atomic(staged / PREPROCESSING_JSON, preprocessing(prepared_dir, spec))
+    write_json_atomic(staged / PREPROCESSING_JSON, preprocessing(prepared_dir, spec, scale))
     write_json_atomic(staged / EXPORT_JSON, summary)
     return {"summary": summary, "parity": parity, "variants": variants}
 

@@ -2,7 +2,7 @@
 
 from codistill.models import deeplabv3plus, segformer  # noqa: F401 - registers the architectures
 from codistill.models.encoders import EncoderError
-from codistill.models.output import StudentOutput, upsample_logits
+from codistill.models.output import StudentOutput, segment, upsample_logits
 from codistill.models.registry import build_student, count_parameters, list_architectures
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "build_student",
     "count_parameters",
     "list_architectures",
+    "segment",
     "upsample_logits",
 ]

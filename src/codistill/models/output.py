@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 class StudentOutput(NamedTuple):
@@ -23,3 +24,20 @@ class StudentOutput(NamedTuple):
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinearly resize logits to the label size ``(H, W)``."""
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def rescale_images(images: torch.Tensor, scale: float) -> torch.Tensor:
+    """Bilinearly resize an N×3×H×W batch by ``scale`` (unchanged at 1)."""
+    if scale == 1.0:
+        return images
+    return F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
+
+
+def segment(student: nn.Module, images: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Logits at the input's own size: the student sees the images resized by ``scale``.
+
+    The one inference geometry of the project: evaluation, export and serving all call it,
+    so a student trained on images at ``scale`` is scored and served at that scale, while
+    its logits are compared with labels at the input's native size.
+    """
+    return upsample_logits(student(rescale_images(images, scale)).logits, images.shape[-2:])

@@ -223,7 +223,7 @@ STAGES: tuple[Stage, ...] = (
         function=export,
         inputs=(Input("prepared"), Input("students", files=("cnn.pt", "vit.pt"))),
         output=ArtifactSpec("onnx", "build/export", "Model"),
-        params=("export", "models", "gates.max_quant_drop"),
+        params=("export", "models", "evaluate.scale", "gates.max_quant_drop"),
         code=(
             "src/codistill/export",
             "src/codistill/models",

@@ -1,0 +1,154 @@
+"""A validation search: candidate settings on the same seeds, scored on validation only.
+
+Choosing among the candidates never looks at the test split.
+
+The candidates of each search are listed in ``bench/studies.yaml``. Each run keeps its result
+under ``bench/results/search/<search>/``; a run with a current result is not trained again,
+so the search can be stopped and continued, and its table rewritten from the files alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from codistill.config import ROLES
+from codistill.data.gate import require_validated
+from environment import bench_parser, publish_table
+from paired import mean_std, paired_interval
+from study import RunSpec, Scoring, is_current, load_studies, read_result, run
+
+
+def parse_args() -> argparse.Namespace:
+    parser = bench_parser(__doc__)
+    parser.add_argument("search", help="a search named under `searches:` in --studies")
+    parser.add_argument("--studies", type=Path, default=Path("bench/studies.yaml"))
+    parser.add_argument("--validation", type=Path, default=Path("build/validate"))
+    parser.add_argument("--workdir", type=Path, default=Path("build/bench/search"))
+    parser.add_argument("--results", type=Path, default=Path("bench/results/search"))
+    parser.add_argument("--candidates", nargs="+", help="train only these (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-train", dest="train", action="store_false", help="tables only")
+    parser.add_argument(
+        "--rerun-older", action="store_true", help="retrain runs of older weight-shaping code"
+    )
+    return parser.parse_args()
+
+
+def specs(search: dict[str, Any], seeds: list[int]) -> list[RunSpec]:
+    """One run per candidate and seed, the search's base overrides under each candidate's."""
+    return [
+        RunSpec(f"{name}-seed{seed}", name, seed, {**search.get("base", {}), **overrides})
+        for name, overrides in search["candidates"].items()
+        for seed in seeds
+    ]
+
+
+def settings_cell(overrides: dict[str, Any], base: dict[str, Any]) -> str:
+    """The candidate's own overrides, as `key=value` pairs."""
+    own = {k: v for k, v in overrides.items() if base.get(k) != v}
+    return ", ".join(f"`{k}={v}`" for k, v in own.items()) or "(base)"
+
+
+def table_rows(search: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -> list[list[str]]:
+    """Per candidate: its settings, seeds, validation mIoU of each student, and seconds/step.
+
+    With two or more seeds, each candidate's paired difference to the first candidate
+    follows its mean, with the 95 % t-interval.
+    """
+    base = search.get("base", {})
+    names = list(search["candidates"])
+    reference = {role: _by_seed(results[names[0]], role) for role in ROLES}
+    rows = []
+    for name in names:
+        runs = results[name]
+        if not runs:
+            rows.append(
+                [name, settings_cell(search["candidates"][name], base), "0", "-", "-", "-", ""]
+            )
+            continue
+        cells = [name, settings_cell(search["candidates"][name], base), str(len(runs))]
+        for role in ROLES:
+            mean, std = mean_std(list(_by_seed(runs, role).values()))
+            cell = f"{mean:.2f}" + (f" ± {std:.2f}" if len(runs) > 1 else "")
+            interval = paired_interval(_by_seed(runs, role), reference[role])
+            if name != names[0] and interval is not None and interval.n > 1:
+                cell += f" (vs {names[0]}: {interval.cell()})"
+            cells.append(cell)
+        threads = sorted({r["machine"]["torch_threads"] for r in runs})
+        seconds = statistics.median(_seconds_per_step(r) for r in runs)
+        cells.append(f"{seconds:.2f} ({'/'.join(map(str, threads))})")
+        older = sum(not is_current(r) for r in runs)
+        cells.append(f"{older} of {len(runs)} from older code" if older else "current")
+        rows.append(cells)
+    return rows
+
+
+def _by_seed(runs: list[dict[str, Any]], role: str) -> dict[int, float]:
+    """Validation mIoU in points, by seed."""
+    return {r["seed"]: 100 * r["scores"]["val"][role]["miou"] for r in runs}
+
+
+def _seconds_per_step(result: dict[str, Any]) -> float:
+    steps = max(result["iterations_this_run"], 1)
+    return result["train_seconds_this_run"] / steps
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    search = load_studies(args.studies)["searches"][args.search]
+    results_dir = args.results / args.search
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    scoring = Scoring(score_last=1, splits=("val",))
+    chosen = set(args.candidates or search["candidates"])
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in search["candidates"]}
+    if args.train:
+        require_validated(args.prepared, args.validation)
+        for spec in specs(search, args.seeds):
+            if spec.label in chosen:
+                workdir = args.workdir / args.search
+                run(
+                    spec,
+                    args.params,
+                    args.prepared,
+                    workdir,
+                    results_dir,
+                    scoring,
+                    device,
+                    accept_older=not args.rerun_older,
+                )
+    for spec in specs(search, args.seeds):
+        result = read_result(results_dir / f"{spec.key}.json")
+        if result is not None:
+            results[spec.label].append(result)
+    publish_table(
+        args.out,
+        f"Validation search: {args.search}",
+        " ".join(search["description"].split())
+        + f" Validation split (101 images), seeds {args.seeds}; results in `{results_dir}`. "
+        "A search only chooses: it also shows runs trained by older weight-shaping code, "
+        "marked in the last column.",
+        ("torch", "timm"),
+        [
+            "candidate",
+            "settings",
+            "runs",
+            "CNN val mIoU (%)",
+            "ViT val mIoU (%)",
+            "s / step",
+            "code",
+        ],
+        table_rows(search, results),
+        key=f"search-{args.search}",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""One study run, trained, scored and kept as a small JSON.
+
+The quality study and the validation searches are made of such runs.
+
+A run is a seed and a set of ``params.yaml`` overrides (dotted keys). It trains both
+students in its own folder, keeps their weights at each checkpoint, scores them, and writes
+``<results>/<key>.json``. A run whose JSON exists with the current weight-shaping code is
+read back, not trained; an unfinished run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from codistill.artifacts import write_json_atomic
+from codistill.config import ROLES, Params, parse_params
+from codistill.config.loader import load_yaml_mapping
+from codistill.data.base import dataset_spec
+from codistill.engine.checkpoint import load_checkpoint, save_checkpoint
+from codistill.engine.code_digest import code_digest
+from codistill.engine.trainer import CURVES, LAST, CoTrainer
+from codistill.evaluation.evaluate import evaluate_students
+from codistill.models import build_student
+from environment import cpu_model
+
+SNAPSHOTS = "snapshots"
+RESULT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: a file key, a row label, and its overrides of ``params.yaml``."""
+
+    key: str
+    label: str
+    seed: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a run is scored: its reported score averages the last ``score_last`` checkpoints.
+
+    Every checkpoint (``train.checkpoint_every``) is scored on the validation split for the
+    learning curve; the last ``score_last`` are also scored on every split of ``splits``.
+    """
+
+    score_last: int = 1
+    splits: tuple[str, ...] = ("val", "test")
+
+
+def load_studies(path: Path) -> dict[str, Any]:
+    """The regimes and searches of ``bench/studies.yaml``."""
+    data = load_yaml_mapping(path)
+    return {"regimes": data.get("regimes") or {}, "searches": data.get("searches") or {}}
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as overrides; each value is read as YAML (``[360, 480]``, ``true``)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{pair!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested mapping, creating the intermediate mappings."""
+    *parents, leaf = key.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[leaf] = value
+
+
+def resolve_params(params_file: Path, overrides: dict[str, Any]) -> Params:
+    """``params.yaml`` with dotted ``overrides``, validated; tracking off (a bench is no run)."""
+    data = load_yaml_mapping(params_file)
+    for key, value in {**overrides, "tracking.enabled": False}.items():
+        set_dotted(data, key, value)
+    return parse_params(data, f"{params_file} with {overrides}")
+
+
+def checkpoint_iterations(iterations: int, every: int) -> list[int]:
+    """The iterations at which the trainer checkpoints: every ``every``, and the last."""
+    return sorted({*range(every, iterations + 1, every), iterations})
+
+
+class SnapshotTrainer(CoTrainer):
+    """A trainer that also keeps both students' weights at chosen iterations."""
+
+    def __init__(self, *args: Any, keep_at: Iterable[int], **kwargs: Any) -> None:
+        self.keep_at = set(keep_at)
+        super().__init__(*args, **kwargs)
+
+    def _checkpoint(self) -> None:
+        super()._checkpoint()
+        if self.iteration in self.keep_at:
+            folder = self.out_dir / SNAPSHOTS / str(self.iteration)
+            for role in ROLES:
+                save_checkpoint(folder / f"{role}.pt", getattr(self.model, role).state_dict())
+
+
+def git_commit() -> dict[str, Any]:
+    """The checked-out commit and whether the tree had changes, or ``unknown`` without git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": head, "dirty": bool(dirty)}
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """What the run ran on: CPU, cores, threads, accelerator and versions."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def load_snapshot(params: Params, folder: Path, num_classes: int) -> dict[str, torch.nn.Module]:
+    """Both students as kept at one checkpoint."""
+    students = {}
+    for role in ROLES:
+        model = build_student(getattr(params.models, role), num_classes)
+        model.load_state_dict(load_checkpoint(folder / f"{role}.pt"))
+        students[role] = model
+    return students
+
+
+def read_curves(path: Path) -> list[dict[str, float]]:
+    """The trainer's logged rows (losses, direction shares, learning rates) as numbers."""
+    if not path.is_file():
+        return []
+    with path.open() as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def mean_scores(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """MIoU and per-class IoU of each student, averaged over checkpoint scores."""
+    merged = {}
+    for role in ROLES:
+        per_class = zip(*(e[role]["per_class_iou"] for e in entries), strict=True)
+        merged[role] = {
+            "miou": statistics.fmean(e[role]["miou"] for e in entries),
+            "per_class_iou": [
+                None if None in values else statistics.fmean(values) for values in per_class
+            ],
+        }
+    return merged
+
+
+def score_split(
+    students: dict[str, torch.nn.Module], prepared: Path, split: str, scale: float, device
+) -> dict[str, Any]:
+    """MIoU and per-class IoU of both students on ``split``."""
+    scores, _ = evaluate_students(students, prepared, split, device, scale=scale)
+    return {
+        role: {"miou": s["miou"], "per_class_iou": s["per_class_iou"]} for role, s in scores.items()
+    }
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A finished run's result, or None if there is none."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def is_current(result: dict[str, Any] | None) -> bool:
+    """Whether a result was trained by the current weight-shaping code."""
+    return result is not None and result.get("code_digest") == code_digest()
+
+
+def run(
+    spec: RunSpec,
+    params_file: Path,
+    prepared: Path,
+    workdir: Path,
+    results: Path,
+    scoring: Scoring,
+    device: torch.device,
+    accept_older: bool = False,
+) -> dict[str, Any]:
+    """Train and score one run, or read back its result.
+
+    A result from other weight-shaping code is trained again, unless ``accept_older``.
+    """
+    path = results / f"{spec.key}.json"
+    existing = read_result(path)
+    if existing is not None and (accept_older or is_current(existing)):
+        return existing
+    started = time.time()
+    params = resolve_params(params_file, {**spec.overrides, "train.seed": spec.seed})
+    iterations = params.train.iterations
+    keep = checkpoint_iterations(iterations, params.train.checkpoint_every)
+    folder = workdir / spec.key
+    trainer = SnapshotTrainer(params, prepared, folder, keep_at=keep)
+    metrics = trainer.run()
+    num_classes = dataset_spec(params.data.dataset).num_classes
+    scale = params.evaluate.scale
+    checkpoints = []
+    for iteration in keep:
+        students = load_snapshot(params, folder / SNAPSHOTS / str(iteration), num_classes)
+        entry: dict[str, Any] = {"iteration": iteration}
+        scored = iteration in keep[-scoring.score_last :]
+        for split in scoring.splits if scored else ("val",):
+            entry[split] = score_split(students, prepared, split, scale, device)
+        checkpoints.append(entry)
+        print(
+            f"{spec.key} @ {iteration}: "
+            + ", ".join(f"{r} val {entry['val'][r]['miou']:.4f}" for r in ROLES),
+            flush=True,
+        )
+    last = checkpoints[-scoring.score_last :]
+    result = {
+        "version": RESULT_VERSION,
+        "key": spec.key,
+        "label": spec.label,
+        "seed": spec.seed,
+        "overrides": spec.overrides,
+        "method": params.train.method,
+        "terms": metrics["terms"],
+        "scores": {split: mean_scores([c[split] for c in last]) for split in scoring.splits},
+        "score_last": scoring.score_last,
+        "checkpoints": checkpoints,
+        "curves": read_curves(folder / CURVES),
+        "iterations": iterations,
+        "train_seconds_this_run": metrics["seconds_this_run"],
+        "iterations_this_run": metrics["iterations_this_run"],
+        "wall_seconds_this_run": round(time.time() - started, 1),
+        "weights_sha256": metrics["weights_sha256"],
+        "code_digest": code_digest(),
+        **git_commit(),
+        "machine": machine(device),
+        "config": asdict(params),
+    }
+    write_json_atomic(path, result)
+    # The result is all a finished run needs: drop the resume checkpoint and the snapshots,
+    # keep the final students (cnn.pt, vit.pt) for a closer look.
+    (folder / LAST).unlink(missing_ok=True)
+    shutil.rmtree(folder / SNAPSHOTS, ignore_errors=True)
+    return result
