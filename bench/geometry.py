@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from codistill.config import ROLES, load_params
+from codistill.config import ROLES, TrainConfig, from_mapping, load_params
+from codistill.data.loading import PreparedSplit
 from codistill.evaluation.evaluate import evaluate_students
 from codistill.evaluation.stage import load_students
 from environment import bench_parser, num_classes, publish_table
@@ -32,6 +34,9 @@ STRIDE = 16
 def parse_args() -> argparse.Namespace:
     parser = bench_parser(__doc__)
     parser.add_argument("--students", type=Path, default=Path("build/train"))
+    parser.add_argument(
+        "--result", type=Path, help="the study result JSON of the students (their training config)"
+    )
     parser.add_argument("--split", default="val")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.75, 0.5])
     return parser.parse_args()
@@ -68,10 +73,12 @@ def main() -> None:
     device = torch.device("cpu")
     rows = []
 
+    native = tuple(PreparedSplit(args.prepared, args.split)[0, 0][1].shape)
+
     def score(label: str, models: dict[str, nn.Module], scale: float) -> None:
         scores, _ = evaluate_students(models, args.prepared, args.split, device, scale=scale)
         cells = [f"{100 * scores[r]['miou']:.2f}" if r in scores else "-" for r in ROLES]
-        size = (round(360 * scale), round(480 * scale))
+        size = (int(native[0] * scale), int(native[1] * scale))
         rows.append([label, f"{scale:g}", feature_map(size), *cells])
         print(rows[-1], flush=True)
 
@@ -82,13 +89,16 @@ def main() -> None:
         label = f"CNN, ASPP rate {'+'.join(map(str, subset))} off-centre taps zeroed"
         score(label, {"cnn": without_offcentre_taps(students["cnn"], subset)}, 1.0)
     train = params.train
+    if args.result:
+        train = from_mapping(TrainConfig, json.loads(args.result.read_text())["config"]["train"])
     publish_table(
         args.out,
         "Train/evaluation geometry of the trained students",
         f"Students from `{args.students}`, trained on {train.crop[0]}x{train.crop[1]} crops of "
         f"images rescaled by {train.scale[0]:g}-{train.scale[1]:g} (the CNN's stride-16 map: "
         f"{feature_map(train.crop)} in training). {args.split} split, logits upsampled to and "
-        "scored against the native 360x480 labels; the image is resized by `scale` first.",
+        f"scored against the native {native[0]}x{native[1]} labels; the image is resized by "
+        "`scale` first.",
         ("torch", "timm"),
         ["students", "scale", "CNN stride-16 map", "CNN mIoU (%)", "ViT mIoU (%)"],
         rows,

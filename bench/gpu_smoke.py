@@ -1,7 +1,8 @@
 """A few training steps of the study's settings, timed; optionally one student to ONNX.
 
-Run alone or through ``torchrun``. Writes ``smoke.json`` into OUT: device, world size,
-precision and compile settings, steady-state seconds per step (the last logged window) and,
+Run alone or through ``torchrun``. Writes ``smoke.json`` into OUT (emptied first): device,
+world size, precision and compile settings, seconds per step (median over the logged
+windows after the first, which holds compilation) and,
 unless ``--no-export``, the CNN's ONNX parity with PyTorch under ONNX Runtime on the CPU.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import statistics
 from pathlib import Path
 
 from codistill.artifacts import write_json_atomic
@@ -35,6 +38,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     params = resolve_params(args.params, parse_overrides(args.set))
+    shutil.rmtree(args.out, ignore_errors=True)  # a fresh run, never a resumed one
     try:
         trainer = CoTrainer(params, args.prepared, args.out)
         metrics = trainer.run()
@@ -42,7 +46,9 @@ def main() -> None:
         shutdown_distributed()
     if not metrics:  # not the main rank
         return
-    last = read_curves(args.out / "curves.csv")[-1]
+    rows = read_curves(args.out / "curves.csv")
+    steady = rows[1:] or rows  # the first window holds compilation and warm-up
+    last = rows[-1]
     report = {
         "device": metrics["device"],
         "world_size": metrics["world_size"],
@@ -51,7 +57,9 @@ def main() -> None:
         "compile": params.train.compile,
         "method": params.train.method,
         "iterations": metrics["iterations"],
-        "seconds_per_step": params.train.batch_size / last["images_per_s"],
+        "seconds_per_step": statistics.median(
+            params.train.batch_size / row["images_per_s"] for row in steady
+        ),
         "loss_total": last["loss_total"],
     }
     if args.export:

@@ -10,9 +10,10 @@
    JSON results), for every seed of ``--seeds``.
 
 Everything is written under OUT_DIR: ``gpu_study.log``, ``results/<regime>-<N>it/*.json``
-(copy them to ``bench/results/quality/`` and run ``bench/quality.py --no-train`` for the tables)
-and ``calibration.json``. Needs torch, timm, numpy, Pillow, PyYAML, tqdm, onnx and onnxruntime
-only: no MLflow, DVC or Kubeflow.
+and ``calibration.json``. For the tables, copy the results folder to
+``bench/results/quality/`` and run ``bench/quality.py --regime <regime> --iterations N
+--seeds ... --no-train --no-ablations``. Needs torch, timm, numpy, Pillow, PyYAML, tqdm, onnx
+and onnxruntime only: no MLflow, DVC or Kubeflow.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -81,21 +83,39 @@ def quality_command(args: argparse.Namespace, results: Path, workdir: Path) -> l
 
 
 def side_by_side(commands: dict[str, list[str]], log: Log, timeout: float) -> dict[str, int]:
-    """Run the commands at once; return each one's exit status (124 if it ran out of time)."""
+    """Run the commands at once; return each one's exit status (124 if it ran out of time).
+
+    Each runs in its own process group, so that a timeout also stops the workers it started.
+    """
     processes = {}
     for name, command in commands.items():
-        handle = (log.path.parent / f"{name}.out").open("w")
-        processes[name] = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        with (log.path.parent / f"{name}.out").open("w") as handle:
+            processes[name] = subprocess.Popen(
+                command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            )
     deadline = time.monotonic() + timeout
     codes = {}
     for name, process in processes.items():
         try:
             codes[name] = process.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            process.kill()
+            stop_group(process)
             codes[name] = 124
         log(f"{name}: exit {codes[name]}")
     return codes
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM a process group, then SIGKILL it if it has not ended within 10 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=10)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def smoke(args: argparse.Namespace, log: Log) -> None:
@@ -106,10 +126,10 @@ def smoke(args: argparse.Namespace, log: Log) -> None:
     command += ["--params", str(args.params), "--prepared", str(args.prepared)]
     command += ["--set", *smoke_overrides(args), "train.method=ours", "train.iterations=3"]
     started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    (args.out / "smoke.out").write_text(result.stdout + result.stderr)
-    if result.returncode != 0:
-        raise SystemExit(f"smoke failed (see {args.out / 'smoke.out'}):\n{result.stderr[-2000:]}")
+    code = side_by_side({"smoke": command}, log, timeout=300)["smoke"]
+    if code != 0:
+        tail = (args.out / "smoke.out").read_text()[-2000:]
+        raise SystemExit(f"smoke failed with exit {code} (see {args.out / 'smoke.out'}):\n{tail}")
     report = json.loads((folder / "smoke.json").read_text())
     log(f"smoke passed in {time.monotonic() - started:.0f} s: {json.dumps(report)}")
 
@@ -162,7 +182,7 @@ def calibrate(args: argparse.Namespace, log: Log) -> float:
 def study_iterations(args: argparse.Namespace, log: Log, seconds_per_step: float) -> int:
     """The iteration count that ends every seed's runs before the budget."""
     left = args.budget_s - log.elapsed() - args.score_reserve_s * len(args.seeds)
-    fitting = math.floor(left / len(args.seeds) / seconds_per_step / 1.15)  # compile, eval
+    fitting = math.floor(left / len(args.seeds) / seconds_per_step / 1.25)  # compile, eval
     iterations = min(args.max_iterations, fitting // 10 * 10 if fitting >= 10 else fitting)
     if iterations < 1:
         raise SystemExit(f"only {left:.0f} s left: not enough for a study")
@@ -185,6 +205,8 @@ def main() -> None:
                 *quality_command(args, results, args.out / "work"),
                 "--only",
                 f"{method}-seed{seed}",
+                "--seeds",
+                str(seed),
                 "--iterations",
                 str(iterations),
             ]

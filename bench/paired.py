@@ -22,7 +22,9 @@ class Interval:
         return self.n >= 2 and (self.low > 0 or self.high < 0)
 
     def verdict(self) -> str:
-        """``gain``, ``loss`` or ``no separation``, as the interval says."""
+        """``gain``, ``loss``, ``no separation``, or ``too few seeds`` below two pairs."""
+        if self.n < 2:
+            return "too few seeds"
         if not self.separated:
             return "no separation"
         return "gain" if self.mean > 0 else "loss"
@@ -30,7 +32,7 @@ class Interval:
     def cell(self) -> str:
         """``+1.23 [+0.40, +2.06]`` (points), or the mean alone below two pairs."""
         if self.n < 2:
-            return f"{self.mean:+.2f} (n={self.n})"
+            return f"{self.mean:+.2f}"
         return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
 
 

@@ -20,7 +20,18 @@ from codistill.config import ROLES
 from codistill.data.gate import require_validated
 from environment import bench_parser, publish_table
 from paired import mean_std, paired_interval
-from study import RunSpec, Scoring, is_current, load_studies, read_result, run
+from study import (
+    RunSpec,
+    Scoring,
+    is_current,
+    load_studies,
+    miou_by_seed,
+    read_result,
+    run,
+    run_identity,
+    seconds_per_step,
+    spec_params,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,48 +66,41 @@ def settings_cell(overrides: dict[str, Any], base: dict[str, Any]) -> str:
     return ", ".join(f"`{k}={v}`" for k, v in own.items()) or "(base)"
 
 
-def table_rows(search: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -> list[list[str]]:
+def table_rows(
+    search: dict[str, Any], results: dict[str, list[dict[str, Any]]], current: set[str]
+) -> list[list[str]]:
     """Per candidate: its settings, seeds, validation mIoU of each student, and seconds/step.
 
     With two or more seeds, each candidate's paired difference to the first candidate
-    follows its mean, with the 95 % t-interval.
+    follows its mean, with the 95 % t-interval. ``current`` holds the keys of results made
+    with the present identity; the others are marked.
     """
     base = search.get("base", {})
     names = list(search["candidates"])
-    reference = {role: _by_seed(results[names[0]], role) for role in ROLES}
+    reference = {role: miou_by_seed(results[names[0]], role, "val") for role in ROLES}
     rows = []
     for name in names:
         runs = results[name]
+        settings = settings_cell(search["candidates"][name], base)
         if not runs:
-            rows.append(
-                [name, settings_cell(search["candidates"][name], base), "0", "-", "-", "-", ""]
-            )
+            rows.append([name, settings, "0", "-", "-", "-", ""])
             continue
-        cells = [name, settings_cell(search["candidates"][name], base), str(len(runs))]
+        cells = [name, settings, str(len(runs))]
         for role in ROLES:
-            mean, std = mean_std(list(_by_seed(runs, role).values()))
+            own = miou_by_seed(runs, role, "val")
+            mean, std = mean_std(list(own.values()))
             cell = f"{mean:.2f}" + (f" ± {std:.2f}" if len(runs) > 1 else "")
-            interval = paired_interval(_by_seed(runs, role), reference[role])
+            interval = paired_interval(own, reference[role])
             if name != names[0] and interval is not None and interval.n > 1:
                 cell += f" (vs {names[0]}: {interval.cell()})"
             cells.append(cell)
-        threads = sorted({r["machine"]["torch_threads"] for r in runs})
-        seconds = statistics.median(_seconds_per_step(r) for r in runs)
-        cells.append(f"{seconds:.2f} ({'/'.join(map(str, threads))})")
-        older = sum(not is_current(r) for r in runs)
-        cells.append(f"{older} of {len(runs)} from older code" if older else "current")
+        seconds = [s for r in runs if (s := seconds_per_step(r)) is not None]
+        threads = "/".join(str(t) for t in sorted({r["machine"]["torch_threads"] for r in runs}))
+        cells.append(f"{statistics.median(seconds):.2f} ({threads})" if seconds else "-")
+        older = sum(r["key"] not in current for r in runs)
+        cells.append(f"{older} of {len(runs)} made otherwise" if older else "current")
         rows.append(cells)
     return rows
-
-
-def _by_seed(runs: list[dict[str, Any]], role: str) -> dict[int, float]:
-    """Validation mIoU in points, by seed."""
-    return {r["seed"]: 100 * r["scores"]["val"][role]["miou"] for r in runs}
-
-
-def _seconds_per_step(result: dict[str, Any]) -> float:
-    steps = max(result["iterations_this_run"], 1)
-    return result["train_seconds_this_run"] / steps
 
 
 def main() -> None:
@@ -124,17 +128,22 @@ def main() -> None:
                     device,
                     accept_older=not args.rerun_older,
                 )
+    current = set()
     for spec in specs(search, args.seeds):
         result = read_result(results_dir / f"{spec.key}.json")
         if result is not None:
             results[spec.label].append(result)
+            identity = run_identity(spec_params(spec, args.params), args.prepared, scoring)
+            if is_current(result, identity):
+                current.add(spec.key)
     publish_table(
         args.out,
         f"Validation search: {args.search}",
         " ".join(search["description"].split())
-        + f" Validation split (101 images), seeds {args.seeds}; results in `{results_dir}`. "
-        "A search only chooses: it also shows runs trained by older weight-shaping code, "
-        "marked in the last column.",
+        + f" Validation split, seeds {args.seeds}; results in `{results_dir}`. "
+        "A search only chooses: it also shows runs made with other code, configuration or "
+        "data than the present ones, marked in the last column (`--rerun-older` trains them "
+        "again).",
         ("torch", "timm"),
         [
             "candidate",
@@ -142,10 +151,10 @@ def main() -> None:
             "runs",
             "CNN val mIoU (%)",
             "ViT val mIoU (%)",
-            "s / step",
-            "code",
+            "s / step (threads)",
+            "made with",
         ],
-        table_rows(search, results),
+        table_rows(search, results, current),
         key=f"search-{args.search}",
     )
 

@@ -4,13 +4,15 @@ The quality study and the validation searches are made of such runs.
 
 A run is a seed and a set of ``params.yaml`` overrides (dotted keys). It trains both
 students in its own folder, keeps their weights at each checkpoint, scores them, and writes
-``<results>/<key>.json``. A run whose JSON exists with the current weight-shaping code is
-read back, not trained; an unfinished run resumes from its last checkpoint.
+``<results>/<key>.json``. A run whose JSON has the run's identity (the weight-shaping code
+digest, the resolved configuration that shapes the weights, the data manifest and the
+scoring rule) is read back, not trained; an unfinished run resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -30,6 +32,7 @@ from codistill.artifacts import write_json_atomic
 from codistill.config import ROLES, Params, parse_params
 from codistill.config.loader import load_yaml_mapping
 from codistill.data.base import dataset_spec
+from codistill.data.prepare import DATASET_JSON
 from codistill.engine.checkpoint import load_checkpoint, save_checkpoint
 from codistill.engine.code_digest import code_digest
 from codistill.engine.trainer import CURVES, LAST, CoTrainer
@@ -61,6 +64,10 @@ class Scoring:
 
     score_last: int = 1
     splits: tuple[str, ...] = ("val", "test")
+
+    def __post_init__(self) -> None:
+        if self.score_last < 1:
+            raise ValueError(f"score_last: {self.score_last} must be at least 1")
 
 
 def load_studies(path: Path) -> dict[str, Any]:
@@ -102,18 +109,39 @@ def checkpoint_iterations(iterations: int, every: int) -> list[int]:
 
 
 class SnapshotTrainer(CoTrainer):
-    """A trainer that also keeps both students' weights at chosen iterations."""
+    """A trainer that also keeps both students' weights at chosen iterations.
+
+    A snapshot is written before the checkpoint that follows it, so a run killed in between
+    redoes that iteration and writes the snapshot again.
+    """
 
     def __init__(self, *args: Any, keep_at: Iterable[int], **kwargs: Any) -> None:
         self.keep_at = set(keep_at)
         super().__init__(*args, **kwargs)
 
     def _checkpoint(self) -> None:
-        super()._checkpoint()
-        if self.iteration in self.keep_at:
+        if self.iteration in self.keep_at and self.context.is_main:
             folder = self.out_dir / SNAPSHOTS / str(self.iteration)
             for role in ROLES:
                 save_checkpoint(folder / f"{role}.pt", getattr(self.model, role).state_dict())
+        super()._checkpoint()
+
+
+def drop_checkpoint_without_snapshots(folder: Path, keep: list[int]) -> None:
+    """Remove ``last.pt`` if a snapshot it has passed is missing, so the run starts afresh."""
+    path = folder / LAST
+    if not path.is_file():
+        return
+    reached = load_checkpoint(path)["iteration"]
+    missing = [
+        i
+        for i in keep
+        if i <= reached
+        and not all((folder / SNAPSHOTS / str(i) / f"{r}.pt").is_file() for r in ROLES)
+    ]
+    if missing:
+        print(f"{folder.name}: snapshots {missing} missing at iteration {reached}; starting afresh")
+        path.unlink()
 
 
 def git_commit() -> dict[str, Any]:
@@ -194,9 +222,45 @@ def read_result(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def is_current(result: dict[str, Any] | None) -> bool:
-    """Whether a result was trained by the current weight-shaping code."""
-    return result is not None and result.get("code_digest") == code_digest()
+def run_identity(params: Params, prepared: Path, scoring: Scoring) -> str:
+    """What a result must have been made with to count: code, shaping config, data, scoring."""
+    train = asdict(params.train)
+    for knob in ("num_workers", "log_every"):  # change how a run is logged, not its weights
+        train.pop(knob)
+    dataset = json.loads((prepared / DATASET_JSON).read_text())
+    identity = {
+        "version": RESULT_VERSION,
+        "code": code_digest(),
+        "models": asdict(params.models),
+        "train": train,
+        "distill": asdict(params.distill),
+        "evaluate_scale": params.evaluate.scale,
+        "manifest": dataset["manifest_sha256"],
+        "scoring": asdict(scoring),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def spec_params(spec: RunSpec, params_file: Path) -> Params:
+    """The resolved parameters of one run."""
+    return resolve_params(params_file, {**spec.overrides, "train.seed": spec.seed})
+
+
+def is_current(result: dict[str, Any] | None, identity: str) -> bool:
+    """Whether a result was made with exactly this identity."""
+    return result is not None and result.get("identity") == identity
+
+
+def miou_by_seed(runs: list[dict[str, Any]], role: str, split: str) -> dict[int, float]:
+    """Each run's mIoU of ``role`` on ``split``, in points, by seed."""
+    return {r["seed"]: 100 * r["scores"][split][role]["miou"] for r in runs}
+
+
+def seconds_per_step(result: dict[str, Any]) -> float | None:
+    """Training seconds per step, or None for a run that was resumed part-way."""
+    if result["iterations_this_run"] != result["iterations"]:
+        return None
+    return result["train_seconds_this_run"] / result["iterations"]
 
 
 def run(
@@ -215,13 +279,15 @@ def run(
     """
     path = results / f"{spec.key}.json"
     existing = read_result(path)
-    if existing is not None and (accept_older or is_current(existing)):
+    params = spec_params(spec, params_file)
+    identity = run_identity(params, prepared, scoring)
+    if existing is not None and (accept_older or is_current(existing, identity)):
         return existing
     started = time.time()
-    params = resolve_params(params_file, {**spec.overrides, "train.seed": spec.seed})
     iterations = params.train.iterations
     keep = checkpoint_iterations(iterations, params.train.checkpoint_every)
     folder = workdir / spec.key
+    drop_checkpoint_without_snapshots(folder, keep)
     trainer = SnapshotTrainer(params, prepared, folder, keep_at=keep)
     metrics = trainer.run()
     num_classes = dataset_spec(params.data.dataset).num_classes
@@ -257,6 +323,7 @@ def run(
         "iterations_this_run": metrics["iterations_this_run"],
         "wall_seconds_this_run": round(time.time() - started, 1),
         "weights_sha256": metrics["weights_sha256"],
+        "identity": identity,
         "code_digest": code_digest(),
         **git_commit(),
         "machine": machine(device),

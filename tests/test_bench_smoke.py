@@ -218,6 +218,10 @@ def trained_keys(stdout):
     return sorted(set(re.findall(r"^(\S+) @ \d+:", stdout, re.MULTILINE)))
 
 
+def cnn_scores(results, method, seed):
+    return 100 * results[f"{method}-seed{seed}"]["scores"]["test"]["cnn"]["miou"]
+
+
 def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
     validated_tiny, tmp_path
 ):
@@ -246,8 +250,8 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
         mean = statistics.fmean(diffs)
         half = t.ppf(0.975, 1) * statistics.stdev(diffs) / 2**0.5
         row = re.search(
-            rf"^\| {method} \| 2 \| [^|]+ \| ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\] \| "
-            r"([a-z ]+) \|",
+            rf"^\| {method} \| 2 \| [^|]+ \| ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\] "
+            r"\(n=2\) \| ([a-z ]+) \|",
             cnn_table,
             re.MULTILINE,
         )
@@ -255,7 +259,24 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
         assert printed == pytest.approx([mean, mean - half, mean + half], abs=0.006)
         excludes_zero = mean - half > 0 or mean + half < 0
         assert (row.group(4) != "no separation") == excludes_zero
+    better = max(("dml", "kdcl"), key=lambda b: sum(cnn_scores(results, b, s) for s in (0, 1)))
+    diffs = [cnn_scores(results, "ours", s) - cnn_scores(results, better, s) for s in (0, 1)]
+    vs_best = re.search(
+        r"^\| ours \|.*\| ([+-][\d.]+) \[[^]]+\] \(n=2, vs (\w+)\) \|", cnn_table, re.M
+    )
+    assert vs_best.group(2) == better
+    assert float(vs_best.group(1)) == pytest.approx(statistics.fmean(diffs), abs=0.006)
     assert "| all (= ours) | 1 |" in text and "| HFD only | 1 |" in text
+    # diagnostics: the window of iteration 1 has no logged row (log_every 2), iteration 2 has
+    diagnostics = text.split("### Diagnostics")[1]
+    assert re.search(r"^\| 1-1 \| - \| - \| - \| - \| - \| - \| - \|$", diagnostics, re.M)
+    logged = [
+        statistics.fmean(results[f"ours-seed{s}"]["curves"][-1]["pbsd_vit_teaches"] for s in (0, 1))
+    ]
+    row = re.search(
+        r"^\| 2-2 \| ([\d.]+) % \| ([\d.]+) % \| ([\d.]+) % \| ([\d.]+) % \|", diagnostics, re.M
+    )
+    assert float(row.group(4)) == pytest.approx(100 * logged[0], abs=0.06)
     assert "quality-headline" in (tmp_path / "README.md").read_text()
     readme = (tmp_path / "README.md").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "results/tiny").glob("*")}
@@ -267,13 +288,14 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
     assert (tmp_path / "README.md").read_text() == readme
 
     stale = tmp_path / "results/tiny/dml-seed1.json"
-    stale.write_text(json.dumps({**results["dml-seed1"], "code_digest": "other code"}))
+    stale.write_text(json.dumps({**results["dml-seed1"], "identity": "other code"}))
     tables = subprocess.run(
         [*command, "--no-train"], check=True, capture_output=True, text=True, timeout=900
     )
     assert trained_keys(tables.stdout) == []
     text = (tmp_path / "results.md").read_text()
-    assert "Not counted: 1 result(s) from other weight-shaping code (dml-seed1)" in text
+    assert "Not counted: 1 result(s) made with other code, configuration, data or scoring " in text
+    assert "(dml-seed1)" in text
     assert re.search(r"^\| dml \| 1 \|", text.split("### CNN")[1], re.MULTILINE)
     rerun = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
     assert trained_keys(rerun.stdout) == ["dml-seed1"]

@@ -5,7 +5,7 @@ import torch
 from codistill.config import PrepareConfig
 from codistill.data import create_reader, prepare_dataset
 from codistill.data.loading import PreparedSplit, ResumableBatchSampler
-from codistill.data.transforms import Augmentation
+from codistill.data.transforms import Augmentation, rescale_images
 
 
 def test_sampler_resumes_with_exactly_the_remaining_batches():
@@ -33,24 +33,36 @@ def test_ranks_split_each_global_batch_without_overlap():
 
 
 def test_augmentation_is_a_function_of_the_seed_and_pads_with_ignore():
-    image = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
-    labels = np.full((20, 30), 4, dtype=np.uint8)
+    image = torch.randn(3, 20, 30)
+    labels = torch.full((20, 30), 4)
     augment = Augmentation(crop=(40, 50), scale=(1.0, 1.0), flip=True)
     a = augment(image, labels, np.random.default_rng(7))
     b = augment(image, labels, np.random.default_rng(7))
-    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-    assert a[0].shape == (40, 50, 3) and a[1].shape == (40, 50)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].shape == (3, 40, 50) and a[1].shape == (40, 50)
     assert (a[1] == 255).sum() == 40 * 50 - 20 * 30
     assert (a[1] == 4).sum() == 20 * 30
 
 
 def test_scaled_crop_keeps_labels_nearest_neighbour():
-    labels = np.repeat(np.arange(4, dtype=np.uint8), 10)[None].repeat(16, 0)
-    image = np.zeros((16, 40, 3), dtype=np.uint8)
+    labels = torch.arange(4).repeat_interleave(10)[None].repeat(16, 1)
+    image = torch.zeros(3, 16, 40)
     _, out = Augmentation(crop=(8, 8), scale=(0.5, 2.0), flip=False)(
         image, labels, np.random.default_rng(1)
     )
-    assert set(np.unique(out)) <= {0, 1, 2, 3, 255}
+    assert set(out.unique().tolist()) <= {0, 1, 2, 3, 255}
+
+
+def test_training_at_a_fixed_scale_sees_the_pixels_inference_sees():
+    """Whole images at scale s in training are exactly what evaluation feeds the student."""
+    image, labels = torch.randn(3, 36, 48), torch.randint(0, 11, (36, 48))
+    trained, trained_labels = Augmentation(crop=(18, 24), scale=(0.5, 0.5), flip=False)(
+        image, labels, np.random.default_rng(0)
+    )
+    assert torch.equal(trained, rescale_images(image[None], 0.5)[0])
+    # at 0.5 each pixel is the mean of a 2x2 block, and each label its block's bottom-right
+    assert torch.allclose(trained[:, 0, 0], image[:, :2, :2].mean(dim=(1, 2)), atol=1e-6)
+    assert torch.equal(trained_labels, labels[1::2, 1::2])
 
 
 def test_prepared_split_normalizes_with_dataset_statistics(camvid_tree, tmp_path):

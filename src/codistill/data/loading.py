@@ -39,10 +39,10 @@ class PreparedSplit(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, seed = key
-        image, labels = self.reader.read(self.rows[index])
+        pixels, labels = to_tensors(*self.reader.read(self.rows[index]), self.mean, self.std)
         if self.augmentation is not None:
-            image, labels = self.augmentation(image, labels, np.random.default_rng(seed))
-        return to_tensors(image, labels, self.mean, self.std)
+            pixels, labels = self.augmentation(pixels, labels, np.random.default_rng(seed))
+        return pixels, labels
 
     def class_pixel_counts(self) -> list[int]:
         """Labelled pixels per class over the split (from the manifest; void not counted)."""

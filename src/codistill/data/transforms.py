@@ -1,4 +1,4 @@
-"""Training augmentation (random scale, crop, flip) and normalization, on numpy arrays."""
+"""Normalization, the one image resize, and training augmentation (scale, crop, flip)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+import torch.nn.functional as F
 
 from codistill.data.spec import IGNORE_INDEX
+
+
+def rescale_images(images: torch.Tensor, scale: float) -> torch.Tensor:
+    """Bilinearly resize an N×3×H×W batch by ``scale`` (unchanged at 1).
+
+    The one resize of the project: training augmentation, evaluation and the exported graph
+    all call it, so a student sees the same pixels in training and at inference. The output
+    is floor(H·scale)×floor(W·scale); at scale 0.5 each pixel is the mean of a 2×2 block.
+    """
+    if scale == 1.0:
+        return images
+    return F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
 
 
 @dataclass(frozen=True)
@@ -20,26 +32,26 @@ class Augmentation:
     flip: bool
 
     def __call__(
-        self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Augment one H×W×3 image and its H×W labels with randomness drawn from ``rng``."""
-        factor = rng.uniform(*self.scale)
-        height, width = labels.shape
-        size = (max(1, round(width * factor)), max(1, round(height * factor)))
-        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-        labels = np.asarray(Image.fromarray(labels).resize(size, Image.NEAREST))
+        self, image: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment one normalized 3×H×W image and its H×W labels with ``rng``'s randomness."""
+        factor = float(rng.uniform(*self.scale))
+        image = rescale_images(image[None], factor)[0]
+        labels = F.interpolate(
+            labels[None, None].to(torch.uint8), size=image.shape[-2:], mode="nearest-exact"
+        )[0, 0].long()
         crop_h, crop_w = self.crop
-        pad_h, pad_w = max(0, crop_h - size[1]), max(0, crop_w - size[0])
+        pad_h, pad_w = max(0, crop_h - image.shape[1]), max(0, crop_w - image.shape[2])
         if pad_h or pad_w:
-            image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
-            labels = np.pad(labels, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_INDEX)
+            image = F.pad(image, (0, pad_w, 0, pad_h))
+            labels = F.pad(labels, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
         top = int(rng.integers(0, labels.shape[0] - crop_h + 1))
         left = int(rng.integers(0, labels.shape[1] - crop_w + 1))
-        image = image[top : top + crop_h, left : left + crop_w]
+        image = image[:, top : top + crop_h, left : left + crop_w]
         labels = labels[top : top + crop_h, left : left + crop_w]
         if self.flip and rng.random() < 0.5:
-            image, labels = image[:, ::-1], labels[:, ::-1]
-        return image, labels
+            image, labels = image.flip(-1), labels.flip(-1)
+        return image.contiguous(), labels.contiguous()
 
 
 def to_tensors(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from codistill.config import DistillConfig, TrainConfig
+from codistill.config import ROLES, DistillConfig, TrainConfig
 from codistill.distill.pair import StudentPair
 from codistill.distill.registry import build_term
 from codistill.distill.supervised import supervised_loss
@@ -20,9 +20,7 @@ ABLATION_FLAGS = ("hfd", "rbsd", "pbsd")
 TERM_ORDER = ("hfd", "rbsd", "pbsd", "dml", "kdcl")
 # Which way the selective terms sent knowledge: the share of their units (windows, pixels)
 # where each student taught, as ``<term>_<student>_teaches``.
-DIRECTION_SHARES = tuple(
-    f"{term}_{role}_teaches" for term in ("rbsd", "pbsd") for role in ("cnn", "vit")
-)
+DIRECTION_SHARES = tuple(f"{term}_{role}_teaches" for term in ("rbsd", "pbsd") for role in ROLES)
 
 
 def active_terms(cfg: TrainConfig) -> tuple[str, ...]:

@@ -41,6 +41,7 @@ class PixelSelectiveDistillation(nn.Module):
         super().__init__()
         self.rule = rule
         self.temperature = temperature
+        self.diagnostics: dict[str, torch.Tensor] = {}
 
     def forward(self, pair: StudentPair) -> torch.Tensor:
         """The pixel-wise BSD loss of one batch."""

@@ -50,6 +50,7 @@ class RegionSelectiveDistillation(nn.Module):
         self.margin = margin
         self.score = score
         self.adapters = adapter_pair(cnn_dec, vit_dec)
+        self.diagnostics: dict[str, torch.Tensor] = {}
 
     def window_scores(self, pair: StudentPair) -> tuple[torch.Tensor, ...]:
         """(cnn score, vit score, scored) per window, each N×1×H'×W' (lower score = better)."""

@@ -20,7 +20,7 @@ def class_weights(pixel_counts: Sequence[int], power: float) -> torch.Tensor:
     if not seen.any():
         raise ValueError("class weights need at least one labelled pixel")
     weights = torch.ones_like(counts)
-    weights[seen] = (counts[seen].median() / counts[seen]) ** power
+    weights[seen] = (counts[seen].quantile(0.5) / counts[seen]) ** power
     weights[~seen] = weights[seen].max()
     return weights.float()
 

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,7 +24,7 @@ from codistill.config import ROLES, Params
 from codistill.data.loading import PreparedSplit, ResumableBatchSampler
 from codistill.data.transforms import Augmentation
 from codistill.distill import CoDistillationObjective, StudentPair
-from codistill.distill.objective import DIRECTION_SHARES, TERM_ORDER
+from codistill.distill.objective import DIRECTION_SHARES
 from codistill.distill.supervised import class_weights
 from codistill.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from codistill.engine.code_digest import code_digest
@@ -35,6 +36,7 @@ from codistill.engine.distributed import (
 )
 from codistill.engine.host_memory import reuse_freed_host_memory
 from codistill.engine.optim import cnn_optimizer, poly_schedule, vit_optimizer
+from codistill.engine.progress import CURVE_TERMS, WindowMeans, progress_line
 from codistill.engine.tracking import NullTracker, Tracker, create_tracker, flatten
 from codistill.models import build_student
 
@@ -42,42 +44,6 @@ LAST = "last.pt"
 TRAIN_METRICS = "train_metrics.json"
 CURVES = "curves.csv"
 CONFIG_JSON = "config.json"
-# Every method logs the same columns (an inactive term reads 0), so plots work for all.
-CURVE_TERMS = ("sup", *TERM_ORDER, "total")
-
-
-def progress_line(row: dict[str, float], total: int, seconds_per_step: float) -> str:
-    """One log line for a curves row: iteration, nonzero losses, throughput and ETA."""
-    losses = " ".join(
-        f"{k.removeprefix('loss_')} {row[k]:.4g}"
-        for k in (f"loss_{t}" for t in CURVE_TERMS)
-        if row[k]
-    )
-    left = round((total - row["iteration"]) * seconds_per_step)
-    return (
-        f"train: iteration {row['iteration']}/{total}, loss {losses}, "
-        f"{row['images_per_s']:.3g} images/s, ETA {left // 60}m{left % 60:02d}s"
-    )
-
-
-class WindowMeans:
-    """Means of each logged loss part over the steps since the last log row."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.steps = 0
-
-    def add(self, parts: dict[str, torch.Tensor]) -> None:
-        """Add one step's parts (tensors stay on their device until ``pop``)."""
-        for key, value in parts.items():
-            self.sums[key] = self.sums[key] + value if key in self.sums else value
-        self.steps += 1
-
-    def pop(self) -> dict[str, float]:
-        """The means since the last call, and start a new window."""
-        means = {k: float(v) / max(self.steps, 1) for k, v in self.sums.items()}
-        self.sums, self.steps = {}, 0
-        return means
 
 
 class CoTrainingModel(nn.Module):
@@ -96,7 +62,7 @@ class CoTrainingModel(nn.Module):
 
 
 def build_pair_model(
-    params: Params, num_classes: int, class_weights: torch.Tensor | None = None
+    params: Params, num_classes: int, ce_weights: torch.Tensor | None = None
 ) -> CoTrainingModel:
     """Both students from ``params.models`` and the objective that ``params.train`` selects."""
     cnn = build_student(params.models.cnn, num_classes)
@@ -107,7 +73,7 @@ def build_pair_model(
         "cnn_dec": cnn.dec_channels,
         "vit_dec": vit.dec_channels,
     }
-    objective = CoDistillationObjective(params.train, params.distill, channels, class_weights)
+    objective = CoDistillationObjective(params.train, params.distill, channels, ce_weights)
     return CoTrainingModel(cnn, vit, objective)
 
 
@@ -367,7 +333,7 @@ class CoTrainer:
                         if k != "iteration" and v
                     }
                 )
-                if progress.disable and self.context.is_main:  # no terminal: one line
+                if self.context.is_main and not sys.stdout.isatty():  # logs and CI: one line
                     print(progress_line(row, self.cfg.iterations, elapsed / steps), flush=True)
                 window_start = time.perf_counter()
             if (

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codistill.data.transforms import rescale_images
+
 
 class StudentOutput(NamedTuple):
     """Logits, low-level feature and decoder feature, all at the student's finest stride (1/4).
@@ -24,13 +26,6 @@ class StudentOutput(NamedTuple):
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinearly resize logits to the label size ``(H, W)``."""
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-
-
-def rescale_images(images: torch.Tensor, scale: float) -> torch.Tensor:
-    """Bilinearly resize an N×3×H×W batch by ``scale`` (unchanged at 1)."""
-    if scale == 1.0:
-        return images
-    return F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
 
 
 def segment(student: nn.Module, images: torch.Tensor, scale: float = 1.0) -> torch.Tensor:

@@ -1,0 +1,233 @@
+"""The quality study's tables, built from per-run results only.
+
+The probe, the method comparison with paired intervals, the ablation grid, the diagnostics
+of `ours`, the README headline, and the learning curves.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from codistill.config import ROLES
+from codistill.distill.objective import DIRECTION_SHARES, TERM_ORDER
+from environment import markdown_table, new_figure, save_figure
+from paired import Interval, mean_std, paired_interval
+from study import miou_by_seed, seconds_per_step
+
+STUDENT_NAMES = {"cnn": "CNN (DeepLabV3+ R18)", "vit": "ViT (SegFormer-style)"}
+REFERENCE = "independent"
+BASELINES = ("dml", "kdcl")
+Results = dict[str, list[dict[str, Any]]]
+
+
+def test_scores(runs: list[dict[str, Any]], role: str) -> dict[int, float]:
+    """Test mIoU in points, by seed."""
+    return miou_by_seed(runs, role, "test")
+
+
+def spread(values: dict[int, float]) -> str:
+    """``mean ± sd`` of the values, or the value alone for one run."""
+    mean, std = mean_std(list(values.values()))
+    return f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def best_baseline(results: Results, role: str) -> str | None:
+    """The DML/KDCL row with the higher mean test mIoU over the seeds both ran (or either)."""
+    ran = [b for b in BASELINES if results.get(b)]
+    if not ran:
+        return None
+    shared = set.intersection(*(set(test_scores(results[b], role)) for b in ran))
+
+    def mean(baseline: str) -> float:
+        scores = test_scores(results[baseline], role)
+        return statistics.fmean(scores[s] for s in shared or scores)
+
+    return max(ran, key=mean)
+
+
+def interval_cells(interval: Interval | None, against: str = "") -> list[str]:
+    """The paired difference (its seed count, its reference) and its verdict, as two cells."""
+    if interval is None:
+        return ["-", ""]
+    detail = f"n={interval.n}" + (f", vs {against}" if against else "")
+    return [f"{interval.cell()} ({detail})", interval.verdict()]
+
+
+def main_rows(results: Results, role: str) -> list[list[str]]:
+    """Per method: runs, mean ± sd, paired differences to `independent` and the best baseline."""
+    best = best_baseline(results, role)
+    reference = test_scores(results[REFERENCE], role)
+    rows = []
+    for label in (REFERENCE, *BASELINES, "ours"):
+        runs = results[label]
+        if not runs:
+            rows.append([label, "0", "not run", "-", "", "-", ""])
+            continue
+        own = test_scores(runs, role)
+        cells = [label, str(len(runs)), spread(own)]
+        vs_reference = None if label == REFERENCE else paired_interval(own, reference)
+        cells += interval_cells(vs_reference)
+        vs_best = None
+        if best is not None and label not in (REFERENCE, *BASELINES):
+            vs_best = paired_interval(own, test_scores(results[best], role))
+        cells += interval_cells(vs_best, best or "")
+        rows.append(cells)
+    return rows
+
+
+def ablation_rows(results: Results, labels: list[str], seeds: list[int]) -> list[list[str]]:
+    """Each ablation row on ``seeds``: both students' scores and paired differences."""
+    rows = []
+    for label in labels:
+        runs = [r for r in results[label] if r["seed"] in seeds]
+        if not runs:
+            rows.append([label, "0", "not run", "not run", "-", "-"])
+            continue
+        cells = [label, str(len(runs))]
+        cells += [spread(test_scores(runs, role)) for role in ROLES]
+        for role in ROLES:
+            interval = paired_interval(
+                test_scores(runs, role), test_scores(results[REFERENCE], role)
+            )
+            cells.append(" ".join(interval_cells(interval)))
+        rows.append(cells)
+    return rows
+
+
+def probe_lines(results: Results) -> list[str]:
+    """`independent`'s validation mIoU per checkpoint, its late gain, and seconds per step."""
+    runs = results[REFERENCE]
+    if not runs:
+        return ["No `independent` run yet."]
+    iterations = [c["iteration"] for c in runs[0]["checkpoints"]]
+    rows = []
+    for index, iteration in enumerate(iterations):
+        cells = [str(iteration)]
+        for role in ROLES:
+            values = {r["seed"]: 100 * r["checkpoints"][index]["val"][role]["miou"] for r in runs}
+            cells.append(spread(values))
+        rows.append(cells)
+    late = max((i for i, it in enumerate(iterations) if it <= 0.75 * iterations[-1]), default=0)
+    gains = ", ".join(
+        f"{role} {statistics.fmean(_gain(r, late, role) for r in runs):+.2f} points"
+        for role in ROLES
+    )
+    timing = []
+    for label, group in results.items():
+        seconds = [s for r in group if (s := seconds_per_step(r)) is not None]
+        if seconds and label in (REFERENCE, *BASELINES, "ours"):
+            timing.append(f"{label} {statistics.median(seconds):.2f} s")
+    return [
+        f"`independent`, validation mIoU (%), mean ± sd over {len(runs)} seed(s):",
+        "",
+        *markdown_table(["iteration", *(f"{r} val mIoU (%)" for r in ROLES)], rows),
+        "",
+        f"Gain from iteration {iterations[late]} to {iterations[-1]} (the last "
+        f"{1 - iterations[late] / iterations[-1]:.0%} of the schedule): {gains}.",
+        "",
+        "Seconds per training step, median over uninterrupted runs: "
+        + (", ".join(timing) or "-")
+        + ".",
+    ]
+
+
+def _gain(result: dict[str, Any], start: int, role: str) -> float:
+    checkpoints = result["checkpoints"]
+    return 100 * (checkpoints[-1]["val"][role]["miou"] - checkpoints[start]["val"][role]["miou"])
+
+
+def diagnostics_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """`ours` per checkpoint window: which way BSD sent knowledge, each term over supervision."""
+    if not runs:
+        return ["No `ours` run yet."]
+    terms = [t for t in TERM_ORDER if t in runs[0]["terms"]]
+    header = [
+        "iterations",
+        "region-BSD windows: CNN teaches",
+        "ViT teaches",
+        "pixel-BSD pixels: CNN teaches",
+        "ViT teaches",
+        *(f"{t} / sup" for t in terms),
+    ]
+    rows, start = [], 0
+    for checkpoint in runs[0]["checkpoints"]:
+        end = checkpoint["iteration"]
+        windows = [w for r in runs if (w := window_means(r["curves"], start, end))]
+        cells = [f"{start + 1}-{end}"]
+        if windows:
+            cells += [
+                f"{100 * statistics.fmean(w[key] for w in windows):.1f} %"
+                for key in DIRECTION_SHARES
+            ]
+            for term in terms:
+                ratios = [w[f"loss_{term}"] / max(w["loss_sup"], 1e-12) for w in windows]
+                cells.append(f"{statistics.fmean(ratios):.3f}")
+        else:
+            cells += ["-"] * (len(header) - 1)
+        rows.append(cells)
+        start = end
+    return [
+        f"`ours`, mean over {len(runs)} seed(s). Shares: of the scored windows (region-BSD) and "
+        "of the labelled pixels (pixel-BSD) where each student taught the other; the rest "
+        "taught neither way. Ratios: each term's unweighted loss over the supervised loss "
+        "(both students' CE). Each from the training steps logged in the window.",
+        "",
+        *markdown_table(header, rows),
+    ]
+
+
+def window_means(curves: list[dict[str, float]], start: int, end: int) -> dict[str, float]:
+    """Means of the logged rows with ``start < iteration <= end`` (empty if there are none)."""
+    rows = [row for row in curves if start < row["iteration"] <= end]
+    return {key: statistics.fmean(row[key] for row in rows) for key in rows[0]} if rows else {}
+
+
+def headline(results: Results, description: str) -> list[str]:
+    """The README's table: each method's mean ± sd and its paired verdict vs `independent`."""
+    rows = []
+    for label in (REFERENCE, *BASELINES, "ours"):
+        cells = [label]
+        for role in ROLES:
+            runs = results[label]
+            if not runs:
+                cells.append("not run")
+                continue
+            own = test_scores(runs, role)
+            cell = spread(own)
+            interval = paired_interval(own, test_scores(results[REFERENCE], role))
+            if label != REFERENCE and interval is not None:
+                cell += f" ({interval.mean:+.2f}, {interval.verdict()})"
+            cells.append(cell)
+        rows.append(cells)
+    runs = ", ".join(f"{label} {len(results[label])}" for label in (REFERENCE, *BASELINES, "ours"))
+    return [
+        f"{description} Test mIoU (%), mean ± sd over seeds (runs: {runs}); in brackets the "
+        "mean paired difference to `independent` over the seeds both ran, and whether its "
+        "95 % t-interval excludes 0. Full tables: [docs/results.md](docs/results.md).",
+        "",
+        *markdown_table(["method", *(STUDENT_NAMES[r] for r in ROLES)], rows),
+    ]
+
+
+def plot_curves(results: Results, labels: list[str], path: Path) -> None:
+    """Validation mIoU against iterations, mean over seeds, one panel per student."""
+    figure, axes = new_figure(1, 2, figsize=(10, 4), sharey=True)
+    for axis, role in zip(axes, ROLES, strict=True):
+        for label in labels:
+            runs = results[label]
+            if not runs:
+                continue
+            xs = [c["iteration"] for c in runs[0]["checkpoints"]]
+            ys = [
+                statistics.fmean(100 * r["checkpoints"][i]["val"][role]["miou"] for r in runs)
+                for i in range(len(xs))
+            ]
+            axis.plot(xs, ys, marker="o", label=f"{label} ({len(runs)} seeds)")
+        axis.set_title(STUDENT_NAMES[role])
+        axis.set_xlabel("iteration")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("validation mIoU (%)")
+    axes[0].legend()
+    save_figure(figure, path)

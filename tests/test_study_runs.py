@@ -1,0 +1,72 @@
+"""One study run (bench/study.py): identity, resumption, and the paired statistics."""
+
+import math
+import shutil
+import sys
+
+import pytest
+import torch
+from scipy.stats import t
+
+from tests.conftest import REPO_ROOT, tiny_params_file
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+from paired import paired_interval
+from study import (
+    SNAPSHOTS,
+    RunSpec,
+    Scoring,
+    SnapshotTrainer,
+    run,
+    run_identity,
+    spec_params,
+)
+
+
+def test_paired_interval_is_the_t_interval_of_the_seedwise_differences():
+    ours = {0: 31.0, 1: 33.0, 2: 32.5, 3: 40.0}
+    reference = {0: 30.0, 1: 31.0, 2: 31.5, 4: 10.0}  # seed 3 and 4 are not paired
+    interval = paired_interval(ours, reference)
+    differences = [1.0, 2.0, 1.0]
+    half = t.ppf(0.975, 2) * torch.tensor(differences).std().item() / math.sqrt(3)
+    assert interval.n == 3
+    assert (interval.low, interval.mean, interval.high) == pytest.approx(
+        (4 / 3 - half, 4 / 3, 4 / 3 + half)
+    )
+    assert interval.verdict() == "gain"
+    assert paired_interval({0: 1.0, 1: 2.0}, {0: 2.0, 1: 0.0}).verdict() == "no separation"
+    assert paired_interval({0: 1.0}, {0: 0.0}).verdict() == "too few seeds"
+    assert paired_interval({0: 1.0}, {1: 0.0}) is None
+
+
+def test_a_run_missing_a_snapshot_it_had_passed_starts_afresh(validated_tiny, tmp_path, capsys):
+    prepared, _ = validated_tiny
+    params_file = tiny_params_file(tmp_path, "independent", iterations=2, checkpoint_every=1)
+    spec = RunSpec("independent-seed0", "independent", 0, {"train.num_workers": 0})
+    folder = tmp_path / "work" / spec.key
+    # a run killed after its checkpoint at 2, with the snapshot of iteration 1 lost
+    SnapshotTrainer(spec_params(spec, params_file), prepared, folder, keep_at=[1, 2]).run()
+    shutil.rmtree(folder / SNAPSHOTS / "1")
+    scoring = Scoring(score_last=1, splits=("val",))
+    device = torch.device("cpu")
+    result = run(spec, params_file, prepared, tmp_path / "work", tmp_path / "res", scoring, device)
+    assert "snapshots [1] missing at iteration 2; starting afresh" in capsys.readouterr().out
+    assert [c["iteration"] for c in result["checkpoints"]] == [1, 2]
+    assert result["iterations_this_run"] == 2
+
+
+def test_a_result_counts_only_for_the_configuration_it_was_made_with(validated_tiny, tmp_path):
+    prepared, _ = validated_tiny
+    params_file = tiny_params_file(tmp_path, "ours", iterations=2)
+    spec = RunSpec("ours-seed0", "ours", 0)
+    scoring = Scoring()
+    identity = run_identity(spec_params(spec, params_file), prepared, scoring)
+    logged_differently = RunSpec("ours-seed0", "ours", 0, {"train.log_every": 1})
+    assert run_identity(spec_params(logged_differently, params_file), prepared, scoring) == identity
+    for changed in (
+        RunSpec("ours-seed0", "ours", 1),
+        RunSpec("ours-seed0", "ours", 0, {"distill.pbsd.temperature": 2.0}),
+        RunSpec("ours-seed0", "ours", 0, {"evaluate.scale": 0.9}),
+    ):
+        assert run_identity(spec_params(changed, params_file), prepared, scoring) != identity
+    assert run_identity(spec_params(spec, params_file), prepared, Scoring(score_last=2)) != identity
