@@ -336,16 +336,17 @@ def test_gpu_study_script_runs_end_to_end_on_the_cpu_without_the_pipeline_librar
 ):
     """The device image has torch, timm, numpy, Pillow, PyYAML, tqdm and ONNX only."""
     prepared, validation = validated_tiny
-    blocker = tmp_path / "image"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\n"
+    # Every Python process of the study reports, at exit, which of those libraries it loaded.
+    watcher, imports = tmp_path / "image", tmp_path / "imports.log"
+    watcher.mkdir()
+    (watcher / "sitecustomize.py").write_text(
+        "import atexit, os, sys\n"
         f"LACKS = {GPU_IMAGE_LACKS!r}\n"
-        "class Lacking:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in LACKS:\n"
-        "            raise ImportError(f'{name} is not in the GPU image')\n"
-        "sys.meta_path.insert(0, Lacking())\n"
+        "def report():\n"
+        "    found = sorted({m.split('.')[0] for m in sys.modules} & set(LACKS))\n"
+        f"    with open({str(imports)!r}, 'a') as log:\n"
+        "        log.write(' '.join([sys.argv[0], *found]) + '\\n')\n"
+        "atexit.register(report)\n"
     )
     params = tiny_params_file(tmp_path, "independent", iterations=2, checkpoint_every=1)
     out = tmp_path / "out"
@@ -354,7 +355,7 @@ def test_gpu_study_script_runs_end_to_end_on_the_cpu_without_the_pipeline_librar
     command += ["--calibration-steps", "4", "--max-iterations", "4", "--score-reserve-s", "1"]
     command += ["--budget-s", "500", "--set", "train.crop=[32, 32]", "train.scale=[0.75, 1.25]"]
     command += ["train.num_workers=0", "train.compile=false", "train.batch_size=2"]
-    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    env = {**os.environ, "PYTHONPATH": str(watcher), "PYTHON": sys.executable}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     smoke = json.loads((out / "smoke" / "smoke.json").read_text())
@@ -368,3 +369,6 @@ def test_gpu_study_script_runs_end_to_end_on_the_cpu_without_the_pipeline_librar
         assert run["iterations"] == 4 and run["config"]["train"]["crop"] == [32, 32]
         assert 0 <= run["scores"]["test"]["cnn"]["miou"] <= 1
     assert "done" in (out / "gpu_study.log").read_text()
+    reports = imports.read_text().splitlines()
+    assert len(reports) >= 10  # the study, torchrun's launcher and worker, 4 + 4 runs
+    assert [line for line in reports if len(line.split()) > 1] == []

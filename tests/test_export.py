@@ -194,26 +194,50 @@ def test_a_bad_exporter_name_is_a_config_error_naming_the_key():
         parse_params({"export": {"exporter": "onnxscript"}}, "test")
 
 
-def test_the_graph_runs_the_student_at_the_evaluation_scale(validated_tiny, students_dir, tmp_path):
+@pytest.fixture(scope="module")
+def prepared_96x128(tmp_path_factory):
+    """A tiny CamVid at 96x128: at half size still large enough for the ViT's attention."""
+    from codistill.config import PrepareConfig
+    from codistill.data import create_reader, prepare_dataset
+    from tests.conftest import build_camvid_tree
+
+    base = tmp_path_factory.mktemp("prepared96")
+    tree = build_camvid_tree(base / "camvid", size=(96, 128))
+    prepare_dataset(create_reader("camvid", tree), base / "prepared", PrepareConfig())
+    return base / "prepared"
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_the_graph_runs_the_student_at_the_evaluation_scale(
+    prepared_96x128, students_dir, tmp_path, exporter
+):
     """A student trained at half size is served at half size: the resize is in the graph."""
     import onnxruntime as ort
 
     from codistill.evaluation.stage import load_students
     from codistill.models import segment
 
-    prepared, _ = validated_tiny
-    raw = {**TINY_EXPORT, "train": {"scale": [0.5, 1.0]}, "evaluate": {"scale": 0.5}}
+    raw = {
+        "export": {
+            "parity": {"resolutions": [[96, 128], [80, 112]], "batch_sizes": [1, 2]},
+            "exporter": exporter,
+            "opset": 18,
+            "variants": ["int8"],
+        },
+        "train": {"scale": [0.5, 1.0]},
+        "evaluate": {"scale": 0.5},
+    }
     params = parse_params(raw, "test")
-    run_export(params, prepared, students_dir, tmp_path / "export")
-    assert (
-        json.loads((tmp_path / "export/preprocessing.json").read_text())["inference_scale"] == 0.5
-    )
-    image = torch.randn(1, 3, 64, 96)
+    run_export(params, prepared_96x128, students_dir, tmp_path / "export")
+    contract = json.loads((tmp_path / "export/preprocessing.json").read_text())
+    assert contract["inference_scale"] == 0.5
     cnn = load_students(params, students_dir, 11)["cnn"].eval()
     session = ort.InferenceSession(str(tmp_path / "export/cnn.onnx"))
-    logits, labels = session.run(None, {"image": image.numpy()})
-    assert logits.shape == (1, 11, 64, 96) and labels.shape == (1, 64, 96)
-    with torch.no_grad():
-        half, full = segment(cnn, image, 0.5), segment(cnn, image, 1.0)
-    assert torch.allclose(torch.from_numpy(logits), half, atol=1e-4)
-    assert not torch.allclose(torch.from_numpy(logits), full, atol=1e-2)
+    for size in ((96, 128), (97, 131)):  # the second does not halve to whole pixels
+        image = torch.randn(1, 3, *size)
+        logits, labels = session.run(None, {"image": image.numpy()})
+        assert logits.shape == (1, 11, *size) and labels.shape == (1, *size)
+        with torch.no_grad():
+            scaled, full = segment(cnn, image, 0.5), segment(cnn, image, 1.0)
+        assert torch.allclose(torch.from_numpy(logits), scaled, atol=1e-4)
+        assert not torch.allclose(torch.from_numpy(logits), full, atol=1e-2)

@@ -24,14 +24,14 @@ from study import (
 
 
 def test_paired_interval_is_the_t_interval_of_the_seedwise_differences():
-    ours = {0: 31.0, 1: 33.0, 2: 32.5, 3: 40.0}
-    reference = {0: 30.0, 1: 31.0, 2: 31.5, 4: 10.0}  # seed 3 and 4 are not paired
+    ours = {0: 31.0, 1: 32.2, 2: 32.6, 3: 40.0}
+    reference = {0: 30.0, 1: 31.0, 2: 31.5, 4: 10.0}  # seeds 3 and 4 are not paired
     interval = paired_interval(ours, reference)
-    differences = [1.0, 2.0, 1.0]
-    half = t.ppf(0.975, 2) * torch.tensor(differences).std().item() / math.sqrt(3)
+    differences = torch.tensor([1.0, 1.2, 1.1], dtype=torch.float64)
+    half = t.ppf(0.975, 2) * differences.std().item() / math.sqrt(3)
     assert interval.n == 3
     assert (interval.low, interval.mean, interval.high) == pytest.approx(
-        (4 / 3 - half, 4 / 3, 4 / 3 + half)
+        (1.1 - half, 1.1, 1.1 + half)
     )
     assert interval.verdict() == "gain"
     assert paired_interval({0: 1.0, 1: 2.0}, {0: 2.0, 1: 0.0}).verdict() == "no separation"

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from codistill.config import load_params
+from codistill.config import ConfigError, load_params
 from codistill.engine.code_digest import PACKAGE_ROOT, code_digest
 from codistill.engine.trainer import CoTrainer
 from codistill.serving.process import free_port
@@ -300,7 +300,7 @@ def test_class_balance_changes_training_and_is_bounded(validated_tiny, tmp_path)
         tmp_path / "b",
     ).run()
     assert balanced["weights_sha256"] != plain["weights_sha256"]
-    with pytest.raises(Exception, match=r"train\.class_balance"):
+    with pytest.raises(ConfigError, match=r"train\.class_balance"):
         load_params(params_with(tmp_path, "independent", {"train.class_balance": 1.5}, "bad"))
 
 
