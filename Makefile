@@ -44,12 +44,20 @@ kfp-local: venv
 	dvc pull data.dvc
 	codistill pipeline run --local --raw-data data/camvid
 
-# every table of docs/results.md, on the outputs of `make run` (hours on a CPU; quality.py resumes)
+# every table of docs/results.md, on the outputs of `make run` (hours on a CPU; the searches and
+# the study read back their committed per-run results and train only what is missing; the
+# geometry table needs the recipe search's crops-native-eval students on disk, retrained by
+# `python bench/search.py recipe --rerun-older --candidates crops-native-eval`)
 bench: venv
 	python bench/read_speed.py
 	python bench/train_speed.py
 	python bench/infer_speed.py --triton
-	python bench/quality.py
+	python bench/search.py recipe
+	python bench/geometry.py --students build/bench/search/recipe/crops-native-eval-seed0 \
+		--result bench/results/search/recipe/crops-native-eval-seed0.json
+	python bench/quality.py --threads 1 --shard 0/2 --no-tables & \
+		python bench/quality.py --threads 1 --shard 1/2 --no-tables; wait
+	python bench/quality.py --no-train
 
 format: venv
 	ruff format .
