@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from codistill.export.graph_checks import check_graph
 from codistill.models.output import segment
 
 INPUT_NAME = "image"
@@ -89,8 +90,8 @@ def _declare_io_shapes(path: Path, channels: int, num_classes: int) -> None:
                 dim.dim_param = size
             else:
                 dim.dim_value = size
-    onnx.checker.check_model(model)
     onnx.save(model, str(path))
+    check_graph(path)
 
 
 def export_onnx(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codistill.export.graph_checks import check_graph, sort_topologically
 from codistill.export.onnx_graph import INPUT_NAME
 
 VARIANTS = ("int8", "fp16")
@@ -82,6 +83,8 @@ def convert_fp16(source: Path, target: Path, calibration: Sequence[np.ndarray] =
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    # the converter appends the input casts after the nodes that read them
+    sort_topologically(model.graph)
     onnx.save(model, str(target))
 
 
@@ -98,4 +101,5 @@ def build_variant(variant: str, source: Path, calibration: Sequence[np.ndarray])
     role = source.name.removesuffix(".onnx")
     target = source.with_name(variant_file(role, variant))
     BUILDERS[variant](source, target, calibration)
+    check_graph(target)
     return target
