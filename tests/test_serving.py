@@ -27,7 +27,8 @@ MODELS = ("codistill_cnn", "codistill_vit")
 @pytest.fixture(scope="module")
 def repository(exported_students, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("repository")
-    write_model_repository(exported_students, folder, parse_params({}, "d").serving, ("cnn", "vit"))
+    serving = parse_params({"serving": {"warmup_size": [64, 96]}}, "d").serving
+    write_model_repository(exported_students, folder, serving, ("cnn", "vit"))
     return folder
 
 
@@ -51,6 +52,24 @@ def infer(module, url: str, model: str, image: np.ndarray, dtype: str = "FP32") 
     outputs = [module.InferRequestedOutput(name) for name in ("logits", "labels")]
     result = client.infer(model, [tensor], outputs=outputs)
     return {name: result.as_numpy(name) for name in ("logits", "labels")}
+
+
+def test_each_model_answered_its_warmup_request_before_the_server_was_ready(server):
+    for model in MODELS:
+        counted = re.search(
+            rf'^nv_inference_request_success{{model="{model}",version="1"}} (\d+)',
+            server["ready"],
+            re.MULTILINE,
+        )
+        assert counted and int(counted.group(1)) == 1
+
+
+def test_a_warmup_the_endpoint_refuses_stops_the_server_with_its_reason(repository, tmp_path):
+    with (
+        pytest.raises(RuntimeError, match="codistill_cnn: its warm-up request failed"),
+        triton_server(repository, tmp_path / "serve.log", max_pixels=32 * 32),
+    ):
+        pass
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -127,7 +146,7 @@ def test_sigterm_stops_the_server_cleanly_and_removes_its_workspace(repository, 
 
 
 def test_the_int8_config_serves_the_int8_graph_with_batching_off(exported_variants, tmp_path):
-    settings = parse_params({}, "d").serving
+    settings = parse_params({"serving": {"warmup_size": [64, 96]}}, "d").serving
     write_model_repository(exported_variants, tmp_path / "repo", settings, ("cnn", "vit"))
     image = np.random.default_rng(3).standard_normal((1, 3, 32, 48)).astype(np.float32)
     log = tmp_path / "serve.log"
@@ -143,7 +162,7 @@ def test_the_int8_config_serves_the_int8_graph_with_batching_off(exported_varian
             assert config["max_batch_size"] == settings.max_batch_size
             assert "dynamic_batching" not in config
     announced = log.read_text()
-    assert "(cpu-int8 configs, dynamic batching off)" in announced
+    assert "(cpu-int8 configs, dynamic batching off, warm-up on)" in announced
     assert all(f"{model} (model.int8.onnx)" in announced for model in MODELS)
 
 

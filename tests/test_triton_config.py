@@ -7,6 +7,7 @@ import torch
 from tritonclient.grpc import model_config_pb2 as pb
 
 from codistill.config import ConfigError, ServingConfig, parse_params
+from codistill.serving.local_server import warmup_inputs
 from codistill.serving.model_repository import write_model_repository
 from codistill.serving.triton_config import model_config, read_config
 
@@ -119,3 +120,37 @@ def test_bad_settings_and_missing_models_are_named(exported_students, tmp_path):
         model_config(exported_students / "cnn.onnx", "x", ServingConfig(), "tpu")
     with pytest.raises(FileNotFoundError, match="no exported seg"):
         write_model_repository(exported_students, tmp_path / "repo", ServingConfig(), ("seg",))
+
+
+def test_every_config_warms_up_and_the_gpu_ones_cache_their_tensorrt_engine(
+    exported_variants, tmp_path
+):
+    settings = ServingConfig(warmup_size=(64, 96), tensorrt_cache="/cache")
+    written = write_model_repository(exported_variants, tmp_path / "repo", settings, ROLES)
+    for name, model_dir in written.items():
+        for path in (model_dir / "configs").glob("*.pbtxt"):
+            config = read_config(path)
+            (warmup,) = config.model_warmup
+            assert warmup.batch_size == 1 and warmup.count == 1
+            image = warmup.inputs[config.input[0].name]
+            assert image.zero_data and image.data_type == config.input[0].data_type
+            assert list(image.dims) == [3, 64, 96]
+            # the warm-up request is one the graph accepts
+            graph = model_dir / "1" / (config.default_model_filename or "model.onnx")
+            session = ort.InferenceSession(str(graph))
+            outputs = session.run(None, {"image": warmup_inputs(config)[0]["image"]})
+            assert outputs[1].shape == (1, 64, 96)
+            tensorrt = [
+                a
+                for a in config.optimization.execution_accelerators.gpu_execution_accelerator
+                if a.name == "tensorrt"
+            ]
+            if path.stem == "gpu":
+                assert tensorrt[0].parameters["trt_engine_cache_enable"] == "1"
+                assert tensorrt[0].parameters["trt_engine_cache_path"] == f"/cache/{name}"
+            else:
+                assert tensorrt == []
+    with pytest.raises(ConfigError, match=r"serving\.warmup_size"):
+        parse_params({"serving": {"warmup_size": [8, 8]}}, "params")
+    with pytest.raises(ConfigError, match=r"serving\.tensorrt_cache"):
+        parse_params({"serving": {"tensorrt_cache": "relative/path"}}, "params")

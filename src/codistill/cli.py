@@ -58,7 +58,8 @@ def _serve(args: argparse.Namespace) -> int:
     def announce(names: list[str], workspace: Path) -> None:
         print(
             f"serving {', '.join(names)} ({args.model_config_name} configs, dynamic batching "
-            f"{'on' if args.dynamic_batching else 'off'}) on "
+            f"{'on' if args.dynamic_batching else 'off'}, warm-up "
+            f"{'on' if args.warmup else 'off'}) on "
             f"http://{args.host}:{ports.http}, grpc {args.host}:{ports.grpc}, "
             f"metrics http://{args.host}:{ports.metrics}/metrics; workspace {workspace}; "
             "SIGTERM stops",
@@ -73,6 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
         args.max_pixels,
         dynamic_batching=args.dynamic_batching,
         ready=announce,
+        warmup=args.warmup,
     )
     print("server stopped", flush=True)
     return 0
@@ -251,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="dynamic_batching",
         action="store_false",
         help="run every request on its own, ignoring the configs' dynamic batching",
+    )
+    serve.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="skip the configs' model_warmup requests (the first real request pays instead)",
     )
     serve.set_defaults(run=_serve)
 

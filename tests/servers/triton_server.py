@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +14,14 @@ from codistill.serving.process import serve_in_background
 def triton_server(
     repository: Path, log: Path, max_pixels: int, config_name: str = "cpu", batching: bool = True
 ) -> Iterator[dict]:
-    """Start ``codistill serve`` on free loopback ports; yield its URLs and process."""
+    """Start ``codistill serve`` on free loopback ports; yield its URLs and process.
+
+    ``ready`` holds the server's Prometheus metrics as they were when it became ready.
+    """
     options = (f"--max-pixels={max_pixels}", f"--model-config-name={config_name}")
     options += () if batching else ("--no-dynamic-batching",)
     with serve_in_background(repository, log, options) as server:
-        yield {"urls": server.urls, "process": server.process, "log": server.log}
+        url = f"http://{server.urls['metrics']}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            metrics = response.read().decode()
+        yield {"urls": server.urls, "process": server.process, "log": server.log, "ready": metrics}

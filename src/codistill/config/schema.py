@@ -339,13 +339,15 @@ class GatesConfig:
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """How Triton serves each student: batching, instances, the GPU accelerator."""
+    """How Triton serves each student: batching, instances, warm-up, the GPU accelerator."""
 
     max_batch_size: int = 8
     preferred_batch_sizes: tuple[int, ...] = (4, 8)
     max_queue_delay_us: int = 2000
     instances: int = 1
     tensorrt_precision: Literal["FP32", "FP16"] = "FP16"
+    tensorrt_cache: str = "/trt-cache"
+    warmup_size: tuple[int, int] = (360, 480)
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -355,6 +357,10 @@ class ServingConfig:
             raise ConfigError(
                 f"preferred_batch_sizes: {outside} not within 1..{self.max_batch_size}"
             )
+        if min(self.warmup_size) < 32:
+            raise ConfigError(f"warmup_size: {list(self.warmup_size)} must be 32 pixels or more")
+        if not self.tensorrt_cache.startswith("/"):
+            raise ConfigError(f"tensorrt_cache: {self.tensorrt_cache!r} must be an absolute path")
         if self.max_queue_delay_us < 0 or self.instances < 1:
             raise ConfigError(
                 f"max_queue_delay_us ({self.max_queue_delay_us}) must not be negative and "

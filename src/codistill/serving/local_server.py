@@ -54,14 +54,30 @@ def _tensors(specs: Any) -> list[Any]:
     ]
 
 
+def warmup_inputs(config: Any) -> list[dict[str, np.ndarray]]:
+    """The requests of ``config.model_warmup`` as arrays (zero data), batch first."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    requests = []
+    for warmup in config.model_warmup:
+        request = {}
+        for name, spec in warmup.inputs.items():
+            dtype = NUMPY_TYPES[pb.DataType.Name(spec.data_type)]
+            request[name] = np.zeros((warmup.batch_size, *spec.dims), dtype=dtype)
+        requests += [request] * max(warmup.count, 1)
+    return requests
+
+
 def _infer_function(
-    onnx_path: Path, input_name: str, max_pixels: int
+    onnx_path: Path, input_name: str, max_pixels: int, warmup: list[dict[str, np.ndarray]]
 ) -> Callable[..., dict[str, np.ndarray]]:
     import onnxruntime as ort
     from pytriton.decorators import batch
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
+    for request in warmup:  # as Triton does with model_warmup, before the model is ready
+        session.run(names, request)
 
     @batch
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -77,14 +93,20 @@ def _infer_function(
 
 
 def bind_model(
-    triton: Any, model_dir: Path, config_name: str, max_pixels: int, dynamic_batching: bool = True
+    triton: Any,
+    model_dir: Path,
+    config_name: str,
+    max_pixels: int,
+    dynamic_batching: bool = True,
+    warmup: bool = True,
 ) -> str:
     """Bind the model in ``model_dir`` as its ``configs/<config_name>.pbtxt`` describes it.
 
     Returns the model name with the graph file it serves, e.g. ``codistill_cnn (model.onnx)``.
 
     As in Triton, a model without that configuration falls back to its ``config.pbtxt``.
-    Without ``dynamic_batching`` each request runs on its own, whatever the configuration.
+    Without ``dynamic_batching`` each request runs on its own, whatever the configuration;
+    without ``warmup`` the configuration's ``model_warmup`` requests are skipped.
     """
     from pytriton.model_config import DynamicBatcher, ModelConfig
 
@@ -103,7 +125,10 @@ def bind_model(
     triton.bind(
         model_name=config.name,
         infer_func=[
-            _infer_function(onnx_path, config.input[0].name, max_pixels) for _ in range(count)
+            _infer_function(
+                onnx_path, config.input[0].name, max_pixels, warmup_inputs(config) if warmup else []
+            )
+            for _ in range(count)
         ],
         inputs=_tensors(config.input),
         outputs=_tensors(config.output),
@@ -111,6 +136,38 @@ def bind_model(
         strict=True,
     )
     return f"{config.name} ({onnx_path.name})"
+
+
+def _warm_through_server(url: str, model_dirs: list[Path], config_name: str) -> None:
+    """Send each model's warm-up requests through the running server, end to end."""
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+    client = http.InferenceServerClient(url, network_timeout=600.0)
+    try:
+        for model_dir in model_dirs:
+            chosen = model_dir / "configs" / f"{config_name}.pbtxt"
+            config = read_config(chosen if chosen.is_file() else model_dir / "config.pbtxt")
+            for request in warmup_inputs(config):
+                tensors = []
+                for name, array in request.items():
+                    dtype = np_to_triton_dtype(array.dtype)
+                    tensor = http.InferInput(name, list(array.shape), dtype)
+                    tensor.set_data_from_numpy(array)
+                    tensors.append(tensor)
+                try:
+                    client.infer(config.name, tensors)
+                except InferenceServerException as err:
+                    raise WarmupError(
+                        f"{config.name}: its warm-up request failed ({err.message()}); lower "
+                        "serving.warmup_size or start with --no-warmup"
+                    ) from None
+    finally:
+        client.close()
+
+
+class WarmupError(RuntimeError):
+    """A model's configured warm-up request is one the endpoint refuses."""
 
 
 def _library_path() -> None:
@@ -130,6 +187,7 @@ def serve(
     dynamic_batching: bool = True,
     ready: Callable[[list[str], Path], None] | None = None,
     stop: threading.Event | None = None,
+    warmup: bool = True,
 ) -> None:
     """Serve every model in ``repository`` until SIGTERM, SIGINT or ``stop`` is set.
 
@@ -161,9 +219,12 @@ def serve(
     triton = Triton(config=config, workspace=workspace)
     try:
         names = [
-            bind_model(triton, d, config_name, max_pixels, dynamic_batching) for d in model_dirs
+            bind_model(triton, d, config_name, max_pixels, dynamic_batching, warmup)
+            for d in model_dirs
         ]
         triton.run()
+        if warmup:
+            _warm_through_server(f"{host}:{ports.http}", model_dirs, config_name)
         if ready is not None:
             ready(names, holder)
         stop.wait()

@@ -83,7 +83,25 @@ def model_config(
             name="tensorrt"
         )
         accelerator.parameters["precision_mode"] = settings.tensorrt_precision
+        # one engine per model, built once and reused by every instance and restart
+        accelerator.parameters["trt_engine_cache_enable"] = "1"
+        accelerator.parameters["trt_engine_cache_path"] = f"{settings.tensorrt_cache}/{name}"
+    add_warmup(config, settings.warmup_size)
     return config
+
+
+def add_warmup(config: Any, size: tuple[int, int]) -> None:
+    """One zero-filled request at ``size`` (height, width), run as the model loads.
+
+    Each input's dynamic axes after the batch take the height, then the width.
+    """
+    warmup = config.model_warmup.add(name=f"zeros_{size[0]}x{size[1]}", batch_size=1, count=1)
+    for spec in config.input:
+        sizes = iter(size)
+        dims = [d if d != -1 else next(sizes) for d in spec.dims]
+        warmup.inputs[spec.name].data_type = spec.data_type
+        warmup.inputs[spec.name].dims.extend(dims)
+        warmup.inputs[spec.name].zero_data = True
 
 
 def config_text(config: Any) -> str:
