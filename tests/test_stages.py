@@ -53,7 +53,10 @@ def test_unknown_stage_is_named():
         get_stage("fit")
 
 
-PROFILES = {"gpu": {"train": {"iterations": 9}, "gates": {"min_miou": 0.6}}, "tiny": {}}
+PROFILES = {
+    "gpu": {"train": {"iterations": 9}, "gates": {"min_miou": 0.6}, "evaluate": {"scale": 1.0}},
+    "tiny": {},
+}
 
 
 def test_dvc_yaml_stages_read_the_declared_params_and_pass_the_declared_artifacts():
@@ -85,8 +88,16 @@ def test_a_stage_depends_on_exactly_the_profile_sections_that_override_its_keys(
         "profile",
         "profiles.gpu.gates.min_miou",
     ]
-    # the gpu profile overrides gates.min_miou, not the gate export reads
-    assert stages["export"]["params"] == ["export", "models", "gates.max_quant_drop"]
+    # the gpu profile overrides gates.min_miou, not the gate export reads, and the scale
+    # export bakes into the graphs
+    assert stages["export"]["params"] == [
+        "export",
+        "models",
+        "evaluate.scale",
+        "gates.max_quant_drop",
+        "profile",
+        "profiles.gpu.evaluate.scale",
+    ]
     assert stages["prepare"]["params"] == ["data.dataset", "prepare"]  # no profile touches it
 
 
