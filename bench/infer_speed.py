@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from codistill.config import ROLES, load_params
 from codistill.evaluation.stage import load_students
-from codistill.export.onnx_graph import INPUT_NAME, DeployableStudent
+from codistill.export.onnx_graph import INPUT_NAME, DeployableStudent, Normalization
 from codistill.export.onnx_scoring import cpu_session, evenly_spaced_images
+from codistill.export.parity import resized_batch
 from codistill.export.variants import VARIANTS, variant_file
 from codistill.serving.model_repository import served_name
 from environment import (
@@ -68,16 +68,24 @@ def _seconds(call: Callable[[], object]) -> float:
 
 
 def forward_gflop(model: torch.nn.Module, size: tuple[int, int]) -> float:
-    """FLOPs of one forward pass on a 1×3×H×W image, in GFLOP (2 per multiply-add)."""
+    """FLOPs of one forward pass on a 1×H×W×3 uint8 image, in GFLOP (2 per multiply-add)."""
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.zeros(1, 3, *size))
+        model(torch.zeros(1, *size, 3, dtype=torch.uint8))
     return counter.get_total_flops() / 1e9
+
+
+def deployable(student: torch.nn.Module, onnx_dir: Path) -> DeployableStudent:
+    """The student as its exported graph runs it: the normalization and scale of the export."""
+    contract = json.loads((onnx_dir / "preprocessing.json").read_text())
+    stats = contract["normalization_in_graph"]
+    normalization = Normalization(tuple(stats["mean"]), tuple(stats["std"]))
+    return DeployableStudent(student, normalization, contract["inference_scale"]).eval()
 
 
 def engines(role: str, student: torch.nn.Module, onnx_dir: Path) -> dict[str, Engine]:
     """Every way this benchmark runs ``role``: eager PyTorch and each graph that exists."""
-    model = DeployableStudent(student).eval()
+    model = deployable(student, onnx_dir)
 
     @torch.no_grad()
     def eager(batch: np.ndarray) -> object:
@@ -94,10 +102,8 @@ def engines(role: str, student: torch.nn.Module, onnx_dir: Path) -> dict[str, En
 
 
 def batch_of(images: list[np.ndarray], size: tuple[int, int], count: int) -> np.ndarray:
-    """``count`` images resized to ``size`` and stacked, cycling through ``images``."""
-    picked = [torch.from_numpy(images[i % len(images)]) for i in range(count)]
-    stacked = torch.cat([F.interpolate(x, size=size, mode="bilinear") for x in picked])
-    return stacked.numpy()
+    """``count`` 1×H×W×3 uint8 images resized to ``size`` and stacked, cycling through them."""
+    return resized_batch([images[i % len(images)][0] for i in range(count)], size, count).numpy()
 
 
 def time_engines(
@@ -221,7 +227,7 @@ def main() -> None:
     flops = {}
     for role, student in students.items():
         student.eval()
-        flops[role] = forward_gflop(DeployableStudent(student), size)
+        flops[role] = forward_gflop(deployable(student, args.onnx), size)
         found = engines(role, student, args.onnx)
         for batch in args.batches:
             times = time_engines(found, batch_of(images, size, batch), args.rounds)

@@ -70,7 +70,7 @@ def main() -> None:
                 f"{first / second:.2f}x",
             ]
         )
-    height, width = image.shape[-2:]
+    height, width = image.shape[1:3]
     publish_table(
         args.out,
         "First request to the local Triton endpoint, with and without warm-up",

@@ -169,22 +169,29 @@ def validated_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 @pytest.fixture(scope="session")
 def exported_students(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Untrained students exported to ``cnn.onnx`` and ``vit.onnx`` as the export stage does."""
+    """Untrained students exported to ``cnn.onnx`` and ``vit.onnx`` as the export stage does.
+
+    Their weights are kept beside the graphs as ``cnn.pt`` and ``vit.pt``.
+    """
     import torch
 
     from codistill.config import parse_params
     from codistill.data import dataset_spec
     from codistill.export import export_onnx
+    from codistill.export.onnx_graph import Normalization
     from codistill.export.stage import preprocessing
     from codistill.models import build_student
 
     folder = tmp_path_factory.mktemp("onnx")
     params = parse_params({}, "defaults")
-    torch.manual_seed(0)
-    for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
-        export_onnx(build_student(cfg, 11), folder / f"{role}.onnx", "torchscript", 17, (32, 32))
     stats = folder / "stats.json"
     stats.write_text(json.dumps({"mean": [0.4, 0.42, 0.43], "std": [0.3, 0.31, 0.3]}))
+    normalization = Normalization.of_prepared(folder)
+    torch.manual_seed(0)
+    for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
+        student = build_student(cfg, 11)
+        export_onnx(student, folder / f"{role}.onnx", "torchscript", 17, (32, 32), normalization)
+        torch.save(student.state_dict(), folder / f"{role}.pt")
     contract = preprocessing(folder, dataset_spec("camvid"))
     (folder / "preprocessing.json").write_text(json.dumps(contract))
     stats.unlink()
@@ -200,7 +207,7 @@ def exported_variants(exported_students: Path, tmp_path_factory: pytest.TempPath
 
     folder = tmp_path_factory.mktemp("variants")
     rng = np.random.default_rng(0)
-    calibration = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(4)]
+    calibration = [rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8) for _ in range(4)]
     for role in ("cnn", "vit"):
         source = Path(shutil.copy(exported_students / f"{role}.onnx", folder))
         for variant in VARIANTS:

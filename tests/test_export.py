@@ -47,10 +47,11 @@ def test_export_writes_dynamic_graphs_with_logits_and_labels(
         assert [i.name for i in graph.input] == ["image"]
         assert [o.name for o in graph.output] == ["logits", "labels"]
         image, logits, labels = graph.input[0], graph.output[0], graph.output[1]
-        assert image.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
         assert labels.type.tensor_type.elem_type == onnx.TensorProto.UINT8
         # batch, height and width are symbolic; the channel and class counts are fixed
-        assert [isinstance(d, str) for d in dims(image)] == [True, False, True, True]
+        assert [isinstance(d, str) for d in dims(image)] == [True, True, True, False]
+        assert dims(image)[3] == 3  # N x H x W x RGB
         assert dims(logits)[1] == 11 and all(isinstance(d, str) for d in dims(labels))
         # training-only adapters are not in the graph
         assert not any("adapter" in init.name for init in graph.initializer)
@@ -62,6 +63,7 @@ def test_export_writes_dynamic_graphs_with_logits_and_labels(
             (32, 48, 2),
         }
         assert all(c["passed"] and c["label_agreement"] >= 0.999 for c in cases)
+        assert all(c["fp32_path_label_agreement"] >= 0.999 for c in cases)
     assert_variants_kept_within_the_gate(tmp_path / "export")
 
 
@@ -83,7 +85,7 @@ def assert_variants_kept_within_the_gate(folder):
             if not entry["kept"]:
                 continue
             graph = onnx.load(str(path)).graph
-            assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+            assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
             assert [o.name for o in graph.output] == ["logits", "labels"]
             if variant == "int8":
                 assert any(n.op_type == "QuantizeLinear" for n in graph.node)
@@ -215,6 +217,8 @@ def test_the_graph_runs_the_student_at_the_evaluation_scale(
     import onnxruntime as ort
 
     from codistill.evaluation.stage import load_students
+    from codistill.export.onnx_graph import Normalization
+    from codistill.export.parity import evaluation_input
     from codistill.models import segment
 
     raw = {
@@ -232,12 +236,14 @@ def test_the_graph_runs_the_student_at_the_evaluation_scale(
     contract = json.loads((tmp_path / "export/preprocessing.json").read_text())
     assert contract["inference_scale"] == 0.5
     cnn = load_students(params, students_dir, 11)["cnn"].eval()
+    normalization = Normalization.of_prepared(prepared_96x128)
     session = ort.InferenceSession(str(tmp_path / "export/cnn.onnx"))
     for size in ((96, 128), (97, 131)):  # the second does not halve to whole pixels
-        image = torch.randn(1, 3, *size)
+        image = torch.randint(0, 256, (1, *size, 3), dtype=torch.uint8)
         logits, labels = session.run(None, {"image": image.numpy()})
         assert logits.shape == (1, 11, *size) and labels.shape == (1, *size)
+        pixels = evaluation_input(image, normalization)
         with torch.no_grad():
-            scaled, full = segment(cnn, image, 0.5), segment(cnn, image, 1.0)
+            scaled, full = segment(cnn, pixels, 0.5), segment(cnn, pixels, 1.0)
         assert torch.allclose(torch.from_numpy(logits), scaled, atol=1e-4)
         assert not torch.allclose(torch.from_numpy(logits), full, atol=1e-2)

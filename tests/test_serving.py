@@ -12,11 +12,13 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpc
 import tritonclient.http as http
+import yaml
 from tritonclient.utils import InferenceServerException
 
 from codistill.config import parse_params
 from codistill.serving.model_repository import write_model_repository
 from codistill.serving.triton_config import read_config
+from tests.conftest import REPO_ROOT, SHARED
 from tests.servers.triton_server import triton_server
 
 pytestmark = pytest.mark.integration
@@ -45,7 +47,7 @@ def direct(repository: Path, model: str, image: np.ndarray) -> dict[str, np.ndar
     return {"logits": logits, "labels": labels}
 
 
-def infer(module, url: str, model: str, image: np.ndarray, dtype: str = "FP32") -> dict:
+def infer(module, url: str, model: str, image: np.ndarray, dtype: str = "UINT8") -> dict:
     client = module.InferenceServerClient(url)
     tensor = module.InferInput("image", list(image.shape), dtype)
     tensor.set_data_from_numpy(image)
@@ -75,7 +77,7 @@ def test_a_warmup_the_endpoint_refuses_stops_the_server_with_its_reason(reposito
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("model", MODELS)
 def test_served_results_equal_onnx_runtime(server, repository, protocol, model):
-    image = np.random.default_rng(0).standard_normal((2, 3, 64, 96)).astype(np.float32)
+    image = np.random.default_rng(0).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
     module = {"http": http, "grpc": grpc}[protocol]
     served = infer(module, server["urls"][protocol], model, image)
     expected = direct(repository, model, image)
@@ -87,13 +89,13 @@ def test_served_results_equal_onnx_runtime(server, repository, protocol, model):
 def test_concurrent_requests_of_different_sizes_each_get_their_own_answer(server, repository):
     rng = np.random.default_rng(1)
     sizes = [(32, 48), (64, 96), (48, 64), (32, 48), (96, 128), (64, 64)]
-    images = [rng.standard_normal((1, 3, *s)).astype(np.float32) for s in sizes]
+    images = [rng.integers(0, 256, (1, *s, 3), dtype=np.uint8) for s in sizes]
     with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
         answers = list(
             pool.map(lambda x: infer(http, server["urls"]["http"], MODELS[1], x), images)
         )
     for image, answer in zip(images, answers, strict=True):
-        assert answer["labels"].shape == (1, *image.shape[-2:])
+        assert answer["labels"].shape == (1, *image.shape[1:3])
         # Triton may batch the two 32x48 requests; a batched run can differ in the last
         # bits, so compare logits with a tolerance and labels against the served logits.
         expected = direct(repository, MODELS[1], image)["logits"]
@@ -104,21 +106,62 @@ def test_concurrent_requests_of_different_sizes_each_get_their_own_answer(server
 @pytest.mark.parametrize(
     ("image", "dtype", "model", "message"),
     [
-        (np.zeros((1, 3, 32, 32), np.float64), "FP64", MODELS[0], "FP64"),
-        (np.zeros((1, 4, 32, 32), np.float32), "FP32", MODELS[0], r"\[1,4,32,32\]|shape"),
-        (np.zeros((1, 3, 32, 32), np.float32), "FP32", "codistill_gan", "codistill_gan"),
-        (np.zeros((1, 3, 128, 128), np.float32), "FP32", MODELS[1], "128x128 is over the"),
+        (np.zeros((1, 32, 32, 3), np.float32), "FP32", MODELS[0], "FP32"),
+        (np.zeros((1, 32, 32, 3), np.float64), "FP64", MODELS[0], "FP64"),
+        (np.zeros((1, 32, 32, 4), np.uint8), "UINT8", MODELS[0], r"\[1,32,32,4\]|shape"),
+        (np.zeros((1, 32, 32, 3), np.uint8), "UINT8", "codistill_gan", "codistill_gan"),
+        (np.zeros((1, 128, 128, 3), np.uint8), "UINT8", MODELS[1], "128x128 is over the"),
     ],
-    ids=["wrong-dtype", "wrong-shape", "unknown-model", "oversize"],
+    ids=["float-image", "wrong-dtype", "wrong-channels", "unknown-model", "oversize"],
 )
 def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
     server, repository, image, dtype, model, message
 ):
     with pytest.raises(InferenceServerException, match=message):
         infer(http, server["urls"]["http"], model, image, dtype)
-    good = np.ones((1, 3, 32, 48), np.float32)
+    good = np.full((1, 32, 48, 3), 128, np.uint8)
     answer = infer(http, server["urls"]["http"], MODELS[0], good)
     assert np.array_equal(answer["labels"], direct(repository, MODELS[0], good)["labels"])
+
+
+def real_camvid_test_image() -> Path:
+    """A CamVid test PNG as the DVC remote stores it (by content hash), or a skip."""
+    remote = SHARED / "dvc-remote" / "files" / "md5"
+    digest = yaml.safe_load((REPO_ROOT / "data.dvc").read_text())["outs"][0]["md5"]
+    listing = remote / digest[:2] / digest[2:]
+    if not listing.is_file():
+        pytest.skip("no shared DVC remote with CamVid")
+    entry = next(e for e in json.loads(listing.read_text()) if "/test/" in e["relpath"])
+    return remote / entry["md5"][:2] / entry["md5"][2:]
+
+
+def test_a_real_camvid_png_sent_as_uint8_gets_the_labels_of_the_fp32_path(
+    repository, exported_students, tmp_path
+):
+    """The served graph normalizes and resizes inside; the evaluation path does it in torch."""
+    import torch
+    from PIL import Image
+
+    from codistill.export.onnx_graph import Normalization
+    from codistill.export.parity import evaluation_input
+    from codistill.models import build_student, segment
+
+    rgb = np.asarray(Image.open(real_camvid_test_image()).convert("RGB"))
+    assert rgb.shape == (360, 480, 3)
+    contract = json.loads((exported_students / "preprocessing.json").read_text())
+    stats = contract["normalization_in_graph"]
+    normalization = Normalization(tuple(stats["mean"]), tuple(stats["std"]))
+    pixels = evaluation_input(torch.from_numpy(rgb)[None], normalization)
+    models = parse_params({}, "defaults").models
+    with triton_server(repository, tmp_path / "serve.log", 360 * 480) as running:
+        for role, cfg in (("cnn", models.cnn), ("vit", models.vit)):
+            served = infer(http, running["urls"]["http"], f"codistill_{role}", rgb[None])
+            student = build_student(cfg, 11).eval()
+            student.load_state_dict(torch.load(exported_students / f"{role}.pt"))
+            with torch.no_grad():
+                fp32 = segment(student, pixels, contract["inference_scale"]).argmax(dim=1)
+            assert served["labels"].shape == (1, 360, 480)
+            assert (served["labels"] == fp32.numpy()).mean() >= 0.999
 
 
 def test_health_and_metrics_endpoints_answer_on_loopback(server, repository):
@@ -148,7 +191,7 @@ def test_sigterm_stops_the_server_cleanly_and_removes_its_workspace(repository, 
 def test_the_int8_config_serves_the_int8_graph_with_batching_off(exported_variants, tmp_path):
     settings = parse_params({"serving": {"warmup_size": [64, 96]}}, "d").serving
     write_model_repository(exported_variants, tmp_path / "repo", settings, ("cnn", "vit"))
-    image = np.random.default_rng(3).standard_normal((1, 3, 32, 48)).astype(np.float32)
+    image = np.random.default_rng(3).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
     log = tmp_path / "serve.log"
     with triton_server(tmp_path / "repo", log, MAX_PIXELS, "cpu-int8", batching=False) as server:
         for model in MODELS:
@@ -247,7 +290,7 @@ def test_loadtest_counts_failed_requests_and_bounds_its_settings(server, validat
     argv += ["--model", "codistill_gan", "--concurrency", "2", "--duration", "0.5"]
     assert main(argv) == 1
     assert "codistill_gan at concurrency 2:" in capsys.readouterr().err
-    image = [np.zeros((1, 3, 32, 32), np.float32)]
+    image = [np.zeros((1, 32, 32, 3), np.uint8)]
     report = run_load(server["urls"]["http"], "codistill_gan", image, 2, 5)
     assert report.requests == 0 and report.p50_ms is None and "codistill_gan" in report.first_error
     assert report.errors <= 2 * (2 + 20)  # each client gives up after 20 failures in a row
@@ -279,8 +322,8 @@ def test_infer_without_a_server_says_so_by_address(preprocessing, tmp_path, caps
     ("contract", "message"),
     [
         ("{not json", "not valid JSON"),
-        ('{"input": "image", "mean": [0.4, 0.4, 0.4]}', "missing std, palette"),
-        ('{"input": "image", "mean": [0.4], "std": [0.3], "palette": []}', "mean and std need 3"),
+        ('{"input": "image"}', "missing palette"),
+        ('{"palette": [[0, 0, 0]]}', "missing input"),
     ],
 )
 def test_a_bad_preprocessing_contract_is_named_before_any_request(

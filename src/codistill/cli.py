@@ -154,7 +154,7 @@ def _loadtest(args: argparse.Namespace) -> int:
             args.protocol,
             args.model_config_name,
         )
-    height, width = images[0].shape[-2:]
+    height, width = images[0].shape[1:3]
     print(
         f"{len(images)} {args.split} images at {height}x{width}, batch 1 per request, "
         f"{args.duration:g} s per row, {args.protocol}"

@@ -1,35 +1,58 @@
-"""One student as an ONNX graph: image in, full-size logits and arg-max labels out."""
+"""One student as an ONNX graph: a raw RGB image in, full-size logits and arg-max labels out."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from codistill.data.prepare import STATS_JSON
 from codistill.export.graph_checks import check_graph
 from codistill.models.output import segment
 
 INPUT_NAME = "image"
+INPUT_DTYPE = torch.uint8
 OUTPUT_NAMES = ("logits", "labels")
 LABEL_DTYPE = torch.uint8
+CHANNELS = 3
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The per-channel statistics the students were trained with (of pixels in [0, 1])."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of_prepared(cls, prepared_dir: str | Path) -> Normalization:
+        """The statistics the prepare stage computed on the training split."""
+        stats = json.loads((Path(prepared_dir) / STATS_JSON).read_text())
+        return cls(tuple(stats["mean"]), tuple(stats["std"]))
 
 
 class DeployableStudent(nn.Module):
-    """A trained student without its training-only parts, with the serving outputs.
+    """A trained student without its training-only parts, with the serving interface.
 
-    The graph resizes the image by ``scale`` (``evaluate.scale``, the scale the student was
-    trained at) before the student, and returns outputs at the image's own size.
+    In: ``image``, N×H×W×3 RGB uint8, any size. Inside: the training normalization, the
+    resize by ``scale`` (the scale the student was trained at), the student, and the logits
+    upsampled back. Out: logits (N×K×H×W, float32) and labels (N×H×W, uint8).
     """
 
-    def __init__(self, student: nn.Module, scale: float = 1.0) -> None:
+    def __init__(self, student: nn.Module, normalization: Normalization, scale: float) -> None:
         super().__init__()
         self.student = student
         self.scale = scale
+        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(normalization.std).view(1, -1, 1, 1))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (N×K×H×W, float32) and labels (N×H×W, uint8) at the input's size."""
-        logits = segment(self.student, image, self.scale)
+        """Logits and labels at the input's size for an N×H×W×3 uint8 batch."""
+        pixels = image.permute(0, 3, 1, 2).float().div(255)
+        logits = segment(self.student, (pixels - self.mean) / self.std, self.scale)
         return logits, logits.argmax(dim=1).to(LABEL_DTYPE)
 
 
@@ -42,7 +65,7 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, ops
         input_names=[INPUT_NAME],
         output_names=list(OUTPUT_NAMES),
         dynamic_axes={
-            INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+            INPUT_NAME: {0: "batch", 1: "height", 2: "width"},
             "logits": {0: "batch", 2: "height", 3: "width"},
             "labels": {0: "batch", 1: "height", 2: "width"},
         },
@@ -53,8 +76,8 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, ops
 def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
     dims = {
         0: torch.export.Dim("batch", min=1, max=1024),
-        2: torch.export.Dim("height", min=32, max=4096),
-        3: torch.export.Dim("width", min=32, max=4096),
+        1: torch.export.Dim("height", min=32, max=4096),
+        2: torch.export.Dim("width", min=32, max=4096),
     }
     program = torch.onnx.export(
         model,
@@ -78,7 +101,7 @@ def _declare_io_shapes(path: Path, channels: int, num_classes: int) -> None:
 
     model = onnx.load(str(path))
     shapes = {
-        INPUT_NAME: ("batch", channels, "height", "width"),
+        INPUT_NAME: ("batch", "height", "width", channels),
         "logits": ("batch", num_classes, "height", "width"),
         "labels": ("batch", "height", "width"),
     }
@@ -100,20 +123,26 @@ def export_onnx(
     exporter: str,
     opset: int,
     example_size: tuple[int, int],
+    normalization: Normalization,
     scale: float = 1.0,
 ) -> Path:
-    """Write ``student`` (run at ``scale``) as one ONNX file with dynamic batch, height, width."""
+    """Write ``student`` as one ONNX file with dynamic batch, height and width.
+
+    The graph takes N×H×W×3 uint8 RGB images (see ``DeployableStudent``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = DeployableStudent(student, scale).eval()
+    model = DeployableStudent(student, normalization, scale).eval()
     # A batch of two: the dynamo exporter would otherwise specialise the batch size to 1.
-    example = torch.randn(2, 3, *example_size)
+    generator = torch.Generator().manual_seed(0)
+    shape = (2, *example_size, CHANNELS)
+    example = torch.randint(0, 256, shape, dtype=INPUT_DTYPE, generator=generator)
     partial = path.with_name(f".{path.name}.partial")
     with torch.no_grad():
         num_classes = model(example)[0].shape[1]
         if num_classes > torch.iinfo(LABEL_DTYPE).max + 1:
             raise ValueError(f"{num_classes} classes do not fit the {LABEL_DTYPE} labels output")
         EXPORTERS[exporter](model, example, partial, opset)
-    _declare_io_shapes(partial, example.shape[1], num_classes)
+    _declare_io_shapes(partial, CHANNELS, num_classes)
     partial.replace(path)
     return path

@@ -24,7 +24,7 @@ def cpu_session(path: str | Path) -> Any:
 
 
 def score_graphs(graphs: dict[str, Path], prepared_dir: str | Path, split: str) -> dict[str, dict]:
-    """Score each graph on every image of ``split``, one image at a time at native size.
+    """Score each graph on every image of ``split`` (as stored: uint8, native size), one by one.
 
     The graphs take turns on each image, so their latencies see the same machine load.
     Returns per graph: mIoU, pixel accuracy, images and mean seconds per image.
@@ -35,8 +35,9 @@ def score_graphs(graphs: dict[str, Path], prepared_dir: str | Path, split: str) 
     confusion = {name: torch.zeros(num_classes, num_classes, dtype=torch.int64) for name in graphs}
     seconds = dict.fromkeys(graphs, 0.0)
     for index in range(len(data)):
-        image, labels = data[index, 0]
-        batch = image[None].numpy()
+        image, labels = data.reader.read(data.rows[index])
+        labels = torch.from_numpy(labels)
+        batch = image[None]
         for name, session in sessions.items():
             start = time.perf_counter()
             (predicted,) = session.run([LABELS_OUTPUT], {INPUT_NAME: batch})
@@ -55,7 +56,7 @@ def score_graphs(graphs: dict[str, Path], prepared_dir: str | Path, split: str) 
 
 
 def evenly_spaced_images(prepared_dir: str | Path, split: str, count: int) -> list[np.ndarray]:
-    """``count`` normalized 1×3×H×W images spread evenly over ``split``, at native size."""
+    """``count`` 1×H×W×3 uint8 RGB images spread evenly over ``split``, at native size."""
     data = PreparedSplit(prepared_dir, split)
     picks = np.unique(np.linspace(0, len(data) - 1, num=min(count, len(data))).round().astype(int))
-    return [data[int(i), 0][0][None].numpy() for i in picks]
+    return [data.reader.read(data.rows[int(i)])[0][None] for i in picks]

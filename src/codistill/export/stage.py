@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from codistill.artifacts import staged_output, write_json_atomic
 from codistill.config import Params
 from codistill.data.base import dataset_spec
-from codistill.data.loading import PreparedSplit
-from codistill.data.prepare import STATS_JSON
+from codistill.data.shards import ShardReader
 from codistill.data.spec import DatasetSpec
 from codistill.evaluation.stage import load_students
-from codistill.export.onnx_graph import INPUT_NAME, OUTPUT_NAMES, export_onnx
+from codistill.export.onnx_graph import INPUT_NAME, OUTPUT_NAMES, Normalization, export_onnx
 from codistill.export.parity import ParityError, check_parity, parity_failures
 from codistill.export.variant_gate import faster_variants
 
@@ -26,26 +24,23 @@ VARIANTS_JSON = "variants.json"
 PARITY_SPLIT = "val"
 
 
-def parity_images(prepared_dir: str | Path, count: int, size: tuple[int, int]) -> torch.Tensor:
-    """The first ``count`` validation images, normalized, resized to ``size``, stacked."""
-    data = PreparedSplit(prepared_dir, PARITY_SPLIT)
-    images = [data[(i % len(data), 0)][0][None] for i in range(count)]
-    return torch.cat(
-        [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in images]
-    )
+def parity_images(prepared_dir: str | Path, count: int) -> list[np.ndarray]:
+    """The first ``count`` validation images as stored (H×W×3 uint8 RGB, native size)."""
+    reader = ShardReader(prepared_dir)
+    rows = reader.require_split(PARITY_SPLIT)
+    return [reader.read(rows[i % len(rows)])[0] for i in range(count)]
 
 
 def preprocessing(prepared_dir: str | Path, spec: DatasetSpec, scale: float = 1.0) -> dict:
-    """What a client must do to an RGB image before ``image``, and how to read ``labels``."""
-    stats = json.loads((Path(prepared_dir) / STATS_JSON).read_text())
+    """What a client sends as ``image`` and how to read ``labels``: the serving contract."""
+    normalization = Normalization.of_prepared(prepared_dir)
     return {
         "input": INPUT_NAME,
-        "layout": "NCHW, RGB",
-        "normalize": "x / 255, then (x - mean) / std per channel",
-        "size": "any; the graph resizes the image by inference_scale and answers at its size",
+        "layout": "NHWC, RGB",
+        "dtype": "uint8",
+        "size": "any; the graph normalizes, resizes by inference_scale and answers at its size",
         "inference_scale": scale,
-        "mean": stats["mean"],
-        "std": stats["std"],
+        "normalization_in_graph": {"mean": normalization.mean, "std": normalization.std},
         "class_names": list(spec.class_names),
         "palette": [list(colour) for colour in spec.palette],
     }
@@ -67,14 +62,21 @@ def _export_into(
     students = load_students(params, Path(students_dir), spec.num_classes)
     first_size = tuple(cfg.parity.resolutions[0])
     scale = params.evaluate.scale
-    images = parity_images(prepared_dir, max(cfg.parity.batch_sizes), first_size)
+    normalization = Normalization.of_prepared(prepared_dir)
+    images = parity_images(prepared_dir, max(cfg.parity.batch_sizes))
     parity, failures = {}, []
     for role, student in students.items():
         student.eval()
         path = export_onnx(
-            student, staged / f"{role}.onnx", cfg.exporter, cfg.opset, first_size, scale
+            student,
+            staged / f"{role}.onnx",
+            cfg.exporter,
+            cfg.opset,
+            first_size,
+            normalization,
+            scale,
         )
-        parity[role] = check_parity(student, path, images, cfg.parity, scale)
+        parity[role] = check_parity(student, path, images, cfg.parity, normalization, scale)
         failures += [f"{role} {line}" for line in parity_failures(parity[role], cfg.parity)]
     summary = {
         "exporter": cfg.exporter,
@@ -82,6 +84,7 @@ def _export_into(
         "inference_scale": scale,
         "torch": torch.__version__,
         "input": INPUT_NAME,
+        "input_layout": "NHWC uint8 RGB",
         "outputs": list(OUTPUT_NAMES),
         "files": {role: f"{role}.onnx" for role in students},
     }

@@ -1,6 +1,6 @@
 """Faster variants of an exported graph: INT8 (ONNX Runtime static quantization) and FP16.
 
-Both keep the graph's interface: ``image`` stays FP32 in, ``logits`` FP32 and ``labels``
+Both keep the graph's interface: ``image`` stays UINT8 in, ``logits`` FP32 and ``labels``
 UINT8 out, so a client and a Triton configuration need not change.
 """
 
@@ -40,8 +40,8 @@ def _quiet_onnxruntime_tools() -> Iterator[None]:
 def quantize_int8(source: Path, target: Path, calibration: Sequence[np.ndarray]) -> None:
     """Statically quantize ``source`` to INT8 (QDQ, per-channel weights), calibrated on images.
 
-    ``calibration`` holds normalized 1×3×H×W FP32 images; activation ranges are their
-    min/max over all of them.
+    ``calibration`` holds 1×H×W×3 uint8 images; activation ranges are their min/max over all
+    of them.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -78,7 +78,7 @@ def quantize_int8(source: Path, target: Path, calibration: Sequence[np.ndarray])
 
 
 def convert_fp16(source: Path, target: Path, calibration: Sequence[np.ndarray] = ()) -> None:
-    """Convert ``source``'s weights and arithmetic to FP16, keeping FP32 inputs and outputs."""
+    """Convert ``source``'s weights and arithmetic to FP16, keeping the input and output types."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 

@@ -18,11 +18,13 @@ class ClientInputError(ValueError):
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """The normalization the graph expects and the colours of its classes."""
+    """The serving contract: the input's name and the colours of the classes.
+
+    The graphs take the image as it is read (N×H×W×3 uint8 RGB, any size); normalization
+    and resizing happen inside them, so a client needs no statistics.
+    """
 
     input_name: str
-    mean: np.ndarray
-    std: np.ndarray
     palette: np.ndarray
 
     @classmethod
@@ -35,22 +37,14 @@ class Preprocessing:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ClientInputError(f"{path}: not valid JSON ({err})") from None
-        missing = [key for key in ("input", "mean", "std", "palette") if key not in data]
+        missing = [key for key in ("input", "palette") if key not in data]
         if missing:
             raise ClientInputError(f"{path}: missing {', '.join(missing)}")
-        if len(data["mean"]) != 3 or len(data["std"]) != 3:
-            raise ClientInputError(f"{path}: mean and std need 3 values, one per RGB channel")
-        return cls(
-            data["input"],
-            np.asarray(data["mean"], np.float32),
-            np.asarray(data["std"], np.float32),
-            np.asarray(data["palette"], np.uint8),
-        )
+        return cls(data["input"], np.asarray(data["palette"], np.uint8))
 
     def tensor(self, rgb: np.ndarray) -> np.ndarray:
-        """A 1×3×H×W float32 batch from an H×W×3 uint8 image."""
-        pixels = rgb.astype(np.float32) / 255
-        return ((pixels - self.mean) / self.std).transpose(2, 0, 1)[None].astype(np.float32)
+        """A 1×H×W×3 uint8 batch of one H×W×3 uint8 image."""
+        return np.ascontiguousarray(rgb, dtype=np.uint8)[None]
 
     def colours(self, labels: np.ndarray) -> np.ndarray:
         """The class colour of every pixel; labels outside the palette come out black."""
@@ -92,8 +86,12 @@ class LabelsClient:
         return bool(self.client.is_server_live())
 
     def labels(self, model: str, batch: np.ndarray, input_name: str = "image") -> np.ndarray:
-        """Send one FP32 N×3×H×W batch to ``model``; return its N×H×W labels."""
-        tensor = self.module.InferInput(input_name, list(batch.shape), "FP32")
+        """Send one N×H×W×3 uint8 batch to ``model``; return its N×H×W labels."""
+        from tritonclient.utils import np_to_triton_dtype
+
+        tensor = self.module.InferInput(
+            input_name, list(batch.shape), np_to_triton_dtype(batch.dtype)
+        )
         tensor.set_data_from_numpy(batch)
         timeout = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         outputs = [self.module.InferRequestedOutput(OUTPUT)]

@@ -68,8 +68,17 @@ def warmup_inputs(config: Any) -> list[dict[str, np.ndarray]]:
     return requests
 
 
+def spatial_axes(config: Any) -> tuple[int, ...]:
+    """The batched array's axes of the image's height and width: the input's dynamic dims."""
+    return tuple(1 + i for i, size in enumerate(config.input[0].dims) if size == -1)
+
+
 def _infer_function(
-    onnx_path: Path, input_name: str, max_pixels: int, warmup: list[dict[str, np.ndarray]]
+    onnx_path: Path,
+    input_name: str,
+    axes: tuple[int, ...],
+    max_pixels: int,
+    warmup: list[dict[str, np.ndarray]],
 ) -> Callable[..., dict[str, np.ndarray]]:
     import onnxruntime as ort
     from pytriton.decorators import batch
@@ -82,9 +91,10 @@ def _infer_function(
     @batch
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         image = inputs[input_name]
-        if image.shape[-2] * image.shape[-1] > max_pixels:
+        height, width = (image.shape[axis] for axis in axes)
+        if height * width > max_pixels:
             raise ValueError(
-                f"{input_name}: {image.shape[-2]}x{image.shape[-1]} is over the "
+                f"{input_name}: {height}x{width} is over the "
                 f"{max_pixels}-pixel limit of this endpoint"
             )
         return dict(zip(names, session.run(names, {input_name: image}), strict=True))
@@ -126,7 +136,11 @@ def bind_model(
         model_name=config.name,
         infer_func=[
             _infer_function(
-                onnx_path, config.input[0].name, max_pixels, warmup_inputs(config) if warmup else []
+                onnx_path,
+                config.input[0].name,
+                spatial_axes(config),
+                max_pixels,
+                warmup_inputs(config) if warmup else [],
             )
             for _ in range(count)
         ],
