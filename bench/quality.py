@@ -97,7 +97,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", metavar="KEY", help="train only these runs")
     parser.add_argument(
         "--shard",
-        default="0/1",
+        type=parsed_shard,
+        default=(0, 1),
         metavar="K/N",
         help="train only every N-th run of the plan, from the K-th (N processes side by side)",
     )
@@ -166,6 +167,17 @@ def collect(
     return results, stale
 
 
+def parsed_shard(text: str) -> tuple[int, int]:
+    """Parse `K/N` into (K, N), with 0 <= K < N."""
+    try:
+        shard, shards = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N") from None
+    if not 0 <= shard < shards:
+        raise argparse.ArgumentTypeError(f"{text!r}: K must be in 0..N-1 (N processes)")
+    return shard, shards
+
+
 def train_missing(
     args: argparse.Namespace, name: str, runs: Plan, scoring: Scoring, regime_dir: Path
 ) -> None:
@@ -176,7 +188,7 @@ def train_missing(
         raise SystemExit(f"--only: {', '.join(unknown)} not in the plan of regime {name}")
     require_validated(args.prepared, args.validation)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    shard, shards = (int(part) for part in args.shard.split("/"))
+    shard, shards = args.shard
     for index, (_, run_spec) in enumerate(runs):
         if index % shards != shard or (args.only and run_spec.key not in args.only):
             continue

@@ -301,6 +301,16 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
     assert trained_keys(rerun.stdout) == ["dml-seed1"]
 
 
+@pytest.mark.parametrize("shard", ["2/2", "-1/2", "1", "a/b"])
+def test_quality_bench_refuses_a_shard_outside_its_processes(validated_tiny, tmp_path, shard):
+    command = bench_command("quality.py", validated_tiny, tmp_path)
+    command += ["--regime", "tiny", f"--shard={shard}"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert f"--shard: {shard!r}" in refused.stderr
+    assert not (tmp_path / "results.md").exists()
+
+
 def test_search_bench_scores_candidates_on_the_validation_split_only(validated_tiny, tmp_path):
     command = [*bench_command("search.py", validated_tiny, tmp_path), "tiny"]
     result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
