@@ -19,3 +19,11 @@ RUN pip install --no-cache-dir . && pip check
 # Small project metadata only: the default parameters and the data pointer, never the data.
 COPY params.yaml data.dvc ./
 COPY .dvc/config .dvc/config
+
+# Components run unprivileged. The Kubeflow launcher writes artifacts under /gcs, /minio and
+# /s3, so those belong to the user; pods give it their volumes through fsGroup 10001.
+RUN useradd --uid 10001 --user-group --create-home --home-dir /home/codistill codistill \
+    && mkdir -p /gcs /minio /s3 \
+    && chown codistill:codistill /gcs /minio /s3
+ENV HOME=/home/codistill
+USER 10001:10001

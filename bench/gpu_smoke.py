@@ -19,7 +19,7 @@ from codistill.data.base import dataset_spec
 from codistill.engine.distributed import shutdown_distributed
 from codistill.engine.trainer import CoTrainer
 from codistill.evaluation.stage import load_students
-from codistill.export.onnx_graph import export_onnx
+from codistill.export.onnx_graph import Normalization, export_onnx
 from codistill.export.parity import check_parity
 from codistill.export.stage import parity_images
 from study import parse_overrides, read_curves, resolve_params
@@ -66,12 +66,18 @@ def main() -> None:
         classes = dataset_spec(params.data.dataset).num_classes
         student = load_students(params, args.out, classes)["cnn"].eval()
         cfg, scale = params.export.parity, params.evaluate.scale
-        size = tuple(cfg.resolutions[0])
+        normalization = Normalization.of_prepared(args.prepared)
         path = export_onnx(
-            student, args.out / "cnn.onnx", params.export.exporter, params.export.opset, size, scale
+            student,
+            args.out / "cnn.onnx",
+            params.export.exporter,
+            params.export.opset,
+            tuple(cfg.resolutions[0]),
+            normalization,
+            scale,
         )
-        images = parity_images(args.prepared, max(cfg.batch_sizes), size)
-        cases = check_parity(student, path, images, cfg, scale)
+        images = parity_images(args.prepared, max(cfg.batch_sizes))
+        cases = check_parity(student, path, images, cfg, normalization, scale)
         report["onnx_parity"] = {
             "max_abs_logit_diff": max(c["max_abs_logit_diff"] for c in cases),
             "min_label_agreement": min(c["label_agreement"] for c in cases),

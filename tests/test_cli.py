@@ -1,4 +1,6 @@
 import re
+import subprocess
+import sys
 
 from codistill.cli import main
 from tests.conftest import REPO_ROOT
@@ -94,3 +96,50 @@ def test_evaluation_split_without_samples_exits_2_naming_the_splits(
         capsys.readouterr().err
     )
     assert not (tmp_path / "e" / "metrics.json").exists()
+
+
+HEAVY_LIBRARIES = (
+    "torch",
+    "timm",
+    "mlflow",
+    "kfp",
+    "great_expectations",
+    "onnxruntime",
+    "tritonclient",
+    "pytriton",
+    "dvc",
+)
+
+
+def test_help_imports_none_of_the_heavy_libraries():
+    """``codistill --help`` answers without torch, MLflow, kfp, GX or the serving stack."""
+    probe = (
+        "import sys, contextlib, io\n"
+        "from codistill.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "assert 'serve' in out.getvalue() and 'train' in out.getvalue()\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY_LIBRARIES)!r}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_crop_larger_than_any_training_image_is_refused_before_training(
+    validated_tiny, tmp_path, capsys
+):
+    from tests.conftest import tiny_params_file
+
+    prepared, validation = validated_tiny
+    params = tiny_params_file(tmp_path)
+    params.write_text(params.read_text().replace("crop: [32, 48]", "crop: [40000, 40000]"))
+    out = tmp_path / "train"
+    argv = ["train", "--params", str(params), "--prepared", str(prepared)]
+    argv += ["--validation", str(validation), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "train.crop [40000, 40000] is larger than the largest training image" in err
+    assert "(48×64 × 1.25 = 60×80); use at most [60, 80]" in err
+    assert not (out / "last.pt").exists()

@@ -100,3 +100,17 @@ def test_a_profile_cannot_smuggle_an_unknown_key(tmp_path):
     text = "profile: gpu\nprofiles:\n  gpu:\n    train:\n      iteratons: 5\n"
     with pytest.raises(ConfigError, match=r"unknown key train\.iteratons"):
         load_params(write(tmp_path, text))
+
+
+def test_numbers_written_as_yaml_1_1_strings_are_read_as_numbers(tmp_path):
+    text = "train:\n  cnn_optimizer:\n    lr: 1e-2\n  vit_optimizer:\n    lr: 3E-4\n"
+    params = load_params(write(tmp_path, text))
+    assert params.train.cnn_optimizer.lr == 0.01
+    assert params.train.vit_optimizer.lr == 0.0003
+
+
+@pytest.mark.parametrize("value", ["ten", ".nan", "'inf'", "1e400"])
+def test_a_number_that_is_no_finite_number_is_refused(tmp_path, value):
+    text = f"train:\n  cnn_optimizer:\n    lr: {value}\n"
+    with pytest.raises(ConfigError, match=r"train\.cnn_optimizer\.lr: expected a (finite )?number"):
+        load_params(write(tmp_path, text))

@@ -116,6 +116,8 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["train"].update(
         iterations=4, batch_size=2, crop=[32, 48], num_workers=0, log_every=2, checkpoint_every=2
     )
+    params["train"]["scale"] = [1.0, 1.0]  # the tiny images are already smaller than CamVid's
+    params["evaluate"]["scale"] = 1.0
     params["distill"]["rbsd"]["window"] = 2
     params["evaluate"]["split"] = "val"
     params["export"]["parity"]["resolutions"] = [[48, 64], [32, 48]]
@@ -156,6 +158,35 @@ def test_a_second_repro_runs_nothing(tiny_project):
     again = run([str(BIN / "dvc"), "repro"], tiny_project).stdout
     assert stages_run(again) == set()
     assert "up to date" in again.lower()
+
+
+def output_digests(root: Path) -> dict[str, str]:
+    """SHA-256 of every file the stages wrote."""
+    import hashlib
+
+    files = [p for d in ("build", "serving") for p in (root / d).rglob("*") if p.is_file()]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_a_broken_params_yaml_leaves_every_previous_output_in_place(tiny_project):
+    run([str(BIN / "dvc"), "repro"], tiny_project)
+    before = output_digests(tiny_project)
+    assert "build/train/curves.csv" in before and "build/train/cnn.pt" in before
+    import yaml
+
+    params = tiny_project / "params.yaml"
+    good = params.read_text()
+    broken = yaml.safe_load(good)
+    broken["train"]["iterations"] = "ten"
+    params.write_text(yaml.safe_dump(broken, sort_keys=False))
+    try:
+        failed = run([str(BIN / "dvc"), "repro"], tiny_project, check=False)
+    finally:
+        params.write_text(good)
+    assert failed.returncode != 0
+    assert "train.iterations: expected an integer, got 'ten'" in failed.stdout + failed.stderr
+    assert output_digests(tiny_project) == before
+    assert "up to date" in run([str(BIN / "dvc"), "status"], tiny_project).stdout.lower()
 
 
 def test_exp_run_of_another_method_reruns_only_train_and_what_follows_and_diffs(tiny_project):

@@ -9,7 +9,7 @@ from codistill.evaluation.stage import run_evaluation
 from tests.conftest import TRAIN_SIZE, tiny_params_file
 
 
-def test_evaluate_writes_metrics_report_csv_and_pictures(validated_tiny, tmp_path):
+def test_evaluate_writes_metrics_report_csv_and_pictures(validated_tiny, tmp_path, capsys):
     prepared, report = validated_tiny
     params_path = tiny_params_file(tmp_path, iterations=2)
     CoTrainer(load_params(params_path), prepared, tmp_path / "train").run()
@@ -32,6 +32,7 @@ def test_evaluate_writes_metrics_report_csv_and_pictures(validated_tiny, tmp_pat
         )
         == 0
     )
+    assert "evaluate val: 2/2 images, " in capsys.readouterr().out  # progress off a terminal
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "val" and set(metrics) == {"split", "cnn", "vit"}
     details = json.loads((out / "report.json").read_text())
@@ -79,3 +80,22 @@ def test_evaluate_without_trained_students_names_the_missing_file(validated_tiny
     )
     assert code == 2
     assert "no trained cnn student; run the train stage" in capsys.readouterr().err
+
+
+def test_evaluate_at_a_scale_too_small_for_the_students_names_the_knob(
+    validated_tiny, tmp_path, capsys
+):
+    prepared, report = validated_tiny
+    params_path = tiny_params_file(tmp_path, iterations=1)
+    CoTrainer(load_params(params_path), prepared, tmp_path / "train").run()
+    shrunk = tmp_path / "shrunk.yaml"
+    text = params_path.read_text().replace("scale: [0.75, 1.25]", "scale: [0.5, 1.25]")
+    shrunk.write_text(text.replace("evaluate:\n", "evaluate:\n  scale: 0.5\n"))
+    common = ["--prepared", str(prepared), "--validation", str(report)]
+    common += ["--students", str(tmp_path / "train"), "--out", str(tmp_path / "eval")]
+    code = main(["evaluate", "--params", str(shrunk), *common])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "evaluate.scale 0.5 shrinks val image" in err and "(48×64) to 24×32" in err
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+    assert main(["evaluate", "--params", str(params_path), *common]) == 0

@@ -36,11 +36,15 @@ def dims(value) -> list:
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_export_writes_dynamic_graphs_with_logits_and_labels(
-    validated_tiny, students_dir, tmp_path, exporter
+    validated_tiny, students_dir, tmp_path, exporter, capsys
 ):
     prepared, _ = validated_tiny
     raw = {**TINY_EXPORT, "export": {**TINY_EXPORT["export"], "exporter": exporter, "opset": 18}}
     run_export(parse_params(raw, "test"), prepared, students_dir, tmp_path / "export")
+    progress = capsys.readouterr().out  # one line per phase, off a terminal
+    for role in ("cnn", "vit"):
+        wrote = f"export {role}: wrote and checked {role}.onnx"
+        assert f"{wrote}\nexport {role}: parity passed" in progress
     parity = json.loads((tmp_path / "export" / "parity.json").read_text())
     for role in ("cnn", "vit"):
         graph = onnx.load(str(tmp_path / "export" / f"{role}.onnx")).graph
@@ -103,7 +107,7 @@ def test_a_variant_over_the_quantization_gate_is_deleted_and_reported(tmp_path, 
         target.write_text(variant)
         return target
 
-    def fake_scores(graphs, prepared_dir, split):
+    def fake_scores(graphs, prepared_dir, split, label):
         miou = {"fp32": 0.500, "int8": 0.489, "fp16": 0.4995}  # drops of 1.1 and 0.05 points
         latency = {"fp32": 0.20, "int8": 0.05, "fp16": 0.25}
         return {

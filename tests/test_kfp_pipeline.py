@@ -18,6 +18,7 @@ from codistill.stages import STAGES, stage_edges
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
+IMAGE_USER = 10001  # the Dockerfile's unprivileged user
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +152,9 @@ def test_pytorchjob_manifest_is_valid_and_runs_the_train_stage_on_every_gpu():
         assert set(mounts) <= set(volumes)
         assert str(args.checkpoint_dir).startswith(mounts["checkpoints"])
         assert volumes["dshm"].empty_dir.medium == "Memory" and mounts["dshm"] == "/dev/shm"
+        security = template.spec.security_context
+        assert security.run_as_non_root and security.run_as_user == IMAGE_USER
+        assert security.fs_group == IMAGE_USER  # the volumes are writable by the image's user
 
 
 def test_a_broken_pod_template_is_rejected_by_the_kubernetes_models():
@@ -174,3 +178,8 @@ def test_dockerfile_builds_the_package_on_cuda_torch_without_the_dataset():
     assert {"data", "build", ".venv"} <= set(ignored)
     tag = re.search(r"-t (\S+) \.", dockerfile).group(1)
     assert tag == COMPONENT_IMAGE
+    # the last USER wins: the components run as the unprivileged user, not root
+    users = re.findall(r"^USER (\S+)$", dockerfile, re.M)
+    assert users and users[-1] == f"{IMAGE_USER}:{IMAGE_USER}"
+    assert f"useradd --uid {IMAGE_USER}" in dockerfile
+    assert "chown codistill:codistill /gcs /minio /s3" in dockerfile

@@ -2,8 +2,11 @@
 
 import concurrent.futures
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -178,14 +181,49 @@ def test_health_and_metrics_endpoints_answer_on_loopback(server, repository):
     assert "on http://127.0.0.1:" in server["log"].read_text()
 
 
-def test_sigterm_stops_the_server_cleanly_and_removes_its_workspace(repository, tmp_path):
+def test_sigterm_stops_the_server_cleanly_and_the_next_start_removes_a_killed_ones_workspace(
+    repository, tmp_path
+):
+    def workspace_of(running):
+        return Path(re.search(r"workspace (\S+);", running["log"].read_text()).group(1))
+
+    with triton_server(repository, tmp_path / "killed.log", MAX_PIXELS) as running:
+        killed = workspace_of(running)
+        os.killpg(running["process"].pid, signal.SIGKILL)  # the server and its tritonserver
+        running["process"].wait(timeout=60)
+    assert killed.is_dir()  # nobody could clean up after a SIGKILL
     with triton_server(repository, tmp_path / "serve.log", MAX_PIXELS) as running:
-        workspace = Path(re.search(r"workspace (\S+);", running["log"].read_text()).group(1))
-        assert workspace.is_dir()
+        workspace = workspace_of(running)
+        assert workspace.is_dir() and not killed.exists()
+        assert f"removed {killed}, the workspace of a server that is gone" in (
+            running["log"].read_text()
+        )
         running["process"].send_signal(signal.SIGTERM)
         assert running["process"].wait(timeout=60) == 0
     assert "server stopped" in (tmp_path / "serve.log").read_text()
     assert not workspace.exists()
+
+
+def test_only_workspaces_of_servers_that_are_gone_are_removed(tmp_path):
+    from codistill.serving.local_server import PID_FILE, WORKSPACE_PREFIX, remove_stale_workspaces
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    folders = {}
+    for name, pid in (("gone", gone.stdout.strip()), ("alive", str(os.getpid())), ("new", None)):
+        folders[name] = tmp_path / f"{WORKSPACE_PREFIX}{name}"
+        folders[name].mkdir()
+        if pid is not None:
+            (folders[name] / PID_FILE).write_text(pid)
+    assert remove_stale_workspaces(tmp_path) == [folders["gone"]]
+    assert [p.name for p in sorted(tmp_path.iterdir())] == [
+        f"{WORKSPACE_PREFIX}alive",
+        f"{WORKSPACE_PREFIX}new",
+    ]
 
 
 def test_the_int8_config_serves_the_int8_graph_with_batching_off(exported_variants, tmp_path):
@@ -225,8 +263,11 @@ def test_infer_writes_colour_masks_matching_the_graph_and_names_bad_files(
 
     rgb = np.random.default_rng(2).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "street.png")
+    (tmp_path / "b").mkdir()
+    Image.fromarray(255 - rgb).save(tmp_path / "b" / "street.png")  # same name, other folder
     (tmp_path / "notes.png").write_text("not an image")
     argv = ["infer", str(tmp_path / "notes.png"), str(tmp_path / "street.png")]
+    argv += [str(tmp_path / "b" / "street.png")]
     argv += ["--model", MODELS[1], "--url", server["urls"]["grpc"], "--protocol", "grpc"]
     argv += ["--out", str(tmp_path / "out"), "--preprocessing", str(preprocessing)]
     assert main(argv) == 2
@@ -237,6 +278,26 @@ def test_infer_writes_colour_masks_matching_the_graph_and_names_bad_files(
     assert np.array_equal(mask, expected)
     assert Image.open(tmp_path / "out" / "street.overlay.png").size == (64, 48)
     assert not (tmp_path / "out" / "notes.mask.png").exists()
+    other = prep.colours(direct(repository, MODELS[1], prep.tensor(255 - rgb))["labels"][0])
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out/b/street.mask.png")), other)
+
+
+def test_infer_refuses_two_inputs_that_would_write_one_result_before_any_request(
+    preprocessing, tmp_path, capsys
+):
+    from PIL import Image
+
+    from codistill.cli import main
+
+    for name in ("x.png", "x.jpg"):
+        Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / name)
+    argv = ["infer", str(tmp_path / "x.png"), str(tmp_path / "x.jpg"), "--url", "127.0.0.1:9"]
+    argv += ["--out", str(tmp_path / "out"), "--preprocessing", str(preprocessing)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "x.png and " in err and "x.jpg would both write x.mask.png" in err
+    assert "no Triton server" not in err  # refused before reaching for the server
+    assert not (tmp_path / "out").exists()
 
 
 def test_infer_with_an_unknown_model_is_named_and_the_server_keeps_serving(

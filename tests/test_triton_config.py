@@ -134,7 +134,7 @@ def test_every_config_warms_up_and_the_gpu_ones_cache_their_tensorrt_engine(
             assert warmup.batch_size == 1 and warmup.count == 1
             image = warmup.inputs[config.input[0].name]
             assert image.zero_data and image.data_type == config.input[0].data_type
-            assert list(image.dims) == [3, 64, 96]
+            assert list(image.dims) == [64, 96, 3]
             # the warm-up request is one the graph accepts
             graph = model_dir / "1" / (config.default_model_filename or "model.onnx")
             session = ort.InferenceSession(str(graph))

@@ -13,7 +13,7 @@ from codistill.data import UnvalidatedDataError, create_reader, prepare_dataset,
 from codistill.validation.gate import validate_prepared
 from tests.conftest import TINY_SPLITS, save_png
 
-TINY_GATE = ValidateConfig(split_sizes=dict(TINY_SPLITS))
+TINY_GATE = ValidateConfig(split_sizes=dict(TINY_SPLITS), image_size=(24, 32))
 
 
 def truncate_image(tree: Path) -> None:
@@ -24,6 +24,13 @@ def truncate_image(tree: Path) -> None:
 def shrink_mask(tree: Path) -> None:
     path = tree / "valannot" / "va_000.png"
     Image.open(path).resize((16, 12), Image.NEAREST).save(path)
+
+
+def shrink_pair(tree: Path) -> None:
+    """An image and its mask that agree with each other, at a size the dataset does not have."""
+    for folder in ("train", "trainannot"):
+        path = tree / folder / "tr_002.png"
+        Image.open(path).resize((16, 12), Image.NEAREST).save(path)
 
 
 def write_label_200(tree: Path) -> None:
@@ -49,6 +56,7 @@ def drop_val_sample(tree: Path) -> None:
 CORRUPTIONS: list[tuple[Callable[[Path], None], str, dict[str, str]]] = [
     (truncate_image, "image_decodes", {"train/tr_001": "image: cannot decode"}),
     (shrink_mask, "mask_size_matches_image", {"val/va_000": "image 24x32, mask 12x16"}),
+    (shrink_pair, "image_size_as_configured", {"train/tr_002": "image 12x16, expected 24x32"}),
     (write_label_200, "label_values_valid", {"train/tr_004": "invalid raw values 200 in 5 pixels"}),
     (remove_mask, "mask_decodes", {"test/te_002": "mask: file not found"}),
     (
@@ -68,7 +76,7 @@ def prepare(tree: Path, out: Path) -> Path:
 def test_clean_dataset_passes_every_check(camvid_tree, tmp_path):
     report = validate_prepared(prepare(camvid_tree, tmp_path / "p"), TINY_GATE)
     assert report["passed"], report["failed_checks"]
-    assert len(report["checks"]) == 7
+    assert len(report["checks"]) == 8
     assert report["samples"] == sum(TINY_SPLITS.values())
 
 

@@ -10,8 +10,6 @@ from pathlib import Path
 
 from codistill.config import ROLES, ConfigError, load_params
 from codistill.config.loader import load_yaml_mapping
-from codistill.data.gate import UnvalidatedDataError
-from codistill.data.shards import EmptySplitError
 from codistill.lineage.runs import PIPELINE_RUN_ENV
 from codistill.stages import STAGES, Stage, StageFailedError
 
@@ -87,11 +85,13 @@ def _infer(args: argparse.Namespace) -> int:
         ClientInputError,
         LabelsClient,
         Preprocessing,
+        output_stems,
         segment_file,
     )
 
     try:
         prep = Preprocessing.load(args.preprocessing)
+        stems = output_stems(args.images, args.out)
     except ClientInputError as err:
         print(f"codistill infer: {err}", file=sys.stderr)
         return 2
@@ -106,7 +106,7 @@ def _infer(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.images:
         try:
-            mask, overlay = segment_file(path, args.out, args.model, client, prep)
+            mask, overlay = segment_file(path, stems[path], args.model, client, prep)
         except (ClientInputError, InferenceServerException, OSError) as err:
             print(f"codistill infer: {path}: {err}", file=sys.stderr)
             failed += 1
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--model-config-name", default="cpu", help="configs/<name>.pbtxt of each model to use"
     )
-    from codistill.serving.local_server import DEFAULT_MAX_PIXELS
+    from codistill.serving.limits import DEFAULT_MAX_PIXELS
 
     serve.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image (H×W) accepted"
@@ -309,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors a user's input causes: one line on stderr, exit 2 (imported when raised)."""
+    from codistill.data.gate import UnvalidatedDataError
+    from codistill.data.shards import EmptySplitError
+
+    return ConfigError, FileNotFoundError, KeyError, UnvalidatedDataError, EmptySplitError
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``codistill`` console script."""
     args = build_parser().parse_args(argv)
@@ -317,13 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StageFailedError as err:
         print(err, file=sys.stderr)
         return 1
-    except (
-        ConfigError,
-        FileNotFoundError,
-        KeyError,
-        UnvalidatedDataError,
-        EmptySplitError,
-    ) as err:
+    except _user_errors() as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"codistill {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -59,11 +59,14 @@ class ValidateConfig:
 
     split_sizes: dict[str, int] = field(default_factory=dict)
     class_share: ClassShareBounds = field(default_factory=ClassShareBounds)
+    image_size: tuple[int, int] | None = None  # height, width of every image; None: any
 
     def __post_init__(self) -> None:
         for split, size in self.split_sizes.items():
             if size < 0:
                 raise ConfigError(f"split_sizes.{split}: {size} must not be negative")
+        if self.image_size is not None and min(self.image_size) < 1:
+            raise ConfigError(f"image_size: {list(self.image_size)} must be positive")
 
 
 @dataclass(frozen=True)

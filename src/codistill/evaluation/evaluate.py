@@ -9,9 +9,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from codistill.config import ConfigError
 from codistill.data.loading import PreparedSplit
 from codistill.evaluation.metrics import confusion_matrix, segmentation_scores
 from codistill.models.output import segment
+from codistill.reporting import reported
+
+# The ViT's first stage (stride 4) must hold at least its 8×8 spatial-reduction window.
+MIN_INPUT_SIDE = 32
+
+
+def require_input_size(size: tuple[int, int], scale: float, what: str) -> None:
+    """Raise ConfigError if ``size`` resized by ``scale`` is too small for the students."""
+    scaled = tuple(int(side * scale) for side in size)
+    if min(scaled) < MIN_INPUT_SIDE:
+        raise ConfigError(
+            f"evaluate.scale {scale} shrinks {what} ({size[0]}×{size[1]}) to "
+            f"{scaled[0]}×{scaled[1]}; the students need at least {MIN_INPUT_SIDE} pixels "
+            "per side: raise evaluate.scale"
+        )
 
 
 def predict(model: nn.Module, image: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -27,6 +43,7 @@ def evaluate_students(
     device: torch.device,
     keep: int = 0,
     scale: float = 1.0,
+    label: str | None = None,
 ) -> tuple[dict, list[dict]]:
     """Score each model on every image of ``split``, one image at a time.
 
@@ -35,6 +52,7 @@ def evaluate_students(
 
     Returns per-model scores (with the confusion matrix and images per second) and, for the
     first ``keep`` images, the image, its labels and each model's prediction for plots.
+    With a ``label``, progress is reported under it (see ``reported``).
     """
     data = PreparedSplit(prepared_dir, split)
     num_classes = data.info["num_classes"]
@@ -43,8 +61,10 @@ def evaluate_students(
     examples: list[dict] = []
     for model in models.values():
         model.eval().to(device)
-    for index in range(len(data)):
+    indices = range(len(data))
+    for index in reported(indices, label, len(data)) if label else indices:
         image, labels = data[index, 0]
+        require_input_size(image.shape[-2:], scale, f"{split} image {data.sample_id(index)}")
         batch = image[None].to(device)
         example = (
             {

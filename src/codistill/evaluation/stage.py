@@ -66,6 +66,7 @@ def run_evaluation(
         device,
         keep=params.evaluate.overlays,
         scale=params.evaluate.scale,
+        label=f"evaluate {split}",
     )
     class_names = list(spec.class_names)
     summary = {

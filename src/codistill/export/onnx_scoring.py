@@ -12,6 +12,7 @@ import torch
 from codistill.data.loading import PreparedSplit
 from codistill.evaluation.metrics import confusion_matrix, segmentation_scores
 from codistill.export.onnx_graph import INPUT_NAME
+from codistill.reporting import reported
 
 LABELS_OUTPUT = "labels"
 
@@ -23,9 +24,12 @@ def cpu_session(path: str | Path) -> Any:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def score_graphs(graphs: dict[str, Path], prepared_dir: str | Path, split: str) -> dict[str, dict]:
+def score_graphs(
+    graphs: dict[str, Path], prepared_dir: str | Path, split: str, label: str
+) -> dict[str, dict]:
     """Score each graph on every image of ``split`` (as stored: uint8, native size), one by one.
 
+    Progress is reported under ``label`` (see ``reported``).
     The graphs take turns on each image, so their latencies see the same machine load.
     Returns per graph: mIoU, pixel accuracy, images and mean seconds per image.
     """
@@ -34,7 +38,7 @@ def score_graphs(graphs: dict[str, Path], prepared_dir: str | Path, split: str) 
     sessions = {name: cpu_session(path) for name, path in graphs.items()}
     confusion = {name: torch.zeros(num_classes, num_classes, dtype=torch.int64) for name in graphs}
     seconds = dict.fromkeys(graphs, 0.0)
-    for index in range(len(data)):
+    for index in reported(range(len(data)), label, len(data)):
         image, labels = data.reader.read(data.rows[index])
         labels = torch.from_numpy(labels)
         batch = image[None]

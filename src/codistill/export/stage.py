@@ -76,8 +76,11 @@ def _export_into(
             normalization,
             scale,
         )
+        print(f"export {role}: wrote and checked {path.name}", flush=True)
         parity[role] = check_parity(student, path, images, cfg.parity, normalization, scale)
-        failures += [f"{role} {line}" for line in parity_failures(parity[role], cfg.parity)]
+        failed = [f"{role} {line}" for line in parity_failures(parity[role], cfg.parity)]
+        print(f"export {role}: parity {'FAILED' if failed else 'passed'}", flush=True)
+        failures += failed
     summary = {
         "exporter": cfg.exporter,
         "opset": cfg.opset,

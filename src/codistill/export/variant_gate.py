@@ -32,7 +32,9 @@ def faster_variants(
         graphs = {"fp32": onnx_dir / f"{role}.onnx"}
         for variant in cfg.variants:
             graphs[variant] = build_variant(variant, graphs["fp32"], calibration)
-        scores = score_graphs(graphs, prepared_dir, VARIANT_SPLIT)
+            print(f"export {role}: built the {variant} graph", flush=True)
+        label = f"export {role}: scoring {', '.join(graphs)} on {VARIANT_SPLIT}"
+        scores = score_graphs(graphs, prepared_dir, VARIANT_SPLIT, label)
         reference = scores["fp32"]
         report = {"fp32": {**reference, "file": graphs["fp32"].name}}
         for variant in cfg.variants:

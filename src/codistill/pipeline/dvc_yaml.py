@@ -53,22 +53,26 @@ PLOTS: list[Any] = [
 
 
 def _out_entries(spec: ArtifactSpec, metrics: bool) -> list[Any]:
+    """The stage's DVC outs (or metrics), each ``persist``-ed.
+
+    Every stage replaces its outputs only once it has finished them, so DVC must not delete
+    them before running it: a stage that fails (a bad ``params.yaml``) or is killed leaves the
+    previous outputs, cached or not, in place.
+    """
     if not spec.files:
         if metrics:
             return []
-        return [spec.path if spec.cache else {spec.path: {"cache": False}}]
-    entries: list[Any] = []
-    for item in spec.files:
-        if item.metric != metrics:
-            continue
-        options: dict[str, bool] = {}
-        if not item.cache:
-            options["cache"] = False
-        if item.persist:
-            options["persist"] = True
-        path = f"{spec.path}/{item.name}"
-        entries.append({path: options} if options else path)
-    return entries
+        return [{spec.path: {"persist": True, **({} if spec.cache else {"cache": False})}}]
+    return [
+        {
+            f"{spec.path}/{item.name}": {
+                "persist": True,
+                **({} if item.cache else {"cache": False}),
+            }
+        }
+        for item in spec.files
+        if item.metric == metrics
+    ]
 
 
 def _has_path(section: Any, dotted: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,18 +103,38 @@ class LabelsClient:
         self.client.close()
 
 
+def output_stems(paths: list[Path], out_dir: Path) -> dict[Path, Path]:
+    """Each input's output path without suffix, mirroring its folder below the common one.
+
+    ``a/x.png`` and ``b/x.png`` thus keep one result each, under ``out_dir/a`` and ``out_dir/b``.
+
+    Raises ClientInputError, before any request, if two inputs would still share a name.
+    """
+    folders = [path.resolve().parent for path in paths]
+    common = Path(os.path.commonpath(folders)) if folders else Path()
+    stems: dict[Path, Path] = {}
+    seen: dict[Path, Path] = {}
+    for path, folder in zip(paths, folders, strict=True):
+        stem = out_dir / folder.relative_to(common) / path.stem
+        if stem in seen and seen[stem].resolve() != path.resolve():
+            raise ClientInputError(
+                f"{seen[stem]} and {path} would both write {stem.name}.mask.png; rename one "
+                "or segment them in separate runs"
+            )
+        seen[stem], stems[path] = path, stem
+    return stems
+
+
 def segment_file(
-    path: Path, out_dir: Path, model: str, client: LabelsClient, prep: Preprocessing
+    path: Path, stem: Path, model: str, client: LabelsClient, prep: Preprocessing
 ) -> tuple[Path, Path]:
     """Segment one image file; write ``<stem>.mask.png`` and ``<stem>.overlay.png``."""
     rgb = read_rgb(path)
     labels = client.labels(model, prep.tensor(rgb), prep.input_name)[0]
     colours = prep.colours(labels)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mask_path, overlay_path = (
-        out_dir / f"{path.stem}.mask.png",
-        out_dir / f"{path.stem}.overlay.png",
-    )
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    mask_path = stem.with_name(f"{stem.name}.mask.png")
+    overlay_path = stem.with_name(f"{stem.name}.overlay.png")
     Image.fromarray(colours).save(mask_path)
     blend = (rgb.astype(np.float32) * 0.5 + colours.astype(np.float32) * 0.5).astype(np.uint8)
     Image.fromarray(blend).save(overlay_path)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from codistill.serving.limits import DEFAULT_MAX_PIXELS
 from codistill.serving.model_repository import MODEL_FILE, VERSION
 from codistill.serving.triton_config import read_config
 
@@ -32,7 +33,10 @@ NUMPY_TYPES = {
     "TYPE_INT32": np.int32,
     "TYPE_INT64": np.int64,
 }
-DEFAULT_MAX_PIXELS = 2048 * 2048
+
+
+WORKSPACE_PREFIX = "codistill-triton-"
+PID_FILE = "server.pid"
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,35 @@ class WarmupError(RuntimeError):
     """A model's configured warm-up request is one the endpoint refuses."""
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_workspaces(root: Path | None = None) -> list[Path]:
+    """Remove the workspaces that killed servers of this user left behind; return them.
+
+    Each server writes its process id into its workspace folder; a folder whose process is
+    gone belongs to a server that could not clean up (SIGKILL, a crash, a lost machine).
+    """
+    removed = []
+    for holder in sorted(Path(root or tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}*")):
+        try:
+            pid = int((holder / PID_FILE).read_text())
+            if holder.stat().st_uid != os.getuid() or _alive(pid):
+                continue
+        except (OSError, ValueError):  # not a server's folder, or one still starting
+            continue
+        shutil.rmtree(holder, ignore_errors=True)
+        removed.append(holder)
+    return removed
+
+
 def _library_path() -> None:
     # The Python backend stub links libpython; on pyenv builds it is not on the default path.
     libdir = sysconfig.get_config_var("LIBDIR") or ""
@@ -218,8 +251,11 @@ def serve(
     stop = stop or threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    for stale in remove_stale_workspaces():
+        print(f"removed {stale}, the workspace of a server that is gone", flush=True)
     # pytriton creates the workspace folder itself: give it a fresh path in a private folder.
-    holder = Path(tempfile.mkdtemp(prefix="codistill-triton-"))
+    holder = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
+    (holder / PID_FILE).write_text(str(os.getpid()))
     workspace = holder / "workspace"
     config = TritonConfig(
         http_address=host,

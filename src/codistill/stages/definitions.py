@@ -7,8 +7,6 @@ from typing import Any
 
 from codistill.artifacts import file_sha256
 from codistill.config import Params
-from codistill.data.gate import require_validated
-from codistill.data.manifest import MANIFEST_NAME
 from codistill.engine.code_digest import WEIGHT_SHAPING_PACKAGES
 from codistill.stages.spec import ArtifactSpec, Input, OutFile, Stage
 
@@ -18,6 +16,7 @@ DATA = ArtifactSpec("data", "data/${data.dataset}", "Dataset")
 def prepare(params: Params, data: Path, out: Path) -> dict[str, Any]:
     """Encode the raw dataset tree into shards, manifest and statistics."""
     from codistill.data import PrepareError, create_reader, prepare_dataset
+    from codistill.data.manifest import MANIFEST_NAME
 
     reader = create_reader(params.data.dataset, data)
     try:
@@ -54,10 +53,13 @@ def train(
     checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Co-train both students; resume from ``checkpoint_dir`` (default ``out``)."""
+    from codistill.data.gate import require_validated
     from codistill.engine.distributed import shutdown_distributed
     from codistill.engine.trainer import CoTrainer
+    from codistill.stages.preflight import require_crop_fits
 
     require_validated(prepared, validation)
+    require_crop_fits(params, prepared)
     try:
         trainer = CoTrainer(
             params, prepared, out, tracking=params.tracking.enabled, checkpoint_dir=checkpoint_dir
@@ -80,6 +82,7 @@ def evaluate(
     params: Params, prepared: Path, validation: Path, students: Path, out: Path
 ) -> dict[str, Any]:
     """Score both trained students on ``evaluate.split``."""
+    from codistill.data.gate import require_validated
     from codistill.evaluation.stage import run_evaluation
 
     require_validated(prepared, validation)
@@ -178,7 +181,7 @@ STAGES: tuple[Stage, ...] = (
             "build/train",
             "Model",
             files=(
-                OutFile("last.pt", persist=True),  # an interrupted run resumes from it
+                OutFile("last.pt"),  # an interrupted run resumes from it
                 OutFile("cnn.pt"),
                 OutFile("vit.pt"),
                 OutFile("train_metrics.json", cache=False),

@@ -15,7 +15,6 @@ class OutFile:
 
     name: str
     cache: bool = True
-    persist: bool = False
     metric: bool = False
 
 
@@ -24,7 +23,7 @@ class ArtifactSpec:
     """A folder one stage writes and later stages read: a DVC out and a KFP artifact.
 
     ``path`` is relative to the project root and may use ``${data.dataset}``. With ``files``
-    DVC tracks those files one by one (to persist or not cache some); else the whole folder.
+    DVC tracks those files one by one (to leave some uncached); else the whole folder.
     """
 
     name: str

@@ -52,6 +52,18 @@ CHECKS: tuple[Check, ...] = (
         detail=lambda row: f"image {row['image_size']}, mask {row['mask_size']}",
     ),
     Check(
+        name="image_size_as_configured",
+        description="every image has the dataset's size (validate.image_size)",
+        expectations=(
+            gx.expectations.ExpectColumnPairValuesToBeEqual(
+                column_A="image_size",
+                column_B="expected_image_size",
+                ignore_row_if="either_value_is_missing",
+            ),
+        ),
+        detail=lambda row: f"image {row['image_size']}, expected {row['expected_image_size']}",
+    ),
+    Check(
         name="label_values_valid",
         description="mask values are class ids or the void/ignore value",
         expectations=(

@@ -58,7 +58,7 @@ def _run_check(check: Check, batch: object, table: pd.DataFrame) -> dict:
 def validate_prepared(prepared_dir: str | Path, cfg: ValidateConfig) -> dict:
     """Run every check over ``prepared_dir`` and return the report (nothing is written)."""
     prepared_dir = Path(prepared_dir)
-    samples = samples_table(prepared_dir)
+    samples = samples_table(prepared_dir, cfg)
     tables = {
         "samples": samples,
         "splits": splits_table(samples, cfg),

@@ -19,7 +19,7 @@ def _size_text(height: pd.Series, width: pd.Series) -> pd.Series:
     return text.where(height.notna() & width.notna(), None)
 
 
-def samples_table(prepared_dir: Path) -> pd.DataFrame:
+def samples_table(prepared_dir: Path, cfg: ValidateConfig) -> pd.DataFrame:
     """One row per sample, with the derived columns the expectations read."""
     frame = pd.read_csv(
         prepared_dir / MANIFEST_NAME, dtype={"errors": str, "invalid_label_values": str}
@@ -28,6 +28,8 @@ def samples_table(prepared_dir: Path) -> pd.DataFrame:
     frame["invalid_label_values"] = frame["invalid_label_values"].fillna("")
     frame["image_size"] = _size_text(frame["height"], frame["width"])
     frame["mask_size"] = _size_text(frame["mask_height"], frame["mask_width"])
+    expected = cfg.image_size and f"{cfg.image_size[0]}x{cfg.image_size[1]}"
+    frame["expected_image_size"] = pd.Series([expected] * len(frame), dtype=object)
     hashed = frame["content_hash"].notna() & (frame["content_hash"] != "")
     splits_per_hash = frame[hashed].groupby("content_hash")["split"].transform("nunique")
     frame["splits_with_same_content"] = splits_per_hash.reindex(frame.index)
