@@ -26,7 +26,7 @@ def resized_batch(images: list[np.ndarray], size: tuple[int, int], count: int) -
     height, width = size
     return torch.stack(
         [
-            torch.from_numpy(np.asarray(Image.fromarray(image).resize((width, height))))
+            torch.from_numpy(np.array(Image.fromarray(image).resize((width, height))))
             for image in images[:count]
         ]
     )

@@ -8,6 +8,7 @@ import yaml
 
 from codistill.config import ROLES
 from codistill.stages import STAGES, ArtifactSpec, Stage, artifacts
+from codistill.stages.code_deps import PACKAGE_ROOT, stage_code
 
 HEADER = (
     "# Generated from the stage registry (codistill.stages) by `codistill pipeline dvc`.\n"
@@ -94,6 +95,14 @@ def stage_params(stage: Stage, profiles: dict[str, Any]) -> list[str]:
     return [*stage.params, *(["profile"] if overrides else []), *overrides]
 
 
+def code_paths(stage: Stage) -> list[str]:
+    """The stage's code dependencies (derived from its imports), relative to the project."""
+    return [
+        f"src/{path.relative_to(PACKAGE_ROOT.parent).as_posix()}"
+        for path in stage_code(stage.function)
+    ]
+
+
 def _stage_entry(
     stage: Stage, known: dict[str, ArtifactSpec], profiles: dict[str, Any]
 ) -> dict[str, Any]:
@@ -105,7 +114,7 @@ def _stage_entry(
     ]
     entry: dict[str, Any] = {
         "cmd": " ".join(["codistill", stage.name, *flags, f"--out {stage.output.path}"]),
-        "deps": [*deps, *stage.code],
+        "deps": [*deps, *code_paths(stage)],
         "params": stage_params(stage, profiles),
         "outs": _out_entries(stage.output, metrics=False),
     }

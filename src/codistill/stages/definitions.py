@@ -1,4 +1,4 @@
-"""The six stages of the pipeline, each declared once: function, artifacts, parameters, code."""
+"""The six stages of the pipeline, each declared once: function, artifacts, parameters."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 
 from codistill.artifacts import file_sha256
 from codistill.config import Params
-from codistill.engine.code_digest import WEIGHT_SHAPING_PACKAGES
 from codistill.stages.spec import ArtifactSpec, Input, OutFile, Stage
 
 DATA = ArtifactSpec("data", "data/${data.dataset}", "Dataset")
@@ -160,7 +159,6 @@ STAGES: tuple[Stage, ...] = (
         inputs=(Input("data"),),
         output=ArtifactSpec("prepared", "build/prepared/${data.dataset}", "Dataset"),
         params=("data.dataset", "prepare"),
-        code=("src/codistill/data", "src/codistill/config", "src/codistill/artifacts.py"),
     ),
     Stage(
         name="validate",
@@ -169,7 +167,6 @@ STAGES: tuple[Stage, ...] = (
         inputs=(Input("prepared"),),
         output=ArtifactSpec("validation", "build/validate", "Artifact", cache=False),
         params=("validate",),
-        code=("src/codistill/validation", "src/codistill/config"),
     ),
     Stage(
         name="train",
@@ -189,7 +186,6 @@ STAGES: tuple[Stage, ...] = (
             ),
         ),
         params=("models", "train", "distill"),
-        code=tuple(f"src/codistill/{package}" for package in WEIGHT_SHAPING_PACKAGES),
         resumable=True,
         accelerated=True,
     ),
@@ -215,7 +211,6 @@ STAGES: tuple[Stage, ...] = (
             ),
         ),
         params=("evaluate", "models"),
-        code=("src/codistill/evaluation", "src/codistill/models", "src/codistill/data/loading.py"),
     ),
     Stage(
         name="export",
@@ -227,13 +222,6 @@ STAGES: tuple[Stage, ...] = (
         inputs=(Input("prepared"), Input("students", files=("cnn.pt", "vit.pt"))),
         output=ArtifactSpec("onnx", "build/export", "Model"),
         params=("export", "models", "evaluate.scale", "gates.max_quant_drop"),
-        code=(
-            "src/codistill/export",
-            "src/codistill/models",
-            "src/codistill/evaluation/stage.py",
-            "src/codistill/evaluation/metrics.py",
-            "src/codistill/data/loading.py",
-        ),
     ),
     Stage(
         name="publish",
@@ -245,11 +233,5 @@ STAGES: tuple[Stage, ...] = (
         inputs=(Input("evaluation", files=("metrics.json",)), Input("onnx")),
         output=ArtifactSpec("release", "serving/model_repository", "Model"),
         params=("gates.min_miou", "serving"),
-        code=(
-            "src/codistill/release.py",
-            "src/codistill/serving",
-            "src/codistill/export/variants.py",
-            "src/codistill/lineage/models.py",
-        ),
     ),
 )

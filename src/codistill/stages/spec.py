@@ -56,9 +56,9 @@ class Stage:
     ``message`` (for the log), ``metrics`` (flat floats) and optionally ``params`` (flat
     strings) for the stage's tracking run. ``params`` lists the top-level ``params.yaml``
     keys it reads (or dotted sub-keys); ``codistill pipeline dvc`` adds the profile
-    sections that override them. ``resumable``
-    stages also take ``checkpoint_dir``; ``accelerated`` ones run on GPU nodes, one
-    process per GPU through torchrun.
+    sections that override them, and the code the function imports (``code_deps``).
+    ``resumable`` stages also take ``checkpoint_dir``; ``accelerated`` ones run on GPU
+    nodes, one process per GPU through torchrun.
     """
 
     name: str
@@ -67,7 +67,6 @@ class Stage:
     inputs: tuple[Input, ...]
     output: ArtifactSpec
     params: tuple[str, ...]
-    code: tuple[str, ...]
     resumable: bool = False
     accelerated: bool = False
 
