@@ -15,7 +15,7 @@ ENV CODISTILL_HOME=/opt/codistill \
 WORKDIR /opt/codistill
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir . && pip check
+RUN pip install --no-cache-dir ".[pipeline,cpu]" && pip check
 # Small project metadata only: the default parameters and the data pointer, never the data.
 COPY params.yaml data.dvc ./
 COPY .dvc/config .dvc/config

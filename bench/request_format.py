@@ -37,6 +37,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per row")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--context", default="", help="a sentence on where the repositories came from"
+    )
     return parser.parse_args()
 
 
@@ -113,7 +116,7 @@ def main() -> None:
         f"RGB image, normalizing inside (after). {len(images)} real test images at "
         f"{height}x{width}, batch 1 per request, HTTP, {args.duration:g} s per row, closed-loop "
         f"clients; median of {args.rounds} rounds, the order alternating, and the ratio taken "
-        "within each round.",
+        f"within each round. {args.context}".rstrip(),
         ("torch", "onnxruntime", "tritonclient", "nvidia-pytriton"),
         [
             "model",

@@ -301,7 +301,7 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
     assert trained_keys(rerun.stdout) == ["dml-seed1"]
 
 
-@pytest.mark.parametrize("shard", ["2/2", "-1/2", "1", "a/b"])
+@pytest.mark.parametrize("shard", ["2/2", "a/b"])
 def test_quality_bench_refuses_a_shard_outside_its_processes(validated_tiny, tmp_path, shard):
     command = bench_command("quality.py", validated_tiny, tmp_path)
     command += ["--regime", "tiny", f"--shard={shard}"]

@@ -1,8 +1,12 @@
 """The core runs on a bare GPU machine: it must not pull in any edge library."""
 
 import json
+import re
 import subprocess
 import sys
+import tomllib
+
+from tests.conftest import REPO_ROOT
 
 CORE = [
     "codistill.config",
@@ -55,3 +59,21 @@ def test_the_gate_edge_does_import_great_expectations():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip().endswith("True")
+
+
+def requirement_names(requirements):
+    return {re.split(r"[\[<>=!~ ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_the_package_installs_the_edges_as_extras_and_dev_gets_them_all():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    core = requirement_names(project["dependencies"])
+    extras = {
+        name: requirement_names(reqs) for name, reqs in project["optional-dependencies"].items()
+    }
+    edges = {name.replace("_", "-") for name in EDGES} | {"nvidia-pytriton", "onnxruntime-gpu"}
+    assert not core & edges, core & edges
+    assert {"great-expectations", "dvc", "mlflow", "kfp", "pandas", "onnx"} <= extras["pipeline"]
+    assert extras["cpu"] == {"onnxruntime"} and extras["gpu"] == {"onnxruntime-gpu"}
+    assert {"nvidia-pytriton", "tritonclient"} <= extras["serving"]
+    assert "codistill[pipeline,serving,cpu]" in project["optional-dependencies"]["dev"]

@@ -195,6 +195,9 @@ def test_sigterm_stops_the_server_cleanly_and_the_next_start_removes_a_killed_on
     with triton_server(repository, tmp_path / "serve.log", MAX_PIXELS) as running:
         workspace = workspace_of(running)
         assert workspace.is_dir() and not killed.exists()
+        # the regions that carry request tensors between processes are the owner's alone
+        regions = list(Path("/dev/shm").glob(f"pytrtion{running['process'].pid}-*"))
+        assert regions and all(r.stat().st_mode & 0o077 == 0 for r in regions), regions
         assert f"removed {killed}, the workspace of a server that is gone" in (
             running["log"].read_text()
         )
@@ -202,6 +205,29 @@ def test_sigterm_stops_the_server_cleanly_and_the_next_start_removes_a_killed_on
         assert running["process"].wait(timeout=60) == 0
     assert "server stopped" in (tmp_path / "serve.log").read_text()
     assert not workspace.exists()
+
+
+def test_the_largest_allowed_image_leaves_the_servers_memory_where_it_was(repository, tmp_path):
+    """Each model answers the largest image the server accepts, three times, with no growth."""
+    import time
+
+    from tests.servers.triton_server import group_rss_mib
+
+    side = 512
+    with triton_server(repository, tmp_path / "serve.log", side * side) as running:
+        image = np.random.default_rng(4).integers(0, 256, (1, side, side, 3), dtype=np.uint8)
+        ready = group_rss_mib(running["process"].pid)
+        after = {}
+        for model in MODELS:
+            for _ in range(3):
+                labels = infer(http, running["urls"]["http"], model, image)["labels"]
+                assert labels.shape == (1, side, side)
+                time.sleep(0.5)
+                after.setdefault(model, []).append(group_rss_mib(running["process"].pid))
+    print(f"resident MiB: ready {ready:.0f}, after each request {after}")
+    for model, sizes in after.items():
+        assert sizes[-1] - sizes[0] < 32, model  # nothing accumulates request after request
+    assert max(after[MODELS[-1]]) - ready < 512  # all that two large requests may keep
 
 
 def test_only_workspaces_of_servers_that_are_gone_are_removed(tmp_path):

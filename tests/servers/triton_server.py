@@ -25,3 +25,20 @@ def triton_server(
         with urllib.request.urlopen(url, timeout=30) as response:
             metrics = response.read().decode()
         yield {"urls": server.urls, "process": server.process, "log": server.log, "ready": metrics}
+
+
+def group_rss_mib(pgid: int) -> float:
+    """Resident memory of every process in the process group ``pgid``, in MiB."""
+    total_kib = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            status = (proc / "status").read_text().splitlines()
+        except OSError:  # the process ended meanwhile
+            continue
+        total_kib += sum(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return total_kib / 1024

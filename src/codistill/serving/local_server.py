@@ -87,7 +87,12 @@ def _infer_function(
     import onnxruntime as ort
     from pytriton.decorators import batch
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    # Without the arena, memory a large image needed goes back once it is answered.
+    options.enable_cpu_mem_arena = False
+    session = ort.InferenceSession(
+        str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     names = [o.name for o in session.get_outputs()]
     for request in warmup:  # as Triton does with model_warmup, before the model is ready
         session.run(names, request)
@@ -217,6 +222,17 @@ def remove_stale_workspaces(root: Path | None = None) -> list[Path]:
     return removed
 
 
+def _owner_only_regions(server_pid: int) -> None:
+    """Make the Python backend's shared-memory regions of this server readable by its owner only.
+
+    They carry request and response tensors between tritonserver and the model processes;
+    the backend creates them world-readable whatever the umask, so they are narrowed once
+    the models are loaded. Processes that have them open keep their access.
+    """
+    for region in Path("/dev/shm").glob(f"pytrtion{server_pid}-*"):
+        region.chmod(0o600)
+
+
 def _library_path() -> None:
     # The Python backend stub links libpython; on pyenv builds it is not on the default path.
     libdir = sysconfig.get_config_var("LIBDIR") or ""
@@ -248,6 +264,7 @@ def serve(
     if not model_dirs:
         raise FileNotFoundError(f"{repository}: no models; run the publish stage")
     _library_path()
+    os.umask(0o077)  # owner-only files for whatever the server writes
     stop = stop or threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -273,6 +290,7 @@ def serve(
             for d in model_dirs
         ]
         triton.run()
+        _owner_only_regions(os.getpid())
         if warmup:
             _warm_through_server(f"{host}:{ports.http}", model_dirs, config_name)
         if ready is not None:
