@@ -113,15 +113,37 @@ def test_concurrent_requests_of_different_sizes_each_get_their_own_answer(server
         (np.zeros((1, 32, 32, 3), np.float64), "FP64", MODELS[0], "FP64"),
         (np.zeros((1, 32, 32, 4), np.uint8), "UINT8", MODELS[0], r"\[1,32,32,4\]|shape"),
         (np.zeros((1, 32, 32, 3), np.uint8), "UINT8", "codistill_gan", "codistill_gan"),
-        (np.zeros((1, 128, 128, 3), np.uint8), "UINT8", MODELS[1], "128x128 is over the"),
+        (
+            np.zeros((1, 128, 128, 3), np.uint8),
+            "UINT8",
+            MODELS[1],
+            r"^\[400\] image 128x128 is over this model's limit of 12288 pixels",
+        ),
+        (
+            np.zeros((1, 10, 10, 3), np.uint8),
+            "UINT8",
+            MODELS[0],
+            r"^\[400\] image 10x10 is under the minimum 32x32$",
+        ),
+        (np.zeros((1, 1, 1, 3), np.uint8), "UINT8", MODELS[1], "image 1x1 is under the minimum"),
     ],
-    ids=["float-image", "wrong-dtype", "wrong-channels", "unknown-model", "oversize"],
+    ids=[
+        "float-image",
+        "wrong-dtype",
+        "wrong-channels",
+        "unknown-model",
+        "oversize",
+        "small",
+        "1x1",
+    ],
 )
-def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
+def test_bad_requests_get_a_one_line_client_error_and_the_server_keeps_serving(
     server, repository, image, dtype, model, message
 ):
-    with pytest.raises(InferenceServerException, match=message):
+    with pytest.raises(InferenceServerException, match=message) as refused:
         infer(http, server["urls"]["http"], model, image, dtype)
+    assert refused.value.status() == ("400" if model in MODELS else "404")
+    assert "Traceback" not in refused.value.message() and "\n" not in refused.value.message()
     good = np.full((1, 32, 48, 3), 128, np.uint8)
     answer = infer(http, server["urls"]["http"], MODELS[0], good)
     assert np.array_equal(answer["labels"], direct(repository, MODELS[0], good)["labels"])
@@ -196,7 +218,7 @@ def test_sigterm_stops_the_server_cleanly_and_the_next_start_removes_a_killed_on
         workspace = workspace_of(running)
         assert workspace.is_dir() and not killed.exists()
         # the regions that carry request tensors between processes are the owner's alone
-        regions = list(Path("/dev/shm").glob(f"pytrtion{running['process'].pid}-*"))
+        regions = list(Path("/dev/shm").glob(f"codistill{running['process'].pid}-*"))
         assert regions and all(r.stat().st_mode & 0o077 == 0 for r in regions), regions
         assert f"removed {killed}, the workspace of a server that is gone" in (
             running["log"].read_text()

@@ -12,11 +12,9 @@ from torch import nn
 from codistill.config import ConfigError
 from codistill.data.loading import PreparedSplit
 from codistill.evaluation.metrics import confusion_matrix, segmentation_scores
+from codistill.input_size import MIN_INPUT_SIDE
 from codistill.models.output import segment
 from codistill.reporting import reported
-
-# The ViT's first stage (stride 4) must hold at least its 8×8 spatial-reduction window.
-MIN_INPUT_SIDE = 32
 
 
 def require_input_size(size: tuple[int, int], scale: float, what: str) -> None:

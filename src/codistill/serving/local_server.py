@@ -1,19 +1,24 @@
-"""A real Triton server on this machine (nvidia-pytriton's bundled ``tritonserver``).
+"""A real Triton server on this machine: nvidia-pytriton's bundled ``tritonserver``.
 
-Each model of the repository is bound under its own name with the tensors, data types and
-batching of its ``config.pbtxt``, read back through ``tritonclient``'s ``model_config_pb2``;
-ONNX Runtime runs the graph inside the bound function (the bundled server has only the
-Python backend).
+Every model of the published repository is served under its own name, with the tensors, data
+types, batch size, dynamic batching and instances of its chosen configuration, by Triton's
+Python backend running the ONNX graph with ONNX Runtime (``backend_repository``,
+``triton_python_model``): the bundled server has no other backend. Images outside the sizes
+the server accepts get a one-line 400 before their pixels are read.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
+import subprocess
+import sys
 import sysconfig
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +26,16 @@ from typing import Any
 
 import numpy as np
 
+from codistill.input_size import min_native_side
+from codistill.serving.backend_repository import (
+    Limits,
+    chosen_config,
+    link_backends,
+    server_binary,
+    server_libraries,
+    write_backend_model,
+)
 from codistill.serving.limits import DEFAULT_MAX_PIXELS
-from codistill.serving.model_repository import MODEL_FILE, VERSION
-from codistill.serving.triton_config import read_config
 
 # Triton data types (model_config_pb2.DataType names) to numpy.
 NUMPY_TYPES = {
@@ -33,10 +45,13 @@ NUMPY_TYPES = {
     "TYPE_INT32": np.int32,
     "TYPE_INT64": np.int64,
 }
-
-
 WORKSPACE_PREFIX = "codistill-triton-"
 PID_FILE = "server.pid"
+START_TIMEOUT_S = 300.0
+EXIT_TIMEOUT_S = 10
+# Repository control, shared-memory registration, logging and tracing settings: refused to
+# every client (the key that would unlock them is never shown).
+RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
 
 
 @dataclass(frozen=True)
@@ -46,16 +61,6 @@ class Ports:
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
-
-
-def _tensors(specs: Any) -> list[Any]:
-    from pytriton.model_config import Tensor
-    from tritonclient.grpc import model_config_pb2 as pb
-
-    return [
-        Tensor(name=s.name, dtype=NUMPY_TYPES[pb.DataType.Name(s.data_type)], shape=tuple(s.dims))
-        for s in specs
-    ]
 
 
 def warmup_inputs(config: Any) -> list[dict[str, np.ndarray]]:
@@ -72,95 +77,6 @@ def warmup_inputs(config: Any) -> list[dict[str, np.ndarray]]:
     return requests
 
 
-def spatial_axes(config: Any) -> tuple[int, ...]:
-    """The batched array's axes of the image's height and width: the input's dynamic dims."""
-    return tuple(1 + i for i, size in enumerate(config.input[0].dims) if size == -1)
-
-
-def _infer_function(
-    onnx_path: Path,
-    input_name: str,
-    axes: tuple[int, ...],
-    max_pixels: int,
-    warmup: list[dict[str, np.ndarray]],
-) -> Callable[..., dict[str, np.ndarray]]:
-    import onnxruntime as ort
-    from pytriton.decorators import batch
-
-    options = ort.SessionOptions()
-    # Without the arena, memory a large image needed goes back once it is answered.
-    options.enable_cpu_mem_arena = False
-    session = ort.InferenceSession(
-        str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-    names = [o.name for o in session.get_outputs()]
-    for request in warmup:  # as Triton does with model_warmup, before the model is ready
-        session.run(names, request)
-
-    @batch
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        image = inputs[input_name]
-        height, width = (image.shape[axis] for axis in axes)
-        if height * width > max_pixels:
-            raise ValueError(
-                f"{input_name}: {height}x{width} is over the "
-                f"{max_pixels}-pixel limit of this endpoint"
-            )
-        return dict(zip(names, session.run(names, {input_name: image}), strict=True))
-
-    return infer
-
-
-def bind_model(
-    triton: Any,
-    model_dir: Path,
-    config_name: str,
-    max_pixels: int,
-    dynamic_batching: bool = True,
-    warmup: bool = True,
-) -> str:
-    """Bind the model in ``model_dir`` as its ``configs/<config_name>.pbtxt`` describes it.
-
-    Returns the model name with the graph file it serves, e.g. ``codistill_cnn (model.onnx)``.
-
-    As in Triton, a model without that configuration falls back to its ``config.pbtxt``.
-    Without ``dynamic_batching`` each request runs on its own, whatever the configuration;
-    without ``warmup`` the configuration's ``model_warmup`` requests are skipped.
-    """
-    from pytriton.model_config import DynamicBatcher, ModelConfig
-
-    chosen = model_dir / "configs" / f"{config_name}.pbtxt"
-    config = read_config(chosen if chosen.is_file() else model_dir / "config.pbtxt")
-    batcher = (
-        DynamicBatcher(
-            max_queue_delay_microseconds=config.dynamic_batching.max_queue_delay_microseconds,
-            preferred_batch_size=list(config.dynamic_batching.preferred_batch_size),
-        )
-        if dynamic_batching and config.HasField("dynamic_batching")
-        else None
-    )
-    count = sum(group.count for group in config.instance_group) or 1
-    onnx_path = model_dir / VERSION / (config.default_model_filename or MODEL_FILE)
-    triton.bind(
-        model_name=config.name,
-        infer_func=[
-            _infer_function(
-                onnx_path,
-                config.input[0].name,
-                spatial_axes(config),
-                max_pixels,
-                warmup_inputs(config) if warmup else [],
-            )
-            for _ in range(count)
-        ],
-        inputs=_tensors(config.input),
-        outputs=_tensors(config.output),
-        config=ModelConfig(max_batch_size=config.max_batch_size, batcher=batcher),
-        strict=True,
-    )
-    return f"{config.name} ({onnx_path.name})"
-
-
 def _warm_through_server(url: str, model_dirs: list[Path], config_name: str) -> None:
     """Send each model's warm-up requests through the running server, end to end."""
     import tritonclient.http as http
@@ -169,8 +85,7 @@ def _warm_through_server(url: str, model_dirs: list[Path], config_name: str) -> 
     client = http.InferenceServerClient(url, network_timeout=600.0)
     try:
         for model_dir in model_dirs:
-            chosen = model_dir / "configs" / f"{config_name}.pbtxt"
-            config = read_config(chosen if chosen.is_file() else model_dir / "config.pbtxt")
+            config = chosen_config(model_dir, config_name)
             for request in warmup_inputs(config):
                 tensors = []
                 for name, array in request.items():
@@ -222,23 +137,92 @@ def remove_stale_workspaces(root: Path | None = None) -> list[Path]:
     return removed
 
 
-def _owner_only_regions(server_pid: int) -> None:
-    """Make the Python backend's shared-memory regions of this server readable by its owner only.
+def _owner_only_regions(prefix: str) -> None:
+    """Make the Python backend's shared-memory regions readable by their owner only.
 
     They carry request and response tensors between tritonserver and the model processes;
     the backend creates them world-readable whatever the umask, so they are narrowed once
     the models are loaded. Processes that have them open keep their access.
     """
-    for region in Path("/dev/shm").glob(f"pytrtion{server_pid}-*"):
+    for region in Path("/dev/shm").glob(f"{prefix}*"):
         region.chmod(0o600)
 
 
-def _library_path() -> None:
-    # The Python backend stub links libpython; on pyenv builds it is not on the default path.
+def _server_environment() -> dict[str, str]:
+    """The bundled server's libraries, and libpython for the Python backend's stub."""
     libdir = sysconfig.get_config_var("LIBDIR") or ""
-    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
-    if libdir and libdir not in paths:
-        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *paths])
+    paths = [str(server_libraries()), libdir, os.environ.get("LD_LIBRARY_PATH", "")]
+    return {
+        **os.environ,
+        "LD_LIBRARY_PATH": os.pathsep.join(p for p in paths if p),
+        # the stub's interpreter finds this environment's packages (ONNX Runtime, numpy)
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+
+
+def _server_command(
+    models: Path, backends: Path, host: str, ports: Ports, shm_prefix: str
+) -> list[str]:
+    key = secrets.token_hex(16)
+    return [
+        str(server_binary()),
+        f"--model-repository={models}",
+        f"--backend-directory={backends}",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        f"--http-address={host}",
+        f"--http-port={ports.http}",
+        f"--grpc-address={host}",
+        f"--grpc-port={ports.grpc}",
+        f"--metrics-address={host}",
+        f"--metrics-port={ports.metrics}",
+        f"--http-restricted-api={RESTRICTED_APIS}:codistill-admin={key}",
+        f"--grpc-restricted-protocol={RESTRICTED_APIS}:codistill-admin={key}",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+        "--strict-readiness=true",
+    ]
+
+
+def _wait_until_ready(process: subprocess.Popen, url: str, stop: threading.Event) -> None:
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(url)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while not stop.is_set():
+            if process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with {process.returncode} while starting")
+            try:
+                if client.is_server_ready():
+                    return
+            except Exception:  # not listening yet
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"tritonserver not ready after {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.5)
+    finally:
+        client.close()
+
+
+def _stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=EXIT_TIMEOUT_S + 20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def inference_scale(repository: Path) -> float:
+    """The scale the graphs resize images by, from the repository's ``preprocessing.json``."""
+    import json
+
+    contract = repository / "preprocessing.json"
+    return (
+        float(json.loads(contract.read_text()).get("inference_scale", 1.0))
+        if contract.is_file()
+        else 1.0
+    )
 
 
 def serve(
@@ -254,48 +238,44 @@ def serve(
 ) -> None:
     """Serve every model in ``repository`` until SIGTERM, SIGINT or ``stop`` is set.
 
-    The server gets its own workspace, removed on exit; ``ready`` is called with the bound
-    model names (with their graph files) and that workspace once the server is up.
+    The server gets its own workspace (its model repository and backend links), removed on
+    exit; ``ready`` is called with the served model names (with their graph files) and that
+    workspace once every model answered its warm-up requests. Images over ``max_pixels``
+    (height × width) or under the students' minimum side at the graphs' scale are refused.
     """
-    from pytriton.triton import Triton, TritonConfig
-
     repository = Path(repository)
     model_dirs = sorted(p for p in repository.iterdir() if (p / "configs").is_dir())
     if not model_dirs:
         raise FileNotFoundError(f"{repository}: no models; run the publish stage")
-    _library_path()
     os.umask(0o077)  # owner-only files for whatever the server writes
     stop = stop or threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     for stale in remove_stale_workspaces():
         print(f"removed {stale}, the workspace of a server that is gone", flush=True)
-    # pytriton creates the workspace folder itself: give it a fresh path in a private folder.
     holder = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
     (holder / PID_FILE).write_text(str(os.getpid()))
-    workspace = holder / "workspace"
-    config = TritonConfig(
-        http_address=host,
-        http_port=ports.http,
-        grpc_address=host,
-        grpc_port=ports.grpc,
-        metrics_address=host,
-        metrics_port=ports.metrics,
-        exit_timeout_secs=10,
-    )
-    triton = Triton(config=config, workspace=workspace)
+    limits = Limits(max_pixels, min_native_side(inference_scale(repository)))
+    process = None
     try:
         names = [
-            bind_model(triton, d, config_name, max_pixels, dynamic_batching, warmup)
+            write_backend_model(d, holder / "models", config_name, limits, dynamic_batching)
             for d in model_dirs
         ]
-        triton.run()
-        _owner_only_regions(os.getpid())
+        backends = link_backends(holder / "backends")
+        shm_prefix = f"codistill{os.getpid()}-"
+        command = _server_command(holder / "models", backends, host, ports, shm_prefix)
+        process = subprocess.Popen(command, env=_server_environment())
+        _wait_until_ready(process, f"{host}:{ports.http}", stop)
+        _owner_only_regions(shm_prefix)
         if warmup:
             _warm_through_server(f"{host}:{ports.http}", model_dirs, config_name)
-        if ready is not None:
+        if ready is not None and not stop.is_set():
             ready(names, holder)
-        stop.wait()
+        while not stop.wait(1.0):
+            if process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with {process.returncode}")
     finally:
-        triton.stop()
+        if process is not None:
+            _stop_server(process)
         shutil.rmtree(holder, ignore_errors=True)

@@ -1,0 +1,97 @@
+"""A student as a model of Triton's Python backend: ONNX Runtime behind the image checks.
+
+``codistill serve`` copies this file as ``model.py`` next to each model's ``config.pbtxt``;
+Triton's Python backend runs it in its own process, where only numpy, ONNX Runtime and the
+backend's ``triton_python_backend_utils`` are imported. The config's ``parameters`` name the
+graph (``onnx_path``), the image's height and width axes of the batched input
+(``spatial_axes``, e.g. ``1,2``) and the sizes it accepts (``max_pixels``, ``min_side``).
+
+An image outside those sizes gets a one-line INVALID_ARG error (HTTP 400, gRPC
+INVALID_ARGUMENT) before its pixels are touched; requests of the same size in one dynamic
+batch run through the graph together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def _parameter(config: dict[str, Any], key: str) -> str:
+    return config["parameters"][key]["string_value"]
+
+
+class TritonPythonModel:
+    """One instance of a served student."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        """Open the graph on the CPU, without ONNX Runtime's memory arena."""
+        import onnxruntime as ort
+
+        config = json.loads(args["model_config"])
+        options = ort.SessionOptions()
+        # Without the arena, the memory a large image needed goes back once it is answered.
+        options.enable_cpu_mem_arena = False
+        self.session = ort.InferenceSession(
+            _parameter(config, "onnx_path"),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+        )
+        self.input_name = config["input"][0]["name"]
+        self.axes = tuple(int(a) for a in _parameter(config, "spatial_axes").split(","))
+        self.max_pixels = int(_parameter(config, "max_pixels"))
+        self.min_side = int(_parameter(config, "min_side"))
+
+    def _size_error(self, shape: tuple[int, ...]) -> str | None:
+        height, width = (shape[axis] for axis in self.axes)
+        if height * width > self.max_pixels:
+            return (
+                f"image {height}x{width} is over this model's limit of {self.max_pixels} pixels "
+                "(height x width)"
+            )
+        if min(height, width) < self.min_side:
+            return f"image {height}x{width} is under the minimum {self.min_side}x{self.min_side}"
+        return None
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        """Answer each request, running same-sized images of the batch in one graph call."""
+        responses: list[Any] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        tensors = []
+        for index, request in enumerate(requests):
+            tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
+            tensors.append(tensor)
+            error = self._size_error(tuple(tensor.shape()))
+            if error is not None:
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG)
+                )
+                continue
+            names = tuple(request.requested_output_names()) or tuple(
+                o.name for o in self.session.get_outputs()
+            )
+            groups[(tuple(tensor.shape()[1:]), names)].append(index)
+        for (_, names), members in groups.items():
+            batch = np.concatenate([tensors[i].as_numpy() for i in members])
+            try:
+                outputs = self.session.run(list(names), {self.input_name: batch})
+            except Exception as err:  # one line to the client, never a traceback
+                message = f"the graph failed on this input: {str(err).splitlines()[0]}"
+                for i in members:
+                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+                continue
+            start = 0
+            for i in members:
+                count = tensors[i].shape()[0]
+                responses[i] = pb_utils.InferenceResponse(
+                    [
+                        pb_utils.Tensor(name, np.ascontiguousarray(value[start : start + count]))
+                        for name, value in zip(names, outputs, strict=True)
+                    ]
+                )
+                start += count
+        return responses
