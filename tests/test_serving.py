@@ -209,10 +209,19 @@ def test_sigterm_stops_the_server_cleanly_and_the_next_start_removes_a_killed_on
     def workspace_of(running):
         return Path(re.search(r"workspace (\S+);", running["log"].read_text()).group(1))
 
+    import time
+
+    from tests.servers.triton_server import group_pids
+
     with triton_server(repository, tmp_path / "killed.log", MAX_PIXELS) as running:
         killed = workspace_of(running)
-        os.killpg(running["process"].pid, signal.SIGKILL)  # the server and its tritonserver
+        running["process"].send_signal(signal.SIGKILL)  # codistill serve alone
         running["process"].wait(timeout=60)
+        # its tritonserver and model processes follow it instead of holding the ports
+        deadline = time.monotonic() + 60
+        while group_pids(running["process"].pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not group_pids(running["process"].pid)
     assert killed.is_dir()  # nobody could clean up after a SIGKILL
     with triton_server(repository, tmp_path / "serve.log", MAX_PIXELS) as running:
         workspace = workspace_of(running)

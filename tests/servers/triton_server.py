@@ -27,17 +27,27 @@ def triton_server(
         yield {"urls": server.urls, "process": server.process, "log": server.log, "ready": metrics}
 
 
-def group_rss_mib(pgid: int) -> float:
-    """Resident memory of every process in the process group ``pgid``, in MiB."""
-    total_kib = 0
+def group_pids(pgid: int) -> list[int]:
+    """The live processes of the process group ``pgid``."""
+    pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:
-                continue
-            status = (proc / "status").read_text().splitlines()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(proc.name))
+    return pids
+
+
+def group_rss_mib(pgid: int) -> float:
+    """Resident memory of every process in the process group ``pgid``, in MiB."""
+    total_kib = 0
+    for pid in group_pids(pgid):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
         except OSError:  # the process ended meanwhile
             continue
         total_kib += sum(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))

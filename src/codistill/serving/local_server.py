@@ -9,6 +9,7 @@ the server accepts get a one-line 400 before their pixels are read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -77,7 +78,9 @@ def warmup_inputs(config: Any) -> list[dict[str, np.ndarray]]:
     return requests
 
 
-def _warm_through_server(url: str, model_dirs: list[Path], config_name: str) -> None:
+def _warm_through_server(
+    url: str, model_dirs: list[Path], config_name: str, stop: threading.Event
+) -> None:
     """Send each model's warm-up requests through the running server, end to end."""
     import tritonclient.http as http
     from tritonclient.utils import InferenceServerException, np_to_triton_dtype
@@ -87,6 +90,8 @@ def _warm_through_server(url: str, model_dirs: list[Path], config_name: str) -> 
         for model_dir in model_dirs:
             config = chosen_config(model_dir, config_name)
             for request in warmup_inputs(config):
+                if stop.is_set():
+                    return
                 tensors = []
                 for name, array in request.items():
                     dtype = np_to_triton_dtype(array.dtype)
@@ -133,8 +138,15 @@ def remove_stale_workspaces(root: Path | None = None) -> list[Path]:
         except (OSError, ValueError):  # not a server's folder, or one still starting
             continue
         shutil.rmtree(holder, ignore_errors=True)
+        for region in Path("/dev/shm").glob(f"{shm_prefix(pid)}*"):
+            region.unlink(missing_ok=True)
         removed.append(holder)
     return removed
+
+
+def shm_prefix(server_pid: int) -> str:
+    """The name prefix of the shared-memory regions of the server run by ``server_pid``."""
+    return f"codistill{server_pid}-"
 
 
 def _owner_only_regions(prefix: str) -> None:
@@ -145,7 +157,8 @@ def _owner_only_regions(prefix: str) -> None:
     the models are loaded. Processes that have them open keep their access.
     """
     for region in Path("/dev/shm").glob(f"{prefix}*"):
-        region.chmod(0o600)
+        with contextlib.suppress(FileNotFoundError):  # a region the backend just dropped
+            region.chmod(0o600)
 
 
 def _server_environment() -> dict[str, str]:
@@ -160,12 +173,21 @@ def _server_environment() -> dict[str, str]:
     }
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel stops it when its parent dies, even by SIGKILL."""
+    import ctypes
+
+    set_parent_death_signal = 1  # PR_SET_PDEATHSIG
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(set_parent_death_signal, signal.SIGTERM)
+
+
 def _server_command(
-    models: Path, backends: Path, host: str, ports: Ports, shm_prefix: str
+    models: Path, backends: Path, host: str, ports: Ports, shm_prefix: str, server_id: str
 ) -> list[str]:
     key = secrets.token_hex(16)
     return [
         str(server_binary()),
+        f"--id={server_id}",
         f"--model-repository={models}",
         f"--backend-directory={backends}",
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
@@ -182,7 +204,10 @@ def _server_command(
     ]
 
 
-def _wait_until_ready(process: subprocess.Popen, url: str, stop: threading.Event) -> None:
+def _wait_until_ready(
+    process: subprocess.Popen, url: str, server_id: str, stop: threading.Event
+) -> None:
+    """Return once our own server (not another one on the port) reports ready, or on ``stop``."""
     import tritonclient.http as http
 
     client = http.InferenceServerClient(url)
@@ -192,7 +217,7 @@ def _wait_until_ready(process: subprocess.Popen, url: str, stop: threading.Event
             if process.poll() is not None:
                 raise RuntimeError(f"tritonserver exited with {process.returncode} while starting")
             try:
-                if client.is_server_ready():
+                if client.get_server_metadata()["name"] == server_id and client.is_server_ready():
                     return
             except Exception:  # not listening yet
                 pass
@@ -263,13 +288,17 @@ def serve(
             for d in model_dirs
         ]
         backends = link_backends(holder / "backends")
-        shm_prefix = f"codistill{os.getpid()}-"
-        command = _server_command(holder / "models", backends, host, ports, shm_prefix)
-        process = subprocess.Popen(command, env=_server_environment())
-        _wait_until_ready(process, f"{host}:{ports.http}", stop)
-        _owner_only_regions(shm_prefix)
+        server_id = f"codistill-{secrets.token_hex(8)}"
+        command = _server_command(
+            holder / "models", backends, host, ports, shm_prefix(os.getpid()), server_id
+        )
+        process = subprocess.Popen(command, env=_server_environment(), preexec_fn=_die_with_parent)
+        _wait_until_ready(process, f"{host}:{ports.http}", server_id, stop)
+        if stop.is_set():
+            return
+        _owner_only_regions(shm_prefix(os.getpid()))
         if warmup:
-            _warm_through_server(f"{host}:{ports.http}", model_dirs, config_name)
+            _warm_through_server(f"{host}:{ports.http}", model_dirs, config_name, stop)
         if ready is not None and not stop.is_set():
             ready(names, holder)
         while not stop.wait(1.0):

@@ -8,7 +8,7 @@ graph (``onnx_path``), the image's height and width axes of the batched input
 
 An image outside those sizes gets a one-line INVALID_ARG error (HTTP 400, gRPC
 INVALID_ARGUMENT) before its pixels are touched; requests of the same size in one dynamic
-batch run through the graph together.
+batch run through the graph together, in runs of at most ``max_pixels`` pixels.
 """
 
 from __future__ import annotations
@@ -76,22 +76,47 @@ class TritonPythonModel:
             )
             groups[(tuple(tensor.shape()[1:]), names)].append(index)
         for (_, names), members in groups.items():
-            batch = np.concatenate([tensors[i].as_numpy() for i in members])
-            try:
-                outputs = self.session.run(list(names), {self.input_name: batch})
-            except Exception as err:  # one line to the client, never a traceback
-                message = f"the graph failed on this input: {str(err).splitlines()[0]}"
-                for i in members:
-                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
-                continue
-            start = 0
-            for i in members:
-                count = tensors[i].shape()[0]
-                responses[i] = pb_utils.InferenceResponse(
-                    [
-                        pb_utils.Tensor(name, np.ascontiguousarray(value[start : start + count]))
-                        for name, value in zip(names, outputs, strict=True)
-                    ]
-                )
-                start += count
+            for chunk in self._within_budget(members, tensors):
+                self._answer(chunk, names, tensors, responses)
         return responses
+
+    def _within_budget(self, members: list[int], tensors: list[Any]) -> list[list[int]]:
+        """``members`` in runs whose images hold at most ``max_pixels`` together (one at least).
+
+        So a dynamic batch of largest-allowed images needs no more memory than one of them.
+        """
+        chunks: list[list[int]] = []
+        pixels = 0
+        for index in members:
+            shape = tensors[index].shape()
+            size = shape[0] * int(np.prod([shape[axis] for axis in self.axes]))
+            if chunks and pixels + size <= self.max_pixels:
+                chunks[-1].append(index)
+                pixels += size
+            else:
+                chunks.append([index])
+                pixels = size
+        return chunks
+
+    def _answer(
+        self, members: list[int], names: tuple[str, ...], tensors: list[Any], responses: list
+    ) -> None:
+        batch = np.concatenate([tensors[i].as_numpy() for i in members])
+        try:
+            outputs = self.session.run(list(names), {self.input_name: batch})
+        except Exception as err:  # one line to the client, never a traceback
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            message = f"the graph failed on this input: {first}"
+            for i in members:
+                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+            return
+        start = 0
+        for i in members:
+            count = tensors[i].shape()[0]
+            responses[i] = pb_utils.InferenceResponse(
+                [
+                    pb_utils.Tensor(name, np.ascontiguousarray(value[start : start + count]))
+                    for name, value in zip(names, outputs, strict=True)
+                ]
+            )
+            start += count

@@ -1,10 +1,11 @@
 """Each stage's code dependencies: the project's source files its entry point can import.
 
 Derived, not typed by hand, so that ``dvc repro`` re-runs a stage whenever code it runs
-changes. The seeds are the imports at the top of the stage function's module, the imports in
-the function itself and those of the stage runner; the closure follows every import of every
-reached module (at any depth, functions included), plus the package ``__init__`` files that
-importing a module executes. It over-approximates, which costs at most a re-run.
+changes. The seeds are the command line, the imports at the top of the stage function's
+module, the imports in the function itself and those of the stage runner; the closure follows
+every import of every reached module (at any depth, functions included), plus the package
+``__init__`` files that importing a module executes. It over-approximates, which costs at most
+a re-run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from pathlib import Path
 PACKAGE = "codistill"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 RUNNER_MODULE = "codistill.stages.runner"
+# The command line that runs every stage: followed by its top-level imports only, since its
+# sub-commands' own imports belong to the sub-commands.
+CLI_MODULE = "codistill.cli"
 
 
 def module_file(name: str, root: Path = PACKAGE_ROOT) -> Path | None:
@@ -39,7 +43,9 @@ def _imports(tree: ast.AST, root: Path, top_level_only: bool = False) -> set[str
     for node in nodes:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            raise ValueError(f"line {node.lineno}: relative import; the project imports by name")
+        elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
             # ``from codistill.data import prepare`` may name a submodule
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
@@ -90,12 +96,14 @@ def compact(files: set[Path], root: Path = PACKAGE_ROOT) -> list[Path]:
 def stage_code(function: Callable, root: Path = PACKAGE_ROOT) -> list[Path]:
     """The files and folders of the package that a stage running ``function`` depends on.
 
-    The seeds are the stage runner, the function's module and the imports of the function's
-    own body; the function's module is followed as a registry (top-level imports only).
+    The seeds are the command line, the stage runner, the function's module and the imports
+    of the function's own body; the command line and the function's module are followed as
+    registries (top-level imports only).
     """
     module = inspect.getmodule(function)
     if module is None:
         raise ValueError(f"{function!r}: no source module")
     body = _imports(ast.parse(textwrap.dedent(inspect.getsource(function))), root)
-    registries = {module.__name__}
-    return compact(import_closure({RUNNER_MODULE, module.__name__, *body}, root, registries), root)
+    registries = {module.__name__, CLI_MODULE}
+    seeds = {CLI_MODULE, RUNNER_MODULE, module.__name__, *body}
+    return compact(import_closure(seeds, root, registries), root)

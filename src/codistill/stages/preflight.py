@@ -9,11 +9,11 @@ from codistill.data.manifest import MANIFEST_NAME, read_manifest
 
 
 def largest_training_image(prepared: Path) -> tuple[int, int]:
-    """The largest height and width among the prepared training images."""
+    """The largest height and width among the training images in the shards."""
     rows = [
         row
         for row in read_manifest(Path(prepared) / MANIFEST_NAME)
-        if row.split == "train" and row.height and row.width
+        if row.split == "train" and row.shard and row.height and row.width
     ]
     if not rows:
         raise ConfigError(f"{prepared}: no decodable training image; run the prepare stage")
