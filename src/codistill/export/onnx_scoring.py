@@ -40,7 +40,7 @@ def score_graphs(
     seconds = dict.fromkeys(graphs, 0.0)
     for index in reported(range(len(data)), label, len(data)):
         image, labels = data.reader.read(data.rows[index])
-        labels = torch.from_numpy(labels)
+        labels = torch.from_numpy(np.array(labels))  # the shard buffer is read-only
         batch = image[None]
         for name, session in sessions.items():
             start = time.perf_counter()
