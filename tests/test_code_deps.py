@@ -101,3 +101,9 @@ def test_every_project_module_a_stage_loads_is_one_of_its_dvc_code_deps(
     deps = stage_code(get_stage(stage).function)
     uncovered = {f for f in files if not any(f == d or d in f.parents for d in deps)}
     assert not uncovered, sorted(map(str, uncovered))
+
+
+def test_a_relative_import_is_refused_naming_the_file_and_line(package):
+    (package / "b.py").write_text("import os\nfrom . import a\n")
+    with pytest.raises(ValueError, match=r"b\.py, line 2: a relative import"):
+        import_closure({"codistill.a"}, package)

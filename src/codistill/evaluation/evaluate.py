@@ -12,15 +12,15 @@ from torch import nn
 from codistill.config import ConfigError
 from codistill.data.loading import PreparedSplit
 from codistill.evaluation.metrics import confusion_matrix, segmentation_scores
-from codistill.input_size import MIN_INPUT_SIDE
+from codistill.input_size import MIN_INPUT_SIDE, min_native_side
 from codistill.models.output import segment
 from codistill.reporting import reported
 
 
 def require_input_size(size: tuple[int, int], scale: float, what: str) -> None:
     """Raise ConfigError if ``size`` resized by ``scale`` is too small for the students."""
-    scaled = tuple(int(side * scale) for side in size)
-    if min(scaled) < MIN_INPUT_SIDE:
+    if min(size) < min_native_side(scale):
+        scaled = tuple(int(side * scale) for side in size)
         raise ConfigError(
             f"evaluate.scale {scale} shrinks {what} ({size[0]}×{size[1]}) to "
             f"{scaled[0]}×{scaled[1]}; the students need at least {MIN_INPUT_SIDE} pixels "

@@ -36,16 +36,9 @@ from codistill.serving.backend_repository import (
     server_libraries,
     write_backend_model,
 )
+from codistill.serving.client import LabelsClient
 from codistill.serving.limits import DEFAULT_MAX_PIXELS
 
-# Triton data types (model_config_pb2.DataType names) to numpy.
-NUMPY_TYPES = {
-    "TYPE_FP32": np.float32,
-    "TYPE_FP16": np.float16,
-    "TYPE_UINT8": np.uint8,
-    "TYPE_INT32": np.int32,
-    "TYPE_INT64": np.int64,
-}
 WORKSPACE_PREFIX = "codistill-triton-"
 PID_FILE = "server.pid"
 START_TIMEOUT_S = 300.0
@@ -67,12 +60,13 @@ class Ports:
 def warmup_inputs(config: Any) -> list[dict[str, np.ndarray]]:
     """The requests of ``config.model_warmup`` as arrays (zero data), batch first."""
     from tritonclient.grpc import model_config_pb2 as pb
+    from tritonclient.utils import triton_to_np_dtype
 
     requests = []
     for warmup in config.model_warmup:
         request = {}
         for name, spec in warmup.inputs.items():
-            dtype = NUMPY_TYPES[pb.DataType.Name(spec.data_type)]
+            dtype = triton_to_np_dtype(pb.DataType.Name(spec.data_type).removeprefix("TYPE_"))
             request[name] = np.zeros((warmup.batch_size, *spec.dims), dtype=dtype)
         requests += [request] * max(warmup.count, 1)
     return requests
@@ -82,24 +76,18 @@ def _warm_through_server(
     url: str, model_dirs: list[Path], config_name: str, stop: threading.Event
 ) -> None:
     """Send each model's warm-up requests through the running server, end to end."""
-    import tritonclient.http as http
-    from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+    from tritonclient.utils import InferenceServerException
 
-    client = http.InferenceServerClient(url, network_timeout=600.0)
+    client = LabelsClient(url, timeout_s=600.0)
     try:
         for model_dir in model_dirs:
             config = chosen_config(model_dir, config_name)
             for request in warmup_inputs(config):
                 if stop.is_set():
                     return
-                tensors = []
-                for name, array in request.items():
-                    dtype = np_to_triton_dtype(array.dtype)
-                    tensor = http.InferInput(name, list(array.shape), dtype)
-                    tensor.set_data_from_numpy(array)
-                    tensors.append(tensor)
+                ((name, image),) = request.items()  # the students take one input
                 try:
-                    client.infer(config.name, tensors)
+                    client.labels(config.name, image, name)
                 except InferenceServerException as err:
                     raise WarmupError(
                         f"{config.name}: its warm-up request failed ({err.message()}); lower "

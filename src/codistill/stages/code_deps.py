@@ -36,7 +36,7 @@ def module_file(name: str, root: Path = PACKAGE_ROOT) -> Path | None:
     return None
 
 
-def _imports(tree: ast.AST, root: Path, top_level_only: bool = False) -> set[str]:
+def _imports(tree: ast.AST, root: Path, where: str, top_level_only: bool = False) -> set[str]:
     """The package's modules that the import statements of ``tree`` name."""
     nodes = tree.body if top_level_only and isinstance(tree, ast.Module) else ast.walk(tree)
     names: set[str] = set()
@@ -44,7 +44,9 @@ def _imports(tree: ast.AST, root: Path, top_level_only: bool = False) -> set[str
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level > 0:
-            raise ValueError(f"line {node.lineno}: relative import; the project imports by name")
+            raise ValueError(
+                f"{where}, line {node.lineno}: a relative import; the project imports by name"
+            )
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
             # ``from codistill.data import prepare`` may name a submodule
@@ -77,7 +79,7 @@ def import_closure(
             seen.add(module)
             files.add(path)
             tree = ast.parse(path.read_text())
-            pending.extend(_imports(tree, root, top_level_only=module in registries))
+            pending.extend(_imports(tree, root, str(path), module in registries))
     return files
 
 
@@ -103,7 +105,8 @@ def stage_code(function: Callable, root: Path = PACKAGE_ROOT) -> list[Path]:
     module = inspect.getmodule(function)
     if module is None:
         raise ValueError(f"{function!r}: no source module")
-    body = _imports(ast.parse(textwrap.dedent(inspect.getsource(function))), root)
+    source = textwrap.dedent(inspect.getsource(function))
+    body = _imports(ast.parse(source), root, f"{module.__name__}.{function.__name__}")
     registries = {module.__name__, CLI_MODULE}
     seeds = {CLI_MODULE, RUNNER_MODULE, module.__name__, *body}
     return compact(import_closure(seeds, root, registries), root)
