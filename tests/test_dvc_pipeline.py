@@ -86,15 +86,43 @@ def test_dvc_repro_to_validate_prepares_and_validates_real_camvid(project):
     assert "didn't change" in again.stdout or "up to date" in again.stdout.lower()
 
 
-def test_bad_label_in_real_data_stops_dvc_repro_naming_the_sample(project):
+def test_an_unrecorded_bad_label_changes_no_recorded_version_and_is_named(project):
+    mask = project / "data/camvid/valannot/0016E5_07959.png"
+    good = mask.read_bytes()
+    labels = np.asarray(Image.open(mask)).copy()
+    labels[:10, :10] = 200
+    Image.fromarray(labels).save(mask)
+    recorded = {name: (project / name).read_bytes() for name in ("data.dvc", "dvc.lock")}
+    # the pipeline stays at the recorded version; dvc status shows the edit
+    assert stages_run(run([str(BIN / "dvc"), "repro", "validate"], project).stdout) == set()
+    assert (
+        "modified:           data" in run([str(BIN / "dvc"), "status", "data.dvc"], project).stdout
+    )
+    # prepare, made to run, refuses the unrecorded edit and names it
+    result = run([str(BIN / "dvc"), "repro", "-f", "validate"], project, check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "modified data/camvid/valannot/0016E5_07959.png" in output
+    assert {name: (project / name).read_bytes() for name in recorded} == recorded
+    # the recorded data comes back, as the error says
+    run([str(BIN / "dvc"), "checkout", "--force", "data.dvc"], project)
+    assert mask.read_bytes() == good
+    for targets in (["data.dvc"], ["validate", "--with-deps"]):
+        status = run([str(BIN / "dvc"), "status", *targets], project).stdout
+        assert "up to date" in status.lower(), status
+
+
+def test_a_recorded_bad_label_reaches_the_gate_which_names_the_sample(project):
     mask = project / "data/camvid/valannot/0016E5_07959.png"
     labels = np.asarray(Image.open(mask)).copy()
     labels[:10, :10] = 200
     Image.fromarray(labels).save(mask)
+    run([str(BIN / "dvc"), "add", "-q", "data"], project)
     lock_before = (project / "dvc.lock").read_text()
     result = run([str(BIN / "dvc"), "repro", "validate"], project, check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
+    assert "Running stage 'prepare'" in output  # the new recorded version reran it
     assert "[FAIL] label_values_valid" in output
     assert "val/0016E5_07959: invalid raw values 200 in 100 pixels" in output
     lock = (project / "dvc.lock").read_text()
@@ -111,6 +139,7 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = copy_repository(tmp_path_factory.mktemp("tiny-clone"))
     build_camvid_tree(root / "data" / "camvid", size=TRAIN_SIZE)
+    run([str(BIN / "dvc"), "add", "-q", "data"], root)  # the tiny tree is this copy's version
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["validate"] = {"split_sizes": dict(TINY_SPLITS)}
     params["train"].update(

@@ -77,6 +77,11 @@ def test_dvc_yaml_stages_read_the_declared_params_and_pass_the_declared_artifact
             ((path, options),) = out.items()
             assert options["persist"] is True, path
     assert document["metrics"] == ["build/eval/metrics.json"]
+    # prepare is keyed to the hash data.dvc records, and checks the folder against it
+    prepare = document["stages"]["prepare"]
+    assert document["vars"] == [DATA.version_file] == ["data.dvc"]
+    assert not any(dep.startswith("data") for dep in prepare["deps"])
+    assert "--data-version data.dvc --data-version-md5 ${outs[0].md5}" in prepare["cmd"]
 
 
 def test_a_stage_depends_on_exactly_the_profile_sections_that_override_its_keys():

@@ -11,18 +11,25 @@ from pathlib import Path
 from codistill.config import ROLES, ConfigError, load_params
 from codistill.config.loader import load_yaml_mapping
 from codistill.lineage.runs import PIPELINE_RUN_ENV
-from codistill.stages import STAGES, Stage, StageFailedError
+from codistill.stages import STAGES, Stage, StageFailedError, artifacts
 
 
 def _run_registered_stage(args: argparse.Namespace) -> int:
+    from codistill.stages.data_version import RecordedVersion
     from codistill.stages.runner import run_stage
 
     stage: Stage = args.stage
     paths = {name: getattr(args, name) for name in (*stage.input_names, "out")}
+    versions = {
+        name: RecordedVersion(dvc_file, getattr(args, f"{name}_version_md5"))
+        for name in stage.input_names
+        if (dvc_file := getattr(args, f"{name}_version", None)) is not None
+    }
     summary = run_stage(
         stage.name,
         load_yaml_mapping(args.params),
         paths,
+        versions=versions,
         params_source=str(args.params),
         profile=args.profile,
         checkpoint_dir=getattr(args, "checkpoint_dir", None),
@@ -184,8 +191,22 @@ def _add_stage(commands: argparse._SubParsersAction, stage: Stage) -> None:
     sub = commands.add_parser(stage.name, help=stage.description, description=stage.description)
     _add_params_option(sub)
     sub.add_argument("--profile", help="run under this profile instead of params.yaml's")
+    known = artifacts()
     for name in stage.input_names:
         sub.add_argument(f"--{name}", type=Path, required=True, help=f"input artifact: {name}")
+        if known[name].version_file:
+            sub.add_argument(
+                f"--{name}-version",
+                type=Path,
+                metavar="DVC_FILE",
+                help=f"fail unless --{name} holds what this file records "
+                f"(e.g. {known[name].version_file})",
+            )
+            sub.add_argument(
+                f"--{name}-version-md5",
+                metavar="MD5",
+                help=f"fail unless --{name}-version records this hash",
+            )
     sub.add_argument(
         "--out", type=Path, required=True, help=f"output artifact folder: {stage.output.name}"
     )

@@ -15,6 +15,9 @@ HEADER = (
     "# Do not edit: change the registry and run the command again.\n"
 )
 
+# The hash a data source's ``.dvc`` file records, read as a ``dvc.yaml`` variable.
+RECORDED_MD5 = "${outs[0].md5}"
+
 PLOTS: list[Any] = [
     {
         "training_loss": {
@@ -103,14 +106,30 @@ def code_paths(stage: Stage) -> list[str]:
     ]
 
 
+def _dependencies(spec: ArtifactSpec, files: tuple[str, ...]) -> list[str]:
+    """What DVC watches of one input: the folder or its ``files``; nothing of a data source.
+
+    A stage that read a data source's folder as a dependency would let ``dvc repro`` record
+    any change there as a new data version; it sees the recorded hash on its command line
+    instead (``RECORDED_MD5``) and checks the folder itself (``codistill.stages.data_version``).
+    """
+    if spec.version_file:
+        return []
+    return [f"{spec.path}/{name}" for name in files] if files else [spec.path]
+
+
 def _stage_entry(
     stage: Stage, known: dict[str, ArtifactSpec], profiles: dict[str, Any]
 ) -> dict[str, Any]:
     flags = [f"--{item.artifact} {known[item.artifact].path}" for item in stage.inputs]
-    deps = [
-        f"{known[item.artifact].path}/{name}" if item.files else known[item.artifact].path
+    flags += [
+        f"--{item.artifact}-version {known[item.artifact].version_file} "
+        f"--{item.artifact}-version-md5 {RECORDED_MD5}"
         for item in stage.inputs
-        for name in (item.files or ("",))
+        if known[item.artifact].version_file
+    ]
+    deps = [
+        path for item in stage.inputs for path in _dependencies(known[item.artifact], item.files)
     ]
     entry: dict[str, Any] = {
         "cmd": " ".join(["codistill", stage.name, *flags, f"--out {stage.output.path}"]),
@@ -122,6 +141,11 @@ def _stage_entry(
     if metrics:
         entry["metrics"] = metrics
     return entry
+
+
+def version_files() -> list[str]:
+    """The ``.dvc`` files of the data sources, read as ``dvc.yaml`` variables."""
+    return sorted({spec.version_file for spec in artifacts().values() if spec.version_file})
 
 
 def metric_files() -> list[str]:
@@ -137,7 +161,11 @@ def metric_files() -> list[str]:
 def render_dvc_yaml(profiles: dict[str, Any]) -> str:
     """The full text of ``dvc.yaml`` for the ``profiles`` section of ``params.yaml``."""
     known = artifacts()
+    sources = version_files()
+    if len(sources) > 1:  # each would define the same top-level variable, ``outs``
+        raise ValueError(f"one data source's .dvc file can be read as variables, not {sources}")
     document = {
+        **({"vars": sources} if sources else {}),
         "stages": {stage.name: _stage_entry(stage, known, profiles) for stage in STAGES},
         "metrics": metric_files(),
         "plots": PLOTS,

@@ -9,7 +9,7 @@ from codistill.artifacts import file_sha256
 from codistill.config import Params
 from codistill.stages.spec import ArtifactSpec, Input, OutFile, Stage
 
-DATA = ArtifactSpec("data", "data/${data.dataset}", "Dataset")
+DATA = ArtifactSpec("data", "data/${data.dataset}", "Dataset", version_file="data.dvc")
 
 
 def prepare(params: Params, data: Path, out: Path) -> dict[str, Any]:

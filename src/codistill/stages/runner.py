@@ -15,6 +15,7 @@ import yaml
 
 from codistill.config import Params, parse_params
 from codistill.stages import STAGES, get_stage
+from codistill.stages.data_version import RecordedVersion, require_recorded_version
 
 
 def is_torchrun_worker() -> bool:
@@ -104,15 +105,20 @@ def run_stage(
     checkpoint_dir: Path | None = None,
     nproc: int = 1,
     pipeline_run: str | None = None,
+    versions: dict[str, RecordedVersion] | None = None,
 ) -> dict[str, Any]:
     """Run stage ``name`` on ``paths`` (its inputs and ``out``) and return its summary.
 
     ``raw_params`` is the parameters mapping as read from YAML; ``profile`` overrides its
     profile. With tracking on, the stage logs into a nested MLflow run under the pipeline
     run's parent (see ``codistill.lineage.runs``). An accelerated stage with ``nproc`` > 1
-    re-launches itself through torchrun, one process per GPU.
+    re-launches itself through torchrun, one process per GPU. ``versions`` maps an input to
+    the DVC record it must match; a mismatch stops the stage before it reads or writes
+    anything.
     """
     stage = get_stage(name)
+    for input_name, recorded in (versions or {}).items():
+        require_recorded_version(Path(paths[input_name]), recorded)
     if profile:
         raw_params = {**raw_params, "profile": profile}
     params: Params = parse_params(raw_params, params_source)

@@ -23,7 +23,9 @@ class ArtifactSpec:
     """A folder one stage writes and later stages read: a DVC out and a KFP artifact.
 
     ``path`` is relative to the project root and may use ``${data.dataset}``. With ``files``
-    DVC tracks those files one by one (to leave some uncached); else the whole folder.
+    DVC tracks those files one by one (to leave some uncached); else the whole folder. A data
+    source has a ``version_file`` (its ``.dvc`` file): under ``dvc repro`` the stages that read
+    it are keyed to the hash that file records, and check the folder against it first.
     """
 
     name: str
@@ -31,6 +33,7 @@ class ArtifactSpec:
     kind: str
     files: tuple[OutFile, ...] = ()
     cache: bool = True
+    version_file: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
