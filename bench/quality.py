@@ -37,12 +37,12 @@ from quality_tables import (
 from study import (
     RunSpec,
     Scoring,
+    accepted_identities,
     is_current,
     load_studies,
     parse_overrides,
     read_result,
     run,
-    run_identity,
     spec_params,
 )
 
@@ -159,7 +159,7 @@ def collect(
     stale = []
     for variant, run_spec in runs:
         result = read_result(regime_dir / f"{run_spec.key}.json")
-        identity = run_identity(spec_params(run_spec, args.params), args.prepared, scoring)
+        identity = accepted_identities(spec_params(run_spec, args.params), args.prepared, scoring)
         if is_current(result, identity):
             results[variant.label].append(result)
         elif result is not None:

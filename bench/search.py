@@ -23,12 +23,12 @@ from paired import mean_std, paired_interval
 from study import (
     RunSpec,
     Scoring,
+    accepted_identities,
     is_current,
     load_studies,
     miou_by_seed,
     read_result,
     run,
-    run_identity,
     seconds_per_step,
     spec_params,
 )
@@ -133,7 +133,7 @@ def main() -> None:
         result = read_result(results_dir / f"{spec.key}.json")
         if result is not None:
             results[spec.label].append(result)
-            identity = run_identity(spec_params(spec, args.params), args.prepared, scoring)
+            identity = accepted_identities(spec_params(spec, args.params), args.prepared, scoring)
             if is_current(result, identity):
                 current.add(spec.key)
     publish_table(

@@ -6,7 +6,9 @@ A run is a seed and a set of ``params.yaml`` overrides (dotted keys). It trains 
 students in its own folder, keeps their weights at each checkpoint, scores them, and writes
 ``<results>/<key>.json``. A run whose JSON has the run's identity (the weight-shaping code
 digest, the resolved configuration that shapes the weights, the data manifest and the
-scoring rule) is read back, not trained; an unfinished run resumes from its last checkpoint.
+scoring rule) is read back, not trained, and so is one made with code that
+``bench/code_equivalence.py`` records as training the same weights; an unfinished run
+resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import shutil
 import statistics
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 import yaml
 
+from code_equivalence import EQUIVALENCE_FILE, equivalent_codes, read_records
 from codistill.artifacts import write_json_atomic
 from codistill.config import ROLES, Params, parse_params
 from codistill.config.loader import load_yaml_mapping
@@ -222,15 +225,18 @@ def read_result(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def run_identity(params: Params, prepared: Path, scoring: Scoring) -> str:
-    """What a result must have been made with to count: code, shaping config, data, scoring."""
+def run_identity(params: Params, prepared: Path, scoring: Scoring, code: str | None = None) -> str:
+    """What a result must have been made with to count: code, shaping config, data, scoring.
+
+    ``code`` is a weight-shaping code digest (default: the present code's).
+    """
     train = asdict(params.train)
     for knob in ("num_workers", "log_every"):  # change how a run is logged, not its weights
         train.pop(knob)
     dataset = json.loads((prepared / DATASET_JSON).read_text())
     identity = {
         "version": RESULT_VERSION,
-        "code": code_digest(),
+        "code": code or code_digest(),
         "models": asdict(params.models),
         "train": train,
         "distill": asdict(params.distill),
@@ -246,9 +252,17 @@ def spec_params(spec: RunSpec, params_file: Path) -> Params:
     return resolve_params(params_file, {**spec.overrides, "train.seed": spec.seed})
 
 
-def is_current(result: dict[str, Any] | None, identity: str) -> bool:
-    """Whether a result was made with exactly this identity."""
-    return result is not None and result.get("identity") == identity
+def accepted_identities(
+    params: Params, prepared: Path, scoring: Scoring, equivalence: Path = EQUIVALENCE_FILE
+) -> frozenset[str]:
+    """The run's identity with the present code, and with each code shown to train alike."""
+    codes = equivalent_codes(code_digest(), read_records(equivalence))
+    return frozenset(run_identity(params, prepared, scoring, code) for code in codes)
+
+
+def is_current(result: dict[str, Any] | None, identities: Collection[str]) -> bool:
+    """Whether a result was made with one of these identities."""
+    return result is not None and result.get("identity") in identities
 
 
 def miou_by_seed(runs: list[dict[str, Any]], role: str, split: str) -> dict[int, float]:
@@ -280,8 +294,9 @@ def run(
     path = results / f"{spec.key}.json"
     existing = read_result(path)
     params = spec_params(spec, params_file)
-    identity = run_identity(params, prepared, scoring)
-    if existing is not None and (accept_older or is_current(existing, identity)):
+    if existing is not None and (
+        accept_older or is_current(existing, accepted_identities(params, prepared, scoring))
+    ):
         return existing
     started = time.time()
     iterations = params.train.iterations
@@ -323,7 +338,7 @@ def run(
         "iterations_this_run": metrics["iterations_this_run"],
         "wall_seconds_this_run": round(time.time() - started, 1),
         "weights_sha256": metrics["weights_sha256"],
-        "identity": identity,
+        "identity": run_identity(params, prepared, scoring),
         "code_digest": code_digest(),
         **git_commit(),
         "machine": machine(device),

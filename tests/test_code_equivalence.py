@@ -1,0 +1,95 @@
+"""Results made with code shown to train the same weights count for the present code."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from codistill.engine.code_digest import code_digest
+from tests.conftest import REPO_ROOT, tiny_params_file
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+from code_equivalence import append_record, equivalent_codes, read_records
+from replay_code import Side, code_digest_of, mismatches, replay, worktree
+from study import RunSpec, Scoring, accepted_identities, is_current, run_identity, spec_params
+
+
+def test_codes_linked_by_a_chain_of_records_either_way_are_equivalent(tmp_path):
+    path = tmp_path / "equivalence.json"
+    for old, new in (("a", "b"), ("c", "b"), ("d", "e")):
+        append_record({"from": old, "to": new}, path)
+    records = read_records(path)
+    assert equivalent_codes("a", records) == {"a", "b", "c"}
+    assert equivalent_codes("e", records) == {"d", "e"}
+    assert equivalent_codes("z", records) == {"z"}
+    with pytest.raises(ValueError, match="nothing to record"):
+        append_record({"from": "a", "to": "a"}, path)
+    assert len(read_records(path)) == 3
+
+
+def test_a_result_of_recorded_equivalent_code_counts_and_of_other_code_does_not(
+    validated_tiny, tmp_path
+):
+    prepared, _ = validated_tiny
+    params_file = tiny_params_file(tmp_path, "ours", iterations=2)
+    params = spec_params(RunSpec("ours-seed0", "ours", 0), params_file)
+    scoring = Scoring()
+    path = tmp_path / "equivalence.json"
+    earlier = {"identity": run_identity(params, prepared, scoring, code="earlier")}
+    other = {"identity": run_identity(params, prepared, scoring, code="other")}
+    assert not is_current(earlier, accepted_identities(params, prepared, scoring, path))
+    append_record({"from": "earlier", "to": code_digest()}, path)
+    accepted = accepted_identities(params, prepared, scoring, path)
+    assert is_current(earlier, accepted) and not is_current(other, accepted)
+    assert is_current({"identity": run_identity(params, prepared, scoring)}, accepted)
+
+
+def copied_code(tmp_path, module: str, addition: str):
+    """A copy of the package's source with ``addition`` appended to ``module``."""
+    src = tmp_path / "earlier" / "src"
+    shutil.copytree(
+        REPO_ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    path = src / "codistill" / module
+    path.write_text(path.read_text() + addition)
+    return src
+
+
+SHIFTED_SEED = (
+    "import torch as _t\n_seed = _t.manual_seed\n_t.manual_seed = lambda s: _seed(s + 1)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("module", "addition", "expected"),
+    [
+        ("data/prepare.py", "\n# a comment: another digest, the same weights\n", []),
+        ("engine/__init__.py", SHIFTED_SEED, ["ours cnn", "ours vit"]),
+    ],
+)
+def test_a_replay_tells_a_change_that_keeps_the_weights_from_one_that_does_not(
+    validated_tiny, tmp_path, module, addition, expected
+):
+    prepared, validation = validated_tiny
+    params = tiny_params_file(tmp_path, "ours", iterations=2, checkpoint_every=1)
+    earlier = Side("earlier", copied_code(tmp_path, module, addition), params)
+    present = Side("present", REPO_ROOT / "src", params)
+    assert code_digest_of(earlier) != code_digest_of(present)
+    paths = {"prepared": prepared, "validation": validation, "workdir": tmp_path / "work"}
+    digests = replay(earlier, present, {"train.iterations": 2}, ["ours"], paths, threads=1)
+    assert mismatches(digests) == expected
+
+
+def test_the_earlier_code_comes_from_a_worktree_that_is_removed_afterwards():
+    with worktree("HEAD") as tree:
+        assert (tree / "src" / "codistill" / "engine" / "code_digest.py").is_file()
+        listed = subprocess.run(
+            ["git", "worktree", "list"], cwd=REPO_ROOT, capture_output=True, text=True
+        ).stdout
+        assert str(tree) in listed
+    assert not tree.exists()
+    listed = subprocess.run(
+        ["git", "worktree", "list"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout
+    assert str(tree) not in listed
