@@ -36,7 +36,12 @@ from codistill.config import ROLES, Params, parse_params
 from codistill.config.loader import load_yaml_mapping
 from codistill.data.base import dataset_spec
 from codistill.data.prepare import DATASET_JSON
-from codistill.engine.checkpoint import load_checkpoint, save_checkpoint
+from codistill.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    previous_path,
+    save_checkpoint,
+)
 from codistill.engine.code_digest import code_digest
 from codistill.engine.trainer import CURVES, LAST, CoTrainer
 from codistill.evaluation.evaluate import evaluate_students
@@ -130,12 +135,24 @@ class SnapshotTrainer(CoTrainer):
         super()._checkpoint()
 
 
+def drop_checkpoints(folder: Path) -> None:
+    """Remove the run's resume checkpoint and the one kept before it."""
+    for path in (folder / LAST, previous_path(folder / LAST)):
+        path.unlink(missing_ok=True)
+
+
 def drop_checkpoint_without_snapshots(folder: Path, keep: list[int]) -> None:
-    """Remove ``last.pt`` if a snapshot it has passed is missing, so the run starts afresh."""
+    """Remove the checkpoints if a snapshot ``last.pt`` has passed is missing: start afresh.
+
+    An unreadable ``last.pt`` is left to the trainer, which resumes from the earlier one.
+    """
     path = folder / LAST
     if not path.is_file():
         return
-    reached = load_checkpoint(path)["iteration"]
+    try:
+        reached = load_checkpoint(path)["iteration"]
+    except CheckpointError:
+        return
     missing = [
         i
         for i in keep
@@ -144,7 +161,7 @@ def drop_checkpoint_without_snapshots(folder: Path, keep: list[int]) -> None:
     ]
     if missing:
         print(f"{folder.name}: snapshots {missing} missing at iteration {reached}; starting afresh")
-        path.unlink()
+        drop_checkpoints(folder)
 
 
 def git_commit() -> dict[str, Any]:
@@ -347,6 +364,6 @@ def run(
     write_json_atomic(path, result)
     # The result is all a finished run needs: drop the resume checkpoint and the snapshots,
     # keep the final students (cnn.pt, vit.pt) for a closer look.
-    (folder / LAST).unlink(missing_ok=True)
+    drop_checkpoints(folder)
     shutil.rmtree(folder / SNAPSHOTS, ignore_errors=True)
     return result

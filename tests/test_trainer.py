@@ -114,6 +114,50 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(validate
         assert state_dicts_equal(tmp_path / "whole" / f"{role}.pt", killed / f"{role}.pt")
 
 
+def test_a_damaged_last_checkpoint_falls_back_to_the_one_kept_before_it(
+    validated_tiny, tmp_path, capsys
+):
+    prepared, _ = validated_tiny
+    params = load_params(tiny_params_file(tmp_path, iterations=6, checkpoint_every=2))
+    out = tmp_path / "run"
+    whole = CoTrainer(params, prepared, out).run()
+    last, previous = out / "last.pt", out / "last.previous.pt"
+    assert torch.load(previous, weights_only=True)["iteration"] == 4
+    last.write_bytes(last.read_bytes()[:1000])  # a copy cut short
+    capsys.readouterr()
+    resumed = CoTrainer(params, prepared, out).run()
+    printed = capsys.readouterr().out
+    assert f"train: {last}: not a readable checkpoint (" in printed
+    assert f"resuming from {previous} instead" in printed
+    assert f"resuming from {previous} at iteration 4" in printed
+    assert resumed["iterations_this_run"] == 2
+    assert resumed["weights_sha256"] == whole["weights_sha256"]
+
+
+@pytest.mark.parametrize("kept_bytes", [1000, 0])
+def test_an_unreadable_checkpoint_with_no_earlier_one_is_named_in_one_line(
+    validated_tiny, tmp_path, kept_bytes
+):
+    prepared, report = validated_tiny
+    params = tiny_params_file(tmp_path, iterations=2, checkpoint_every=2)
+    out = tmp_path / "run"
+    CoTrainer(load_params(params), prepared, out).run()
+    last = out / "last.pt"
+    last.write_bytes(last.read_bytes()[:kept_bytes])
+    result = subprocess.run(
+        train_command(params, prepared, report, out),
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"codistill train: error: {last}: not a readable checkpoint (")
+    assert "move it away to train from the start" in line
+    assert last.stat().st_size == kept_bytes  # left for the user to look at
+
+
 def test_checkpoint_from_another_configuration_is_not_resumed(validated_tiny, tmp_path, capsys):
     prepared, _ = validated_tiny
     out = tmp_path / "run"

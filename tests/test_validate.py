@@ -40,6 +40,19 @@ def write_label_200(tree: Path) -> None:
     save_png(labels, path)
 
 
+def convert_image(tree: Path, name: str, mode: str) -> None:
+    path = tree / name
+    Image.open(path).convert(mode).save(path)
+
+
+def grey_image(tree: Path) -> None:
+    convert_image(tree, "train/tr_003.png", "L")
+
+
+def rgba_image(tree: Path) -> None:
+    convert_image(tree, "test/te_000.png", "RGBA")
+
+
 def remove_mask(tree: Path) -> None:
     (tree / "testannot" / "te_002.png").unlink()
 
@@ -58,6 +71,8 @@ CORRUPTIONS: list[tuple[Callable[[Path], None], str, dict[str, str]]] = [
     (shrink_mask, "mask_size_matches_image", {"val/va_000": "image 24x32, mask 12x16"}),
     (shrink_pair, "image_size_as_configured", {"train/tr_002": "image 12x16, expected 24x32"}),
     (write_label_200, "label_values_valid", {"train/tr_004": "invalid raw values 200 in 5 pixels"}),
+    (grey_image, "image_decodes", {"train/tr_003": "image: mode L, not RGB"}),
+    (rgba_image, "image_decodes", {"test/te_000": "image: mode RGBA, not RGB"}),
     (remove_mask, "mask_decodes", {"test/te_002": "mask: file not found"}),
     (
         duplicate_across_splits,
@@ -95,6 +110,25 @@ def test_each_corruption_fails_exactly_its_check_naming_the_sample(
     assert sorted(found) == sorted(offenders)
     for sample_id, detail in offenders.items():
         assert detail in found[sample_id]
+
+
+def test_an_unreadable_file_is_named_once_by_the_gate(camvid_tree, tmp_path, monkeypatch):
+    # Root reads every file whatever its mode, so the OS's refusal is stood in for.
+    unreadable = camvid_tree / "val" / "va_001.png"
+
+    def refuse(path: Path) -> None:
+        if Path(path) == unreadable:
+            raise PermissionError(13, "Permission denied", str(path))
+
+    real_open, real_read_bytes = Image.open, Path.read_bytes
+    monkeypatch.setattr(Image, "open", lambda p, *a, **k: refuse(p) or real_open(p, *a, **k))
+    monkeypatch.setattr(Path, "read_bytes", lambda p: refuse(p) or real_read_bytes(p))
+    report = validate_prepared(prepare(camvid_tree, tmp_path / "p"), TINY_GATE)
+    assert report["failed_checks"] == ["image_decodes"]
+    (failed,) = (c for c in report["checks"] if c["check"] == "image_decodes")
+    assert failed["offenders"] == [
+        {"id": "val/va_001", "detail": "image: cannot read (permission denied)"}
+    ]
 
 
 def test_class_share_outside_bounds_names_the_class(camvid_tree, tmp_path):

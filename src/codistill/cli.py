@@ -334,8 +334,16 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """The errors a user's input causes: one line on stderr, exit 2 (imported when raised)."""
     from codistill.data.gate import UnvalidatedDataError
     from codistill.data.shards import EmptySplitError
+    from codistill.engine.checkpoint import CheckpointError
 
-    return ConfigError, FileNotFoundError, KeyError, UnvalidatedDataError, EmptySplitError
+    return (
+        ConfigError,
+        FileNotFoundError,
+        KeyError,
+        UnvalidatedDataError,
+        EmptySplitError,
+        CheckpointError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

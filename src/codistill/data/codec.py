@@ -19,6 +19,8 @@ def _open_fully(source: Path | io.BytesIO, what: str) -> Image.Image:
         image.load()
     except FileNotFoundError:
         raise DecodeError(f"{what}: file not found") from None
+    except PermissionError as err:
+        raise DecodeError(f"{what}: cannot read ({err.strerror.lower()})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DecodeError(f"{what}: cannot decode ({err})") from None
     return image
@@ -27,6 +29,14 @@ def _open_fully(source: Path | io.BytesIO, what: str) -> Image.Image:
 def read_rgb(path: Path) -> np.ndarray:
     """Decode an image file into an H×W×3 uint8 array, or raise DecodeError."""
     return np.asarray(_open_fully(path, "image").convert("RGB"))
+
+
+def read_dataset_rgb(path: Path) -> np.ndarray:
+    """Decode a dataset's image, which must be stored as RGB (not grey, palette or RGBA)."""
+    image = _open_fully(path, "image")
+    if image.mode != "RGB":
+        raise DecodeError(f"image: mode {image.mode}, not RGB")
+    return np.asarray(image)
 
 
 def read_label_map(path: Path) -> np.ndarray:

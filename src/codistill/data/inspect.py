@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from codistill.data.base import SampleRef
-from codistill.data.codec import DecodeError, read_label_map, read_rgb
+from codistill.data.codec import DecodeError, read_dataset_rgb, read_label_map
 from codistill.data.spec import DatasetSpec
 
 
@@ -39,18 +40,25 @@ def content_hash(rgb: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes, or ``""`` if it cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
 def inspect_sample(ref: SampleRef, spec: DatasetSpec) -> InspectedSample:
     """Decode ``ref`` and record every problem instead of raising."""
     image = labels = None
     image_error = mask_error = ""
     digest = ""
     try:
-        image = read_rgb(ref.image_path)
+        image = read_dataset_rgb(ref.image_path)
         digest = content_hash(image)
     except DecodeError as err:
         image_error = str(err)
-        if ref.image_path.is_file():
-            digest = hashlib.sha256(ref.image_path.read_bytes()).hexdigest()
+        digest = file_hash(ref.image_path)
     invalid_values: tuple[int, ...] = ()
     invalid_pixels = 0
     class_pixels = None

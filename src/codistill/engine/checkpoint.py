@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -52,14 +53,30 @@ def _as_tuples(value: Any) -> Any:
     return value
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to a temporary file beside ``path``, then rename it into place."""
+class CheckpointError(RuntimeError):
+    """A checkpoint file exists but does not read back."""
+
+
+def previous_path(path: str | Path) -> Path:
+    """Where ``save_checkpoint(keep_previous=True)`` keeps the checkpoint ``path`` replaced."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool = False) -> None:
+    """Write ``state`` to a temporary file beside ``path``, then rename it into place.
+
+    With ``keep_previous`` the file it replaces is kept at ``previous_path(path)``, so that a
+    checkpoint damaged later (a full disk, a bad copy) still leaves one to resume from.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(handle)
     try:
         torch.save(state, temporary)
+        if keep_previous and path.is_file():
+            os.replace(path, previous_path(path))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -67,5 +84,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only.
+
+    Raises CheckpointError, naming the file, if it is truncated, empty or not a checkpoint.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None

@@ -26,7 +26,14 @@ from codistill.data.transforms import Augmentation
 from codistill.distill import CoDistillationObjective, StudentPair
 from codistill.distill.objective import DIRECTION_SHARES
 from codistill.distill.supervised import class_weights
-from codistill.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from codistill.engine.checkpoint import (
+    CheckpointError,
+    capture_rng,
+    load_checkpoint,
+    previous_path,
+    restore_rng,
+    save_checkpoint,
+)
 from codistill.engine.code_digest import code_digest
 from codistill.engine.distributed import (
     DistContext,
@@ -165,11 +172,32 @@ class CoTrainer:
         if self.iteration == 0:
             torch.manual_seed(self.cfg.seed + 1 + self.context.rank)
 
+    def _readable_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint that reads back (``last.pt``, else the one kept before it)."""
+        problems = []
+        for path in (self.checkpoint_path, previous_path(self.checkpoint_path)):
+            if not path.is_file():
+                continue
+            try:
+                state = load_checkpoint(path)
+            except CheckpointError as err:
+                problems.append(str(err))
+                continue
+            if problems and self.context.is_main:
+                print(f"train: {problems[0]}; resuming from {path} instead")
+            return path, state
+        if problems:
+            raise CheckpointError(
+                f"{'; '.join(problems)}; no earlier checkpoint reads back: move it away to "
+                "train from the start"
+            )
+        return None
+
     def _resume(self) -> None:
-        path = self.checkpoint_path
-        if not path.is_file():
+        found = self._readable_checkpoint()
+        if found is None:
             return
-        state = load_checkpoint(path)
+        path, state = found
         if state.get("fingerprint") != self.fingerprint:
             if self.context.is_main:
                 print(
@@ -205,6 +233,7 @@ class CoTrainer:
                 "curves": self.curves,
                 "run_id": self.run_id,
             },
+            keep_previous=True,
         )
         self._write_curves()
 
