@@ -123,7 +123,10 @@ def replay(
                 paths["workdir"] / side.name / method,
                 threads,
             )
-            print(f"{method} with the {side.name} code: {time.perf_counter() - started:.0f} s")
+            print(
+                f"{method} with the {side.name} code: {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
     return digests
 
 

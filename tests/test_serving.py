@@ -239,14 +239,18 @@ def test_sigterm_stops_the_server_cleanly_and_the_next_start_removes_a_killed_on
 
 
 def test_the_largest_allowed_image_leaves_the_servers_memory_where_it_was(repository, tmp_path):
-    """Each model answers the largest image the server accepts, three times, with no growth."""
+    """Each model answers the largest image allowed three times, with no growth.
+
+    Three refused larger ones grow it no further.
+    """
     import time
 
     from tests.servers.triton_server import group_rss_mib
 
     side = 512
+    rng = np.random.default_rng(4)
     with triton_server(repository, tmp_path / "serve.log", side * side) as running:
-        image = np.random.default_rng(4).integers(0, 256, (1, side, side, 3), dtype=np.uint8)
+        image = rng.integers(0, 256, (1, side, side, 3), dtype=np.uint8)
         ready = group_rss_mib(running["process"].pid)
         after = {}
         for model in MODELS:
@@ -255,10 +259,18 @@ def test_the_largest_allowed_image_leaves_the_servers_memory_where_it_was(reposi
                 assert labels.shape == (1, side, side)
                 time.sleep(0.5)
                 after.setdefault(model, []).append(group_rss_mib(running["process"].pid))
-    print(f"resident MiB: ready {ready:.0f}, after each request {after}")
+        oversize = rng.integers(0, 256, (1, 2 * side, 2 * side, 3), dtype=np.uint8)
+        refused = []
+        for model in MODELS * 3:
+            with pytest.raises(InferenceServerException, match="over this model's limit"):
+                infer(http, running["urls"]["http"], model, oversize)
+            time.sleep(0.5)
+            refused.append(group_rss_mib(running["process"].pid))
+    print(f"resident MiB: ready {ready:.0f}, after each request {after}, refused {refused}")
     for model, sizes in after.items():
         assert sizes[-1] - sizes[0] < 32, model  # nothing accumulates request after request
     assert max(after[MODELS[-1]]) - ready < 512  # all that two large requests may keep
+    assert refused[-1] - after[MODELS[-1]][-1] < 32  # a refused request keeps nothing
 
 
 def test_only_workspaces_of_servers_that_are_gone_are_removed(tmp_path):
