@@ -29,6 +29,7 @@ from quality_tables import (
     Results,
     ablation_rows,
     diagnostics_lines,
+    diagnostics_summary,
     headline,
     main_rows,
     plot_curves,
@@ -284,6 +285,7 @@ def write_tables(
         key=f"quality-{name}",
     )
     write_section(args.readme, "quality-headline", headline(results, f"Regime `{name}`: {summary}"))
+    write_section(args.readme, "quality-diagnostics", diagnostics_summary(results["ours"]))
 
 
 if __name__ == "__main__":

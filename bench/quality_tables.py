@@ -178,6 +178,42 @@ def diagnostics_lines(runs: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def quarter_means(runs: list[dict[str, Any]], last: bool) -> dict[str, float]:
+    """Each logged value over the first or last quarter of the schedule, mean over runs."""
+    windows = []
+    for run in runs:
+        iterations = run["iterations"]
+        start, end = (iterations * 3 // 4, iterations) if last else (0, iterations // 4)
+        if window := window_means(run["curves"], start, end):
+            windows.append(window)
+    return {key: statistics.fmean(w[key] for w in windows) for key in windows[0]} if windows else {}
+
+
+def diagnostics_summary(runs: list[dict[str, Any]]) -> list[str]:
+    """The README's reading of `ours`' diagnostics: which way BSD taught, what each term weighs."""
+    if not runs:
+        return ["No `ours` run yet: nothing to read from its diagnostics."]
+    early, late = quarter_means(runs, last=False), quarter_means(runs, last=True)
+    terms = [t for t in TERM_ORDER if t in runs[0]["terms"]]
+
+    def shift(key: str) -> str:
+        return f"{100 * early[key]:.0f} % → {100 * late[key]:.0f} %"
+
+    ratios = {t: late[f"loss_{t}"] / max(late["loss_sup"], 1e-12) for t in terms}
+    weigh = ", ".join(f"{t} {r:.2f}" for t, r in ratios.items())
+    below = "every one below 1" if max(ratios.values()) < 1 else "not all below 1"
+    return [
+        f"What the diagnostics of `ours` show (mean over {len(runs)} seed(s), first → last "
+        "quarter of the schedule; per-window figures in [docs/results.md](docs/results.md)). "
+        f"Region-BSD: the CNN taught in {shift('rbsd_cnn_teaches')} of the scored windows, the "
+        f"ViT in {shift('rbsd_vit_teaches')}. Pixel-BSD: the CNN taught at "
+        f"{shift('pbsd_cnn_teaches')} of the labelled pixels, the ViT at "
+        f"{shift('pbsd_vit_teaches')}; at the rest nothing flowed (mostly pixels both students "
+        f"got wrong). Each term's loss over the supervised loss, last quarter: {weigh} "
+        f"({below}).",
+    ]
+
+
 def window_means(curves: list[dict[str, float]], start: int, end: int) -> dict[str, float]:
     """Means of the logged rows with ``start < iteration <= end`` (empty if there are none)."""
     rows = [row for row in curves if start < row["iteration"] <= end]
