@@ -17,7 +17,7 @@ from pathlib import Path
 from codistill.artifacts import write_json_atomic
 from codistill.data.base import dataset_spec
 from codistill.engine.distributed import shutdown_distributed
-from codistill.engine.trainer import CoTrainer
+from codistill.engine.trainer import train_students
 from codistill.evaluation.stage import load_students
 from codistill.export.onnx_graph import Normalization, export_onnx
 from codistill.export.parity import check_parity
@@ -40,8 +40,7 @@ def main() -> None:
     params = resolve_params(args.params, parse_overrides(args.set))
     shutil.rmtree(args.out, ignore_errors=True)  # a fresh run, never a resumed one
     try:
-        trainer = CoTrainer(params, args.prepared, args.out)
-        metrics = trainer.run()
+        metrics = train_students(params, args.prepared, args.out)
     finally:
         shutdown_distributed()
     if not metrics:  # not the main rank

@@ -43,7 +43,8 @@ from codistill.engine.checkpoint import (
     save_checkpoint,
 )
 from codistill.engine.code_digest import code_digest
-from codistill.engine.trainer import CURVES, LAST, CoTrainer
+from codistill.engine.hooks import CURVES, LAST, Hook
+from codistill.engine.trainer import CoTrainer, train_students
 from codistill.evaluation.evaluate import evaluate_students
 from codistill.models import build_student
 from environment import cpu_model
@@ -116,23 +117,30 @@ def checkpoint_iterations(iterations: int, every: int) -> list[int]:
     return sorted({*range(every, iterations + 1, every), iterations})
 
 
-class SnapshotTrainer(CoTrainer):
-    """A trainer that also keeps both students' weights at chosen iterations.
+class SnapshotHook(Hook):
+    """Keeps both students' weights at chosen iterations, in ``<folder>/snapshots/<i>``.
 
-    A snapshot is written before the checkpoint that follows it, so a run killed in between
-    redoes that iteration and writes the snapshot again.
+    Listed before the standard hooks, it writes a snapshot before the checkpoint that follows
+    it, so a run killed in between redoes that iteration and writes the snapshot again.
     """
 
-    def __init__(self, *args: Any, keep_at: Iterable[int], **kwargs: Any) -> None:
+    def __init__(self, folder: Path, keep_at: Iterable[int]) -> None:
+        self.folder = folder
         self.keep_at = set(keep_at)
-        super().__init__(*args, **kwargs)
 
-    def _checkpoint(self) -> None:
-        if self.iteration in self.keep_at and self.context.is_main:
-            folder = self.out_dir / SNAPSHOTS / str(self.iteration)
+    def after_step(self, trainer: CoTrainer) -> None:
+        """Save both students if this iteration is one to keep."""
+        if trainer.iteration in self.keep_at and trainer.context.is_main:
+            snapshot = self.folder / SNAPSHOTS / str(trainer.iteration)
             for role in ROLES:
-                save_checkpoint(folder / f"{role}.pt", getattr(self.model, role).state_dict())
-        super()._checkpoint()
+                save_checkpoint(snapshot / f"{role}.pt", getattr(trainer.model, role).state_dict())
+
+
+def train_with_snapshots(
+    params: Params, prepared: Path, folder: Path, keep_at: Iterable[int]
+) -> dict[str, Any]:
+    """Train (or resume) one run in ``folder``, keeping the students at ``keep_at``."""
+    return train_students(params, prepared, folder, hooks=[SnapshotHook(folder, keep_at)])
 
 
 def drop_checkpoints(folder: Path) -> None:
@@ -320,8 +328,7 @@ def run(
     keep = checkpoint_iterations(iterations, params.train.checkpoint_every)
     folder = workdir / spec.key
     drop_checkpoint_without_snapshots(folder, keep)
-    trainer = SnapshotTrainer(params, prepared, folder, keep_at=keep)
-    metrics = trainer.run()
+    metrics = train_with_snapshots(params, prepared, folder, keep)
     num_classes = dataset_spec(params.data.dataset).num_classes
     scale = params.evaluate.scale
     checkpoints = []

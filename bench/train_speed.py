@@ -22,9 +22,9 @@ import torch
 from torch.autograd import DeviceType
 
 from codistill.config import Params, load_params
+from codistill.distill.co_training import build_pair_model
 from codistill.engine.host_memory import reuse_freed_host_memory
 from codistill.engine.optim import cnn_optimizer, vit_optimizer
-from codistill.engine.trainer import build_pair_model
 from environment import bench_parser, markdown_table, num_classes, publish_table
 from quality import ABLATIONS, MAIN, Variant
 

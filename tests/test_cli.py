@@ -69,12 +69,12 @@ def test_evaluation_split_without_samples_exits_2_naming_the_splits(
     validated_tiny, tmp_path, capsys
 ):
     from codistill.config import load_params
-    from codistill.engine.trainer import CoTrainer
+    from codistill.engine.trainer import train_students
     from tests.conftest import tiny_params_file
 
     prepared, report = validated_tiny
     params = tiny_params_file(tmp_path, iterations=1, checkpoint_every=1, log_every=1)
-    CoTrainer(load_params(params), prepared, tmp_path / "train").run()
+    train_students(load_params(params), prepared, tmp_path / "train")
     params.write_text(params.read_text().replace("split: val", "split: tset"))
     code = main(
         [

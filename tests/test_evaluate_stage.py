@@ -4,7 +4,7 @@ from PIL import Image
 
 from codistill.cli import main
 from codistill.config import load_params
-from codistill.engine.trainer import CoTrainer
+from codistill.engine.trainer import train_students
 from codistill.evaluation.stage import run_evaluation
 from tests.conftest import TRAIN_SIZE, tiny_params_file
 
@@ -12,7 +12,7 @@ from tests.conftest import TRAIN_SIZE, tiny_params_file
 def test_evaluate_writes_metrics_report_csv_and_pictures(validated_tiny, tmp_path, capsys):
     prepared, report = validated_tiny
     params_path = tiny_params_file(tmp_path, iterations=2)
-    CoTrainer(load_params(params_path), prepared, tmp_path / "train").run()
+    train_students(load_params(params_path), prepared, tmp_path / "train")
     out = tmp_path / "eval"
     assert (
         main(
@@ -54,7 +54,7 @@ def test_evaluate_writes_metrics_report_csv_and_pictures(validated_tiny, tmp_pat
 def test_evaluate_matches_a_second_scoring_of_the_same_weights(validated_tiny, tmp_path):
     prepared, _ = validated_tiny
     params = load_params(tiny_params_file(tmp_path, iterations=2))
-    CoTrainer(params, prepared, tmp_path / "train").run()
+    train_students(params, prepared, tmp_path / "train")
     first = run_evaluation(params, prepared, tmp_path / "train", tmp_path / "a")
     second = run_evaluation(params, prepared, tmp_path / "train", tmp_path / "b")
     assert first["cnn"]["miou"] == second["cnn"]["miou"]
@@ -87,7 +87,7 @@ def test_evaluate_at_a_scale_too_small_for_the_students_names_the_knob(
 ):
     prepared, report = validated_tiny
     params_path = tiny_params_file(tmp_path, iterations=1)
-    CoTrainer(load_params(params_path), prepared, tmp_path / "train").run()
+    train_students(load_params(params_path), prepared, tmp_path / "train")
     shrunk = tmp_path / "shrunk.yaml"
     text = params_path.read_text().replace("scale: [0.75, 1.25]", "scale: [0.5, 1.25]")
     shrunk.write_text(text.replace("evaluate:\n", "evaluate:\n  scale: 0.5\n"))

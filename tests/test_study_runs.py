@@ -16,10 +16,10 @@ from study import (
     SNAPSHOTS,
     RunSpec,
     Scoring,
-    SnapshotTrainer,
     run,
     run_identity,
     spec_params,
+    train_with_snapshots,
 )
 
 
@@ -45,7 +45,7 @@ def test_a_run_missing_a_snapshot_it_had_passed_starts_afresh(validated_tiny, tm
     spec = RunSpec("independent-seed0", "independent", 0, {"train.num_workers": 0})
     folder = tmp_path / "work" / spec.key
     # a run killed after its checkpoint at 2, with the snapshot of iteration 1 lost
-    SnapshotTrainer(spec_params(spec, params_file), prepared, folder, keep_at=[1, 2]).run()
+    train_with_snapshots(spec_params(spec, params_file), prepared, folder, [1, 2])
     shutil.rmtree(folder / SNAPSHOTS / "1")
     scoring = Scoring(score_last=1, splits=("val",))
     device = torch.device("cpu")

@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from codistill.config import load_params
-from codistill.engine.trainer import CoTrainer
+from codistill.engine.trainer import train_students
 from tests.conftest import tiny_params_file
 from tests.servers.mlflow_server import mlflow_server
 
@@ -26,7 +26,7 @@ def test_training_run_is_logged_and_read_back(validated_tiny, tmp_path, tracking
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     prepared, _ = validated_tiny
     params = load_params(tiny_params_file(tmp_path, iterations=4, log_every=2, tracking=True))
-    metrics = CoTrainer(params, prepared, tmp_path / "run", tracking=True).run()
+    metrics = train_students(params, prepared, tmp_path / "run", tracking=True)
 
     client = MlflowClient(tracking_uri)
     run = client.get_run(metrics["mlflow_run_id"])
@@ -60,7 +60,7 @@ def test_mlflow_run_id_from_the_environment_is_continued(
     monkeypatch.setenv("MLFLOW_RUN_ID", given)
     prepared, _ = validated_tiny
     params = load_params(tiny_params_file(tmp_path, iterations=2, tracking=True))
-    metrics = CoTrainer(params, prepared, tmp_path / "run", tracking=True).run()
+    metrics = train_students(params, prepared, tmp_path / "run", tracking=True)
     assert metrics["mlflow_run_id"] == given
     assert len(client.get_metric_history(given, "loss_total")) == 1
 
@@ -70,6 +70,6 @@ def test_tracking_off_logs_nothing(validated_tiny, tmp_path, tracking_uri, monke
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "codistill-off")
     prepared, _ = validated_tiny
     params = load_params(tiny_params_file(tmp_path, iterations=2))
-    metrics = CoTrainer(params, prepared, tmp_path / "run", tracking=False).run()
+    metrics = train_students(params, prepared, tmp_path / "run", tracking=False)
     assert metrics["mlflow_run_id"] is None
     assert MlflowClient(tracking_uri).get_experiment_by_name("codistill-off") is None

@@ -14,7 +14,7 @@ import yaml
 
 from codistill.config import ConfigError, load_params
 from codistill.engine.code_digest import PACKAGE_ROOT, code_digest
-from codistill.engine.trainer import CoTrainer
+from codistill.engine.trainer import train_students
 from codistill.serving.process import free_port
 from tests.conftest import tiny_params_file
 
@@ -47,7 +47,7 @@ def test_training_lowers_the_supervised_loss_of_both_methods(validated_tiny, tmp
         params = load_params(
             tiny_params_file(tmp_path, method, iterations=24, log_every=4, checkpoint_every=24)
         )
-        metrics = CoTrainer(params, prepared, tmp_path / method).run()
+        metrics = train_students(params, prepared, tmp_path / method)
         curves = (tmp_path / method / "curves.csv").read_text().splitlines()
         header = curves[0].split(",")
         sup = [float(line.split(",")[header.index("loss_sup")]) for line in curves[1:]]
@@ -66,7 +66,7 @@ def test_training_lowers_the_supervised_loss_of_both_methods(validated_tiny, tmp
 def test_crossfeed_mode_trains(validated_tiny, tmp_path):
     prepared, _ = validated_tiny
     params = load_params(tiny_params_file(tmp_path, iterations=2, hfd_mode="crossfeed"))
-    metrics = CoTrainer(params, prepared, tmp_path / "run").run()
+    metrics = train_students(params, prepared, tmp_path / "run")
     assert metrics["iterations"] == 2 and metrics["final"]["loss_hfd"] > 0
 
 
@@ -120,12 +120,12 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_one_kept_before_it(
     prepared, _ = validated_tiny
     params = load_params(tiny_params_file(tmp_path, iterations=6, checkpoint_every=2))
     out = tmp_path / "run"
-    whole = CoTrainer(params, prepared, out).run()
+    whole = train_students(params, prepared, out)
     last, previous = out / "last.pt", out / "last.previous.pt"
     assert torch.load(previous, weights_only=True)["iteration"] == 4
     last.write_bytes(last.read_bytes()[:1000])  # a copy cut short
     capsys.readouterr()
-    resumed = CoTrainer(params, prepared, out).run()
+    resumed = train_students(params, prepared, out)
     printed = capsys.readouterr().out
     assert f"train: {last}: not a readable checkpoint (" in printed
     assert f"resuming from {previous} instead" in printed
@@ -141,7 +141,7 @@ def test_an_unreadable_checkpoint_with_no_earlier_one_is_named_in_one_line(
     prepared, report = validated_tiny
     params = tiny_params_file(tmp_path, iterations=2, checkpoint_every=2)
     out = tmp_path / "run"
-    CoTrainer(load_params(params), prepared, out).run()
+    train_students(load_params(params), prepared, out)
     last = out / "last.pt"
     last.write_bytes(last.read_bytes()[:kept_bytes])
     result = subprocess.run(
@@ -161,10 +161,10 @@ def test_an_unreadable_checkpoint_with_no_earlier_one_is_named_in_one_line(
 def test_checkpoint_from_another_configuration_is_not_resumed(validated_tiny, tmp_path, capsys):
     prepared, _ = validated_tiny
     out = tmp_path / "run"
-    CoTrainer(load_params(tiny_params_file(tmp_path, "dml", iterations=2)), prepared, out).run()
-    metrics = CoTrainer(
+    train_students(load_params(tiny_params_file(tmp_path, "dml", iterations=2)), prepared, out)
+    metrics = train_students(
         load_params(tiny_params_file(tmp_path, "kdcl", iterations=2)), prepared, out
-    ).run()
+    )
     assert "from another configuration or code version" in capsys.readouterr().out
     assert metrics["iterations_this_run"] == 2 and metrics["terms"] == ["kdcl"]
 
@@ -302,25 +302,23 @@ def test_a_method_whose_cross_terms_weigh_zero_ends_bit_identical_to_independent
     """A seed fixes both students' initial weights and the batch stream for every method."""
     prepared, _ = validated_tiny
     zero = {"distill.weights": {"hfd": 0.0, "rbsd": 0.0, "pbsd": 0.0, "dml": 0.0, "kdcl": 0.0}}
-    alone = CoTrainer(
+    alone = train_students(
         load_params(params_with(tmp_path, "independent", {}, "alone")), prepared, tmp_path / "a"
-    ).run()
-    muted = CoTrainer(
+    )
+    muted = train_students(
         load_params(params_with(tmp_path, method, zero, "muted")), prepared, tmp_path / "m"
-    ).run()
+    )
     assert muted["terms"] != []  # the cross terms ran, with weight 0
     assert muted["weights_sha256"] == alone["weights_sha256"]
-    weighted = CoTrainer(
+    weighted = train_students(
         load_params(params_with(tmp_path, method, {}, "weighted")), prepared, tmp_path / "w"
-    ).run()
+    )
     assert weighted["weights_sha256"]["cnn"] != alone["weights_sha256"]["cnn"]
 
 
 def test_ours_logs_which_way_each_selective_term_sent_knowledge(validated_tiny, tmp_path):
     prepared, _ = validated_tiny
-    CoTrainer(
-        load_params(params_with(tmp_path, "ours", {}, "ours")), prepared, tmp_path / "o"
-    ).run()
+    train_students(load_params(params_with(tmp_path, "ours", {}, "ours")), prepared, tmp_path / "o")
     with (tmp_path / "o" / "curves.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     for term in ("rbsd", "pbsd"):
@@ -335,14 +333,14 @@ def test_ours_logs_which_way_each_selective_term_sent_knowledge(validated_tiny, 
 
 def test_class_balance_changes_training_and_is_bounded(validated_tiny, tmp_path):
     prepared, _ = validated_tiny
-    plain = CoTrainer(
+    plain = train_students(
         load_params(params_with(tmp_path, "independent", {}, "plain")), prepared, tmp_path / "p"
-    ).run()
-    balanced = CoTrainer(
+    )
+    balanced = train_students(
         load_params(params_with(tmp_path, "independent", {"train.class_balance": 0.5}, "b")),
         prepared,
         tmp_path / "b",
-    ).run()
+    )
     assert balanced["weights_sha256"] != plain["weights_sha256"]
     with pytest.raises(ConfigError, match=r"train\.class_balance"):
         load_params(params_with(tmp_path, "independent", {"train.class_balance": 1.5}, "bad"))

@@ -1,49 +1,13 @@
-"""Experiment tracking: an optional MLflow edge behind a small interface the trainer calls."""
+"""Experiment tracking: the MLflow run a training logs to (``engine.hooks.TrackingHook``)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "codistill"
-
-
-class Tracker(Protocol):
-    """What the trainer reports: parameters once, metrics per step, files, and the outcome."""
-
-    run_id: str | None
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        """Record flat run parameters."""
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Record metric values at ``step``."""
-
-    def log_artifact(self, path: str | Path) -> None:
-        """Attach a file to the run."""
-
-    def finish(self, status: str = "FINISHED") -> None:
-        """Close the run with ``status``."""
-
-
-class NullTracker:
-    """Tracks nothing: for runs without MLflow and for non-main ranks."""
-
-    run_id: str | None = None
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        """Ignore parameters."""
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Ignore metrics."""
-
-    def log_artifact(self, path: str | Path) -> None:
-        """Ignore files."""
-
-    def finish(self, status: str = "FINISHED") -> None:
-        """Nothing to close."""
 
 
 class MlflowTracker:
@@ -92,18 +56,6 @@ class MlflowTracker:
     def finish(self, status: str = "FINISHED") -> None:
         """End the run."""
         self._mlflow.end_run(status=status)
-
-
-def create_tracker(
-    enabled: bool,
-    run_name: str,
-    resume_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-) -> Tracker:
-    """An MlflowTracker when ``enabled``, else a NullTracker."""
-    if not enabled:
-        return NullTracker()
-    return MlflowTracker(run_name, resume_run_id, tags)
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,39 +1,35 @@
-"""The co-training loop: both students on the same batches, one backward, two optimizers."""
+"""The co-training loop: both students on the same batches, one backward, two optimizers.
+
+``build_setup`` makes what a run trains with (process group, data, students, optimizers);
+``CoTrainer`` steps through the batches and calls its hooks (``codistill.engine.hooks``)
+for everything else: resuming and checkpoints, progress, curves, MLflow and the outputs.
+``train_students`` puts the two together with the standard hooks.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import io
 import json
-import sys
 import time
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from codistill.artifacts import write_json_atomic, write_text_atomic
 from codistill.config import ROLES, Params
 from codistill.data.loading import PreparedSplit, ResumableBatchSampler
 from codistill.data.transforms import Augmentation
-from codistill.distill import CoDistillationObjective, StudentPair
+from codistill.distill.co_training import CoTrainingModel, build_pair_model
 from codistill.distill.objective import DIRECTION_SHARES
 from codistill.distill.supervised import class_weights
-from codistill.engine.checkpoint import (
-    CheckpointError,
-    capture_rng,
-    load_checkpoint,
-    previous_path,
-    restore_rng,
-    save_checkpoint,
-)
 from codistill.engine.code_digest import code_digest
 from codistill.engine.distributed import (
     DistContext,
@@ -41,47 +37,17 @@ from codistill.engine.distributed import (
     gather_objects,
     init_distributed,
 )
+from codistill.engine.hooks import (
+    CheckpointHook,
+    CurvesHook,
+    Hook,
+    OutputsHook,
+    ProgressHook,
+    TrackingHook,
+)
 from codistill.engine.host_memory import reuse_freed_host_memory
 from codistill.engine.optim import cnn_optimizer, poly_schedule, vit_optimizer
-from codistill.engine.progress import CURVE_TERMS, WindowMeans, progress_line
-from codistill.engine.tracking import NullTracker, Tracker, create_tracker, flatten
-from codistill.models import build_student
-
-LAST = "last.pt"
-TRAIN_METRICS = "train_metrics.json"
-CURVES = "curves.csv"
-CONFIG_JSON = "config.json"
-
-
-class CoTrainingModel(nn.Module):
-    """Both students and the objective (with its adapters) as one module."""
-
-    def __init__(self, cnn: nn.Module, vit: nn.Module, objective: CoDistillationObjective):
-        super().__init__()
-        self.cnn, self.vit, self.objective = cnn, vit, objective
-
-    def forward(
-        self, images: torch.Tensor, labels: torch.Tensor, iteration: int
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and its parts for one batch."""
-        pair = StudentPair(self.cnn(images), self.vit(images), labels, self.cnn, self.vit)
-        return self.objective(pair, iteration)
-
-
-def build_pair_model(
-    params: Params, num_classes: int, ce_weights: torch.Tensor | None = None
-) -> CoTrainingModel:
-    """Both students from ``params.models`` and the objective that ``params.train`` selects."""
-    cnn = build_student(params.models.cnn, num_classes)
-    vit = build_student(params.models.vit, num_classes)
-    channels = {
-        "cnn_low": cnn.low_channels,
-        "vit_low": vit.low_channels,
-        "cnn_dec": cnn.dec_channels,
-        "vit_dec": vit.dec_channels,
-    }
-    objective = CoDistillationObjective(params.train, params.distill, channels, ce_weights)
-    return CoTrainingModel(cnn, vit, objective)
+from codistill.engine.progress import CURVE_TERMS, WindowMeans
 
 
 def config_fingerprint(params: Params, manifest_sha256: str, world_size: int = 1) -> str:
@@ -109,103 +75,83 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-class CoTrainer:
-    """Trains both students on a validated prepared dataset into ``out_dir``.
+@dataclass
+class TrainingSetup:
+    """What a run trains with, built from ``params`` and the prepared data."""
 
-    ``last.pt`` in ``checkpoint_dir`` (default ``out_dir``; a persistent volume on a cluster)
-    is rewritten atomically every ``train.checkpoint_every`` iterations; a new run with the
-    same configuration resumes from it.
+    context: DistContext
+    data: PreparedSplit
+    model: CoTrainingModel
+    optimizers: dict[str, Optimizer]
+    schedulers: dict[str, LRScheduler]
+    fingerprint: str
+
+
+def build_setup(params: Params, prepared_dir: str | Path) -> TrainingSetup:
+    """Join the process group, open the training split and build the students and optimizers.
+
+    ``train.seed`` seeds the students' initial weights.
     """
+    cfg = params.train
+    context = init_distributed()
+    data = PreparedSplit(prepared_dir, "train", Augmentation(cfg.crop, cfg.scale, cfg.flip))
+    weights = (
+        class_weights(data.class_pixel_counts(), cfg.class_balance) if cfg.class_balance else None
+    )
+    torch.manual_seed(cfg.seed)
+    model = build_pair_model(params, data.info["num_classes"], weights)
+    if context.device.type == "cpu":
+        reuse_freed_host_memory()
+    model.to(context.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    owned = model.objective.owned_parameters
+    optimizers = {
+        "cnn": cnn_optimizer(model.cnn, owned("cnn"), cfg.cnn_optimizer),
+        "vit": vit_optimizer(model.vit, owned("vit"), cfg.vit_optimizer),
+    }
+    schedules = {"cnn": cfg.cnn_optimizer, "vit": cfg.vit_optimizer}
+    schedulers = {
+        role: poly_schedule(
+            optimizer, cfg.iterations, schedules[role].poly_power, schedules[role].warmup_iters
+        )
+        for role, optimizer in optimizers.items()
+    }
+    fingerprint = config_fingerprint(params, data.info["manifest_sha256"], context.world_size)
+    return TrainingSetup(context, data, model, optimizers, schedulers, fingerprint)
 
-    def __init__(
-        self,
-        params: Params,
-        prepared_dir: str | Path,
-        out_dir: str | Path,
-        tracking: bool = False,
-        checkpoint_dir: str | Path | None = None,
-    ) -> None:
+
+class CoTrainer:
+    """Steps both students through ``train.iterations`` batches, calling ``hooks`` around."""
+
+    def __init__(self, params: Params, setup: TrainingSetup, hooks: Sequence[Hook]) -> None:
         self.params = params
         self.cfg = params.train
-        self.out_dir = Path(out_dir)
-        self.checkpoint_path = Path(checkpoint_dir or out_dir) / LAST
-        self.context: DistContext = init_distributed()
-        self.tracking = tracking and self.context.is_main
-        augmentation = Augmentation(self.cfg.crop, self.cfg.scale, self.cfg.flip)
-        self.data = PreparedSplit(prepared_dir, "train", augmentation)
-        self.fingerprint = config_fingerprint(
-            params, self.data.info["manifest_sha256"], self.context.world_size
-        )
-        weights = (
-            class_weights(self.data.class_pixel_counts(), self.cfg.class_balance)
-            if self.cfg.class_balance
-            else None
-        )
-        torch.manual_seed(self.cfg.seed)
-        self.model = build_pair_model(params, self.data.info["num_classes"], weights)
-        if self.context.device.type == "cpu":
-            reuse_freed_host_memory()
-        self.model.to(self.context.device)
-        if self.cfg.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        objective = self.model.objective
-        self.optimizers = {
-            "cnn": cnn_optimizer(
-                self.model.cnn, objective.owned_parameters("cnn"), self.cfg.cnn_optimizer
-            ),
-            "vit": vit_optimizer(
-                self.model.vit, objective.owned_parameters("vit"), self.cfg.vit_optimizer
-            ),
-        }
-        schedules = {"cnn": self.cfg.cnn_optimizer, "vit": self.cfg.vit_optimizer}
-        self.schedulers = {
-            r: poly_schedule(
-                o, self.cfg.iterations, schedules[r].poly_power, schedules[r].warmup_iters
-            )
-            for r, o in self.optimizers.items()
-        }
+        self.context = setup.context
+        self.data = setup.data
+        self.model = setup.model
+        self.optimizers = setup.optimizers
+        self.schedulers = setup.schedulers
+        self.fingerprint = setup.fingerprint
+        self.hooks = list(hooks)
         self.iteration = 0
         self.curves: list[dict[str, float]] = []
         self.run_id: str | None = None
-        self._resume()
-        # Dropout differs per rank, and is reproducible after a resume.
-        if self.iteration == 0:
-            torch.manual_seed(self.cfg.seed + 1 + self.context.rank)
 
-    def _readable_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
-        """The newest checkpoint that reads back (``last.pt``, else the one kept before it)."""
-        problems = []
-        for path in (self.checkpoint_path, previous_path(self.checkpoint_path)):
-            if not path.is_file():
-                continue
-            try:
-                state = load_checkpoint(path)
-            except CheckpointError as err:
-                problems.append(str(err))
-                continue
-            if problems and self.context.is_main:
-                print(f"train: {problems[0]}; resuming from {path} instead")
-            return path, state
-        if problems:
-            raise CheckpointError(
-                f"{'; '.join(problems)}; no earlier checkpoint reads back: move it away to "
-                "train from the start"
-            )
-        return None
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint holds besides the RNG states."""
+        return {
+            "fingerprint": self.fingerprint,
+            "iteration": self.iteration,
+            "model": self.model.state_dict(),
+            "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
+            "schedulers": {r: s.state_dict() for r, s in self.schedulers.items()},
+            "curves": self.curves,
+            "run_id": self.run_id,
+        }
 
-    def _resume(self) -> None:
-        found = self._readable_checkpoint()
-        if found is None:
-            return
-        path, state = found
-        if state.get("fingerprint") != self.fingerprint:
-            if self.context.is_main:
-                print(
-                    f"train: {path} is from another configuration or code version "
-                    f"({state.get('fingerprint', 'none')[:12]} != {self.fingerprint[:12]}); "
-                    "starting afresh"
-                )
-            return
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's ``state_dict``."""
         self.model.load_state_dict(state["model"])
         for role in ROLES:
             self.optimizers[role].load_state_dict(state["optimizers"][role])
@@ -213,38 +159,65 @@ class CoTrainer:
         self.iteration = state["iteration"]
         self.curves = state["curves"]
         self.run_id = state.get("run_id")
-        restore_rng(state["rng"][min(self.context.rank, len(state["rng"]) - 1)])
-        if self.context.is_main:
-            print(f"train: resuming from {path} at iteration {self.iteration}")
 
-    def _checkpoint(self) -> None:
-        rng = gather_objects(capture_rng(), self.context)
-        if not self.context.is_main:
-            return
-        save_checkpoint(
-            self.checkpoint_path,
-            {
-                "fingerprint": self.fingerprint,
-                "iteration": self.iteration,
-                "model": self.model.state_dict(),
-                "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
-                "schedulers": {r: s.state_dict() for r, s in self.schedulers.items()},
-                "rng": rng,
-                "curves": self.curves,
-                "run_id": self.run_id,
-            },
-            keep_previous=True,
-        )
-        self._write_curves()
+    def checkpoint_due(self) -> bool:
+        """Whether the step just taken ends a checkpoint interval or the run."""
+        every = self.cfg.checkpoint_every
+        return self.iteration % every == 0 or self.iteration == self.cfg.iterations
 
-    def _write_curves(self) -> None:
-        if not self.curves:
-            return
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.curves[-1]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.curves)
-        write_text_atomic(self.out_dir / CURVES, buffer.getvalue())
+    def _log_due(self) -> bool:
+        return self.iteration % self.cfg.log_every == 0 or self.iteration == self.cfg.iterations
+
+    def _call(self, point: str, *args: Any) -> None:
+        for hook in self.hooks:
+            getattr(hook, point)(self, *args)
+
+    def run(self) -> dict[str, Any]:
+        """Train to ``train.iterations`` (from the resumed point); the run's metrics."""
+        self._call("before_run")
+        # Dropout differs per rank, and is reproducible after a resume.
+        if self.iteration == 0:
+            torch.manual_seed(self.cfg.seed + 1 + self.context.rank)
+        try:
+            started, start_iteration = time.perf_counter(), self.iteration
+            self._loop()
+            metrics = self._metrics(time.perf_counter() - started, start_iteration)
+            self._call("after_run", metrics)
+        except BaseException:
+            self._call("on_failure")
+            raise
+        return metrics
+
+    def _loop(self) -> None:
+        model: nn.Module = self.model
+        if self.cfg.compile:
+            self.model.cnn.compile()
+            self.model.vit.compile()
+        if self.context.world_size > 1:
+            device_ids = [self.context.device] if self.context.device.type == "cuda" else None
+            model = DistributedDataParallel(self.model, device_ids=device_ids)
+        model.train()
+        window, window_start = WindowMeans(), time.perf_counter()
+        for images, labels in self._loader():
+            window.add(self._step(model, images, labels))
+            self.iteration += 1
+            if self._log_due():
+                elapsed, steps = time.perf_counter() - window_start, window.steps
+                row = self._row(window.pop(), steps, elapsed)
+                self.curves.append(row)
+                self._call("after_log", row)
+                window_start = time.perf_counter()
+            self._call("after_step")
+
+    def _row(self, means: dict[str, float], steps: int, elapsed: float) -> dict[str, float]:
+        images = self.cfg.batch_size * self.context.world_size * steps
+        return {
+            "iteration": self.iteration,
+            **{f"loss_{k}": round(means.get(k, 0.0), 6) for k in CURVE_TERMS},
+            **{k: round(means.get(k, 0.0), 6) for k in DIRECTION_SHARES},
+            **{f"lr_{r}": o.param_groups[0]["lr"] for r, o in self.optimizers.items()},
+            "images_per_s": round(images / elapsed, 3),
+        }
 
     def _loader(self) -> DataLoader:
         sampler = ResumableBatchSampler(
@@ -271,34 +244,6 @@ class CoTrainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _tracker(self) -> Tracker:
-        if not self.tracking:
-            return NullTracker()
-        tracker = create_tracker(
-            True,
-            run_name=f"train-{self.cfg.method}",
-            resume_run_id=self.run_id,
-            tags={"stage": "train", "method": self.cfg.method},
-        )
-        self.run_id = tracker.run_id
-        config = {k: asdict(getattr(self.params, k)) for k in ("models", "train", "distill")}
-        tracker.log_params(flatten(config))
-        write_json_atomic(self.out_dir / CONFIG_JSON, asdict(self.params))
-        tracker.log_artifact(self.out_dir / CONFIG_JSON)
-        return tracker
-
-    def run(self) -> dict[str, Any]:
-        """Train to ``train.iterations`` (from the resumed point) and write the outputs."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        tracker = self._tracker()
-        try:
-            metrics = self._loop(tracker)
-        except BaseException:
-            tracker.finish("FAILED")
-            raise
-        tracker.finish()
-        return metrics
-
     def _step(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
@@ -317,63 +262,8 @@ class CoTrainer:
             self.schedulers[role].step()
         return parts
 
-    def _loop(self, tracker: Tracker) -> dict[str, Any]:
-        model: nn.Module = self.model
-        if self.cfg.compile:
-            self.model.cnn.compile()
-            self.model.vit.compile()
-        if self.context.world_size > 1:
-            device_ids = [self.context.device] if self.context.device.type == "cuda" else None
-            model = DistributedDataParallel(self.model, device_ids=device_ids)
-        model.train()
-        images_per_step = self.cfg.batch_size * self.context.world_size
-        progress = tqdm(
-            total=self.cfg.iterations,
-            initial=self.iteration,
-            desc="train",
-            disable=not self.context.is_main or None,
-            dynamic_ncols=True,
-        )
-        window_start, window = time.perf_counter(), WindowMeans()
-        started, start_iteration = time.perf_counter(), self.iteration
-        for images, labels in self._loader():
-            window.add(self._step(model, images, labels))
-            self.iteration += 1
-            progress.update(1)
-            if self.iteration % self.cfg.log_every == 0 or self.iteration == self.cfg.iterations:
-                elapsed = time.perf_counter() - window_start
-                steps = window.steps
-                means = window.pop()
-                row = {
-                    "iteration": self.iteration,
-                    **{f"loss_{k}": round(means.get(k, 0.0), 6) for k in CURVE_TERMS},
-                    **{k: round(means.get(k, 0.0), 6) for k in DIRECTION_SHARES},
-                    **{f"lr_{r}": o.param_groups[0]["lr"] for r, o in self.optimizers.items()},
-                    "images_per_s": round(images_per_step * steps / elapsed, 3),
-                }
-                self.curves.append(row)
-                tracker.log_metrics(
-                    {k: v for k, v in row.items() if k != "iteration"}, step=self.iteration
-                )
-                progress.set_postfix(
-                    {
-                        k.removeprefix("loss_"): f"{v:.3g}"
-                        for k, v in row.items()
-                        if k != "iteration" and v
-                    }
-                )
-                if self.context.is_main and not sys.stdout.isatty():  # logs and CI: one line
-                    print(progress_line(row, self.cfg.iterations, elapsed / steps), flush=True)
-                window_start = time.perf_counter()
-            if (
-                self.iteration % self.cfg.checkpoint_every == 0
-                or self.iteration == self.cfg.iterations
-            ):
-                self._checkpoint()
-        progress.close()
-        return self._finish(tracker, time.perf_counter() - started, start_iteration)
-
-    def _finish(self, tracker: Tracker, seconds: float, start_iteration: int) -> dict[str, Any]:
+    def _metrics(self, seconds: float, start_iteration: int) -> dict[str, Any]:
+        """The run's summary (every rank takes part; other ranks get an empty one)."""
         broadcast_buffers(self.model, self.context)
         digests = {
             r: gather_objects(weights_digest(getattr(self.model, r)), self.context) for r in ROLES
@@ -381,7 +271,8 @@ class CoTrainer:
         if not self.context.is_main:
             return {}
         steps = self.iteration - start_iteration
-        metrics = {
+        images = steps * self.cfg.batch_size * self.context.world_size
+        return {
             "method": self.cfg.method,
             "terms": list(self.model.objective.names),
             "iterations": self.iteration,
@@ -389,23 +280,50 @@ class CoTrainer:
             "world_size": self.context.world_size,
             "device": str(self.context.device),
             "seconds_this_run": round(seconds, 2),
-            "images_per_s": round(
-                steps * self.cfg.batch_size * self.context.world_size / seconds, 3
-            )
-            if steps
-            else None,
+            "images_per_s": round(images / seconds, 3) if steps else None,
             "final": self.curves[-1] if self.curves else {},
             "weights_sha256": {r: d[0] for r, d in digests.items()},
             "ranks_in_sync": all(len(set(d)) == 1 for d in digests.values()),
             "mlflow_run_id": self.run_id,
         }
-        for role in ROLES:
-            save_checkpoint(self.out_dir / f"{role}.pt", getattr(self.model, role).state_dict())
-        # Also here: a run resumed at its last iteration writes no checkpoint.
-        self._write_curves()
-        write_json_atomic(self.out_dir / TRAIN_METRICS, metrics)
-        tracker.log_metrics(
-            {"final_loss_total": metrics["final"].get("loss_total", 0.0)}, step=self.iteration
-        )
-        tracker.log_artifact(self.out_dir / TRAIN_METRICS)
-        return metrics
+
+
+def standard_hooks(
+    out_dir: Path, checkpoint_dir: Path | None = None, tracking: bool = False
+) -> list[Hook]:
+    """The hooks every training runs with, in order.
+
+    Checkpoints in ``checkpoint_dir`` (default ``out_dir``), curves, progress, the students
+    and metrics in ``out_dir``, and MLflow when ``tracking``.
+    """
+    hooks: list[Hook] = [
+        CheckpointHook(checkpoint_dir or out_dir),
+        CurvesHook(out_dir),
+        ProgressHook(),
+        OutputsHook(out_dir),
+    ]
+    if tracking:
+        hooks.append(TrackingHook(out_dir))
+    return hooks
+
+
+def train_students(
+    params: Params,
+    prepared_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    tracking: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    hooks: Sequence[Hook] = (),
+) -> dict[str, Any]:
+    """Co-train both students into ``out_dir``, resuming from ``checkpoint_dir``'s ``last.pt``.
+
+    ``hooks`` run before the standard ones (a snapshot is taken before the checkpoint that
+    follows it). Returns the run's metrics (empty on a non-main rank).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = Path(checkpoint_dir) if checkpoint_dir else None
+    setup = build_setup(params, prepared_dir)
+    every = [*hooks, *standard_hooks(out_dir, checkpoints, tracking and setup.context.is_main)]
+    return CoTrainer(params, setup, every).run()

@@ -54,16 +54,15 @@ def train(
     """Co-train both students; resume from ``checkpoint_dir`` (default ``out``)."""
     from codistill.data.gate import require_validated
     from codistill.engine.distributed import shutdown_distributed
-    from codistill.engine.trainer import CoTrainer
+    from codistill.engine.trainer import train_students
     from codistill.stages.preflight import require_crop_fits
 
     require_validated(prepared, validation)
     require_crop_fits(params, prepared)
     try:
-        trainer = CoTrainer(
+        metrics = train_students(
             params, prepared, out, tracking=params.tracking.enabled, checkpoint_dir=checkpoint_dir
         )
-        metrics = trainer.run()
     finally:
         shutdown_distributed()
     if not metrics:  # a non-main rank
