@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,7 +89,8 @@ def train(
     params = load_yaml_mapping(side.params)
     for key, value in {**overrides, "tracking.enabled": False}.items():
         set_dotted(params, key, value)
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run: nothing to resume from
+    out.mkdir(parents=True)
     params_file = out / "params.yaml"
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     command = ["-m", "codistill.cli", "train", "--params", str(params_file)]
