@@ -25,7 +25,7 @@ from torch import nn
 from codistill.config import ROLES, TrainConfig, from_mapping, load_params
 from codistill.data.loading import PreparedSplit
 from codistill.evaluation.evaluate import evaluate_students
-from codistill.evaluation.stage import load_students
+from codistill.evaluation.students import load_students
 from environment import bench_parser, num_classes, publish_table
 
 STRIDE = 16

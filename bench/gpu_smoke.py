@@ -18,7 +18,7 @@ from codistill.artifacts import write_json_atomic
 from codistill.data.base import dataset_spec
 from codistill.engine.distributed import shutdown_distributed
 from codistill.engine.trainer import train_students
-from codistill.evaluation.stage import load_students
+from codistill.evaluation.students import load_students
 from codistill.export.onnx_graph import Normalization, export_onnx
 from codistill.export.parity import check_parity
 from codistill.export.stage import parity_images

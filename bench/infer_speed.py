@@ -20,7 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from codistill.config import ROLES, load_params
-from codistill.evaluation.stage import load_students
+from codistill.evaluation.students import load_students
 from codistill.export.onnx_graph import INPUT_NAME, DeployableStudent, Normalization
 from codistill.export.onnx_scoring import cpu_session, evenly_spaced_images
 from codistill.export.parity import resized_batch

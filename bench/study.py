@@ -139,8 +139,17 @@ class SnapshotHook(Hook):
 def train_with_snapshots(
     params: Params, prepared: Path, folder: Path, keep_at: Iterable[int]
 ) -> dict[str, Any]:
-    """Train (or resume) one run in ``folder``, keeping the students at ``keep_at``."""
-    return train_students(params, prepared, folder, hooks=[SnapshotHook(folder, keep_at)])
+    """Train (or resume) one run in ``folder``, keeping the students at ``keep_at``.
+
+    A checkpoint left by code recorded as training the same weights is resumed too.
+    """
+    return train_students(
+        params,
+        prepared,
+        folder,
+        hooks=[SnapshotHook(folder, keep_at)],
+        equivalent_codes=equivalent_codes(code_digest(), read_records()),
+    )
 
 
 def drop_checkpoints(folder: Path) -> None:

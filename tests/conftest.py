@@ -154,7 +154,7 @@ def validated_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     """A prepared and validated tiny CamVid: (prepared folder, passing validation folder)."""
     from codistill.config import PrepareConfig, ValidateConfig
     from codistill.data import create_reader, prepare_dataset
-    from codistill.validation.gate import validate_prepared, write_report
+    from codistill.validation.report import validate_prepared, write_report
 
     base = tmp_path_factory.mktemp("validated")
     # pvt_v2_b0's spatial-reduction attention needs at least 32 pixels each way.

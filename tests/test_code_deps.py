@@ -98,7 +98,7 @@ def test_every_project_module_a_stage_loads_is_one_of_its_dvc_code_deps(
     loaded = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
     files = {Path(line) for line in loaded.stdout.splitlines() if line.endswith(".py")}
     assert PACKAGE_ROOT / "stages" / "runner.py" in files  # the probe saw the stage run
-    deps = stage_code(get_stage(stage).function)
+    deps = stage_code(get_stage(stage).entry)
     uncovered = {f for f in files if not any(f == d or d in f.parents for d in deps)}
     assert not uncovered, sorted(map(str, uncovered))
 

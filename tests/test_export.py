@@ -220,7 +220,7 @@ def test_the_graph_runs_the_student_at_the_evaluation_scale(
     """A student trained at half size is served at half size: the resize is in the graph."""
     import onnxruntime as ort
 
-    from codistill.evaluation.stage import load_students
+    from codistill.evaluation.students import load_students
     from codistill.export.onnx_graph import Normalization
     from codistill.export.parity import evaluation_input
     from codistill.models import segment

@@ -19,7 +19,7 @@ CORE = [
     "codistill.evaluation.stage",
     "codistill.export",
     "codistill.export.stage",
-    "codistill.release",
+    "codistill.publish.stage",
     "codistill.stages",
     "codistill.stages.runner",
     "codistill.pipeline.component_entry",
@@ -54,7 +54,7 @@ def test_core_imports_no_edge_library():
 
 
 def test_the_gate_edge_does_import_great_expectations():
-    code = "import sys, codistill.validation.gate; print('great_expectations' in sys.modules)"
+    code = "import sys, codistill.validation.report; print('great_expectations' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )

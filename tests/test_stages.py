@@ -48,6 +48,23 @@ def test_the_cli_has_one_command_per_stage_with_a_flag_per_artifact():
         parser.parse_args(["train", "--prepared=x", "--out=y"])  # no --validation
 
 
+def test_each_stage_runs_its_packages_stage_module_on_the_declared_artifacts():
+    import inspect
+
+    from codistill.stage_result import StageSummary
+
+    packages = set()
+    for stage in STAGES:
+        module, _, function = stage.entry.partition(":")
+        assert module.startswith("codistill.") and module.endswith(".stage") and function == "run"
+        packages.add(module)
+        signature = inspect.signature(stage.load())
+        extra = ["checkpoint_dir"] if stage.resumable else []
+        assert list(signature.parameters) == ["params", *stage.input_names, "out", *extra]
+        assert signature.return_annotation in ("StageSummary", StageSummary)
+    assert len(packages) == len(STAGES)  # one package, one stage
+
+
 def test_unknown_stage_is_named():
     with pytest.raises(KeyError, match="no stage 'fit'"):
         get_stage("fit")

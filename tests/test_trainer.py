@@ -134,6 +134,30 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_one_kept_before_it(
     assert resumed["weights_sha256"] == whole["weights_sha256"]
 
 
+def test_a_checkpoint_of_code_shown_equivalent_resumes_and_one_of_other_code_does_not(
+    validated_tiny, tmp_path, capsys
+):
+    from codistill.engine.trainer import config_fingerprint
+
+    prepared, _ = validated_tiny
+    params = load_params(tiny_params_file(tmp_path, iterations=4, checkpoint_every=2))
+    out = tmp_path / "run"
+    train_students(params, prepared, out)
+    # the checkpoint as code with digest "earlier" would have left it
+    state = torch.load(out / "last.pt", weights_only=True)
+    manifest = json.loads((prepared / "dataset.json").read_text())["manifest_sha256"]
+    state["fingerprint"] = config_fingerprint(params, manifest, 1, code="earlier")
+    torch.save(state, out / "last.pt")
+    (out / "last.previous.pt").unlink()
+    capsys.readouterr()
+    resumed = train_students(params, prepared, out, equivalent_codes=["earlier"])
+    assert resumed["iterations_this_run"] == 0
+    assert "resuming from" in capsys.readouterr().out
+    afresh = train_students(params, prepared, out, equivalent_codes=["other"])
+    assert afresh["iterations_this_run"] == 4
+    assert "from another configuration or code version" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("kept_bytes", [1000, 0])
 def test_an_unreadable_checkpoint_with_no_earlier_one_is_named_in_one_line(
     validated_tiny, tmp_path, kept_bytes

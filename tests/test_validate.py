@@ -10,7 +10,7 @@ from PIL import Image
 from codistill.cli import main
 from codistill.config import ClassShareBounds, PrepareConfig, ValidateConfig
 from codistill.data import UnvalidatedDataError, create_reader, prepare_dataset, require_validated
-from codistill.validation.gate import validate_prepared
+from codistill.validation.report import validate_prepared
 from tests.conftest import TINY_SPLITS, save_png
 
 TINY_GATE = ValidateConfig(split_sizes=dict(TINY_SPLITS), image_size=(24, 32))

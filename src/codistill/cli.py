@@ -36,8 +36,8 @@ def _run_registered_stage(args: argparse.Namespace) -> int:
         nproc=getattr(args, "nproc", 1),
         pipeline_run=args.pipeline_run,
     )
-    if summary["message"]:
-        print(summary["message"])
+    if summary.message:
+        print(summary.message)
     return 0
 
 

@@ -1,9 +1,8 @@
-"""The prepare stage: raw dataset tree in, compact shards, manifest and statistics out."""
+"""Preparing a raw dataset tree: compact shards, a manifest and statistics, written atomically."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +12,7 @@ from tqdm import tqdm
 from codistill.artifacts import (
     file_sha256,
     folder_bytes,
-    publish_dir,
-    staging_dir,
+    staged_output,
     write_json_atomic,
     write_text_atomic,
 )
@@ -119,8 +117,7 @@ def prepare_dataset(reader: DatasetReader, out_dir: str | Path, cfg: PrepareConf
     """
     out_dir = Path(out_dir)
     spec = reader.spec
-    staged = staging_dir(out_dir)
-    try:
+    with staged_output(out_dir) as staged:
         rows: list[ManifestRow] = []
         splits = {}
         moments = ChannelMoments()
@@ -167,8 +164,4 @@ def prepare_dataset(reader: DatasetReader, out_dir: str | Path, cfg: PrepareConf
                 f"prepared output is {total_mib:.1f} MiB, over prepare.max_total_mib = "
                 f"{cfg.max_total_mib}; lower prepare.jpeg_quality or raise the limit"
             )
-        publish_dir(staged, out_dir)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     return summary

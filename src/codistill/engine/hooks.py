@@ -12,6 +12,7 @@ import csv
 import io
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,10 +63,14 @@ class Hook:
 
 
 class CheckpointHook(Hook):
-    """Resumes from ``last.pt`` (or the one kept before it), and rewrites it periodically."""
+    """Resumes from ``last.pt`` (or the one kept before it), and rewrites it periodically.
 
-    def __init__(self, checkpoint_dir: Path) -> None:
+    A checkpoint resumes only under the trainer's fingerprint or one of ``also_resume``.
+    """
+
+    def __init__(self, checkpoint_dir: Path, also_resume: Collection[str] = ()) -> None:
         self.path = Path(checkpoint_dir) / LAST
+        self.also_resume = frozenset(also_resume)
 
     def before_run(self, trainer: CoTrainer) -> None:
         """Restore the newest readable checkpoint made under the same fingerprint."""
@@ -73,7 +78,7 @@ class CheckpointHook(Hook):
         if found is None:
             return
         path, state = found
-        if state.get("fingerprint") != trainer.fingerprint:
+        if state.get("fingerprint") not in {trainer.fingerprint, *self.also_resume}:
             if trainer.context.is_main:
                 print(
                     f"train: {path} is from another configuration or code version "

@@ -10,6 +10,41 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "codistill"
 
 
+def tracking_uri() -> str:
+    """Where runs are kept: ``MLFLOW_TRACKING_URI``, else a SQLite file in the working folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def experiment_name() -> str:
+    """The experiment new runs go to: ``MLFLOW_EXPERIMENT_NAME``, else ``codistill``."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
+
+
+def mlflow_for_run(run_id: str | None) -> Any:
+    """The ``mlflow`` module, set to the tracking URI and to the experiment ``run_id`` is in.
+
+    Without a ``run_id`` (a new run) the experiment is ``experiment_name()``.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    if run_id is None:
+        mlflow.set_experiment(experiment_name())
+    else:
+        # A continued run already belongs to an experiment: make that one active.
+        mlflow.set_experiment(experiment_id=mlflow.get_run(run_id).info.experiment_id)
+    return mlflow
+
+
+def mlflow_client() -> Any:
+    """An MLflow client of ``tracking_uri()``."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri())
+
+
 class MlflowTracker:
     """One MLflow run, configured from the environment.
 
@@ -21,17 +56,8 @@ class MlflowTracker:
     def __init__(
         self, run_name: str, resume_run_id: str | None = None, tags: dict[str, str] | None = None
     ) -> None:
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        import mlflow
-
-        self._mlflow = mlflow
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
         run_id = os.environ.get("MLFLOW_RUN_ID") or resume_run_id
-        if run_id is None:
-            mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT))
-        else:
-            # A continued run already belongs to an experiment: make that one active.
-            mlflow.set_experiment(experiment_id=mlflow.get_run(run_id).info.experiment_id)
+        self._mlflow = mlflow = mlflow_for_run(run_id)
         nested = mlflow.active_run() is not None
         self._run = mlflow.start_run(
             run_id=run_id, run_name=None if run_id else run_name, nested=nested, tags=tags

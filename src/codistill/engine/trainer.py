@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,19 +50,21 @@ from codistill.engine.optim import cnn_optimizer, poly_schedule, vit_optimizer
 from codistill.engine.progress import CURVE_TERMS, WindowMeans
 
 
-def config_fingerprint(params: Params, manifest_sha256: str, world_size: int = 1) -> str:
+def config_fingerprint(
+    params: Params, manifest_sha256: str, world_size: int = 1, code: str | None = None
+) -> str:
     """Hash of everything that shapes the weights; a checkpoint resumes only under the same.
 
     The world size counts: it sets the global batch and which samples each step reads. So
-    does the code: a checkpoint left by a finished run must not stand in for a run of
-    changed losses or models.
+    does the code (``code``, default the present code's digest): a checkpoint left by a
+    finished run must not stand in for a run of changed losses or models.
     """
     shaping = {k: asdict(getattr(params, k)) for k in ("models", "train", "distill")}
     for knob in ("num_workers", "log_every", "checkpoint_every", "compile"):
         shaping["train"].pop(knob)
     shaping["manifest"] = manifest_sha256
     shaping["world_size"] = world_size
-    shaping["code"] = code_digest()
+    shaping["code"] = code or code_digest()
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
 
 
@@ -289,15 +291,19 @@ class CoTrainer:
 
 
 def standard_hooks(
-    out_dir: Path, checkpoint_dir: Path | None = None, tracking: bool = False
+    out_dir: Path,
+    checkpoint_dir: Path | None = None,
+    tracking: bool = False,
+    also_resume: Collection[str] = (),
 ) -> list[Hook]:
     """The hooks every training runs with, in order.
 
-    Checkpoints in ``checkpoint_dir`` (default ``out_dir``), curves, progress, the students
-    and metrics in ``out_dir``, and MLflow when ``tracking``.
+    Checkpoints in ``checkpoint_dir`` (default ``out_dir``; those of the ``also_resume``
+    fingerprints are resumed too), curves, progress, the students and metrics in ``out_dir``,
+    and MLflow when ``tracking``.
     """
     hooks: list[Hook] = [
-        CheckpointHook(checkpoint_dir or out_dir),
+        CheckpointHook(checkpoint_dir or out_dir, also_resume),
         CurvesHook(out_dir),
         ProgressHook(),
         OutputsHook(out_dir),
@@ -315,15 +321,21 @@ def train_students(
     tracking: bool = False,
     checkpoint_dir: str | Path | None = None,
     hooks: Sequence[Hook] = (),
+    equivalent_codes: Collection[str] = (),
 ) -> dict[str, Any]:
     """Co-train both students into ``out_dir``, resuming from ``checkpoint_dir``'s ``last.pt``.
 
     ``hooks`` run before the standard ones (a snapshot is taken before the checkpoint that
-    follows it). Returns the run's metrics (empty on a non-main rank).
+    follows it). A checkpoint made by code of one of the ``equivalent_codes`` digests (shown
+    to train the same weights) is resumed as well. Returns the run's metrics (empty on a
+    non-main rank).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = Path(checkpoint_dir) if checkpoint_dir else None
     setup = build_setup(params, prepared_dir)
-    every = [*hooks, *standard_hooks(out_dir, checkpoints, tracking and setup.context.is_main)]
+    manifest, world_size = setup.data.info["manifest_sha256"], setup.context.world_size
+    also = {config_fingerprint(params, manifest, world_size, c) for c in equivalent_codes}
+    tracked = tracking and setup.context.is_main
+    every = [*hooks, *standard_hooks(out_dir, checkpoints, tracked, also)]
     return CoTrainer(params, setup, every).run()

@@ -7,32 +7,19 @@ import io
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from codistill.artifacts import write_json_atomic, write_text_atomic
 from codistill.config import Params
 from codistill.data.base import dataset_spec
-from codistill.engine.checkpoint import load_checkpoint
+from codistill.data.gate import require_validated
 from codistill.evaluation.evaluate import evaluate_students
 from codistill.evaluation.plots import overlay_grid, per_class_iou_chart
-from codistill.models import build_student
+from codistill.evaluation.students import load_students
+from codistill.stage_result import StageSummary
 
 METRICS_JSON = "metrics.json"
 REPORT_JSON = "report.json"
 PER_CLASS_CSV = "per_class_iou.csv"
-
-
-def load_students(params: Params, train_dir: Path, num_classes: int) -> dict[str, nn.Module]:
-    """Both trained students, as plain models (no distillation adapters)."""
-    students = {}
-    for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
-        path = train_dir / f"{role}.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no trained {role} student; run the train stage")
-        model = build_student(cfg, num_classes)
-        model.load_state_dict(load_checkpoint(path))
-        students[role] = model
-    return students
 
 
 def _per_class_csv(scores: dict, class_names: list[str]) -> str:
@@ -99,3 +86,18 @@ def run_evaluation(
     per_class_iou_chart(scores, class_names, out_dir / "per_class_iou.png")
     overlay_grid(examples, spec, list(students), out_dir / "overlays.png")
     return summary
+
+
+def run(
+    params: Params, prepared: Path, validation: Path, students: Path, out: Path
+) -> StageSummary:
+    """Score both trained students on ``evaluate.split`` of validated data."""
+    require_validated(prepared, validation)
+    summary = run_evaluation(params, prepared, students, out)
+    lines = [
+        f"{role}: mIoU {s['miou']:.4f}, pixel accuracy {s['pixel_accuracy']:.4f}, "
+        f"{s['images_per_s']:.1f} images/s"
+        for role, s in summary.items()
+    ]
+    metrics = {f"{role}.{k}": float(v) for role, s in summary.items() for k, v in s.items()}
+    return StageSummary("\n".join(lines), metrics)

@@ -12,10 +12,11 @@ from codistill.config import Params
 from codistill.data.base import dataset_spec
 from codistill.data.shards import ShardReader
 from codistill.data.spec import DatasetSpec
-from codistill.evaluation.stage import load_students
+from codistill.evaluation.students import load_students
 from codistill.export.onnx_graph import INPUT_NAME, OUTPUT_NAMES, Normalization, export_onnx
 from codistill.export.parity import ParityError, check_parity, parity_failures
 from codistill.export.variant_gate import faster_variants
+from codistill.stage_result import StageFailedError, StageSummary
 
 PARITY_JSON = "parity.json"
 PREPROCESSING_JSON = "preprocessing.json"
@@ -113,3 +114,31 @@ def _bounds(params: Params) -> dict:
         "max_abs_logit_diff": params.export.parity.max_abs_logit_diff,
         "min_label_agreement": params.export.parity.min_label_agreement,
     }
+
+
+def run(params: Params, prepared: Path, students: Path, out: Path) -> StageSummary:
+    """Export both students to ONNX, check parity with PyTorch, gate the faster variants."""
+    try:
+        result = run_export(params, prepared, students, out)
+    except ParityError as err:
+        raise StageFailedError(f"export: {err}") from None
+    metrics = {
+        f"{role}.max_abs_logit_diff": max(c["max_abs_logit_diff"] for c in cases)
+        for role, cases in result["parity"].items()
+    }
+    worst = ", ".join(f"{k} {v:.1e}" for k, v in metrics.items())
+    lines = [
+        f"exported {', '.join(result['summary']['files'].values())} to {out} "
+        f"with {params.export.exporter}, opset {params.export.opset}; parity passed ({worst})"
+    ]
+    for role, report in result["variants"]["students"].items():
+        for variant in params.export.variants:
+            entry = report[variant]
+            metrics[f"{role}.{variant}.miou_drop_points"] = entry["miou_drop_points"]
+            metrics[f"{role}.{variant}.speedup"] = entry["speedup"]
+            lines.append(
+                f"{role} {variant}: mIoU {entry['miou']:.4f} (drop {entry['miou_drop_points']:.2f}"
+                f" points), {entry['speedup']:.2f}x FP32 on the CPU; "
+                + ("kept" if entry["kept"] else f"dropped (over {params.gates.max_quant_drop})")
+            )
+    return StageSummary("\n".join(lines), metrics)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from codistill.engine.tracking import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
+from codistill.engine.tracking import mlflow_client, mlflow_for_run
 
 
 def _signature(model: object) -> object:
@@ -33,17 +33,10 @@ def register_onnx_students(students: dict[str, tuple[Path, str | None]]) -> dict
     to the new version. The models are logged in ``MLFLOW_RUN_ID`` when set (the publish
     stage's nested run), else in a new run.
     """
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    import mlflow
     import onnx
-    from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if run_id:
-        mlflow.set_experiment(experiment_id=mlflow.get_run(run_id).info.experiment_id)
-    else:
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT))
+    run_id = os.environ.get("MLFLOW_RUN_ID") or None
+    mlflow = mlflow_for_run(run_id)
     versions = {}
     # One run for all: ending a fluent run also clears MLFLOW_RUN_ID from the environment.
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else "publish"):
@@ -58,7 +51,7 @@ def register_onnx_students(students: dict[str, tuple[Path, str | None]]) -> dict
                 save_as_external_data=False,
             )
             versions[name] = str(info.registered_model_version)
-    client = MlflowClient()
+    client = mlflow_client()
     for name, (_, alias) in students.items():
         if alias:
             client.set_registered_model_alias(name, alias, versions[name])

@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from codistill.config import Params
-from codistill.engine.tracking import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, flatten
+from codistill.engine.tracking import experiment_name, flatten, mlflow_client
+from codistill.stage_result import StageSummary
 
 PIPELINE_RUN_ENV = "CODISTILL_PIPELINE_RUN"
 HOME_ENV = "CODISTILL_HOME"
@@ -88,19 +89,19 @@ class StageLineage:
         self.parent_id = parent_id
         self.environment = {"MLFLOW_RUN_ID": run_id}
 
-    def record(self, summary: dict[str, Any]) -> None:
+    def record(self, summary: StageSummary) -> None:
         """Log the stage summary's metrics, parameters and message on the stage run."""
         from mlflow.entities import Metric, Param
 
-        entries = [Param(k, str(v)) for k, v in summary.get("params", {}).items()]
+        entries = [Param(k, str(v)) for k, v in summary.params.items()]
         if entries:
             self.client.log_batch(self.run_id, params=entries)
         stamp = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), stamp, 0) for k, v in summary.get("metrics", {}).items()]
+        metrics = [Metric(k, float(v), stamp, 0) for k, v in summary.metrics.items()]
         for start in range(0, len(metrics), BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH])
-        if summary.get("message"):
-            self.client.set_tag(self.run_id, "codistill.summary", summary["message"][:5000])
+        if summary.message:
+            self.client.set_tag(self.run_id, "codistill.summary", summary.message[:5000])
 
 
 def _parent_run(
@@ -148,11 +149,8 @@ def stage_run(
 
     A failing stage marks both runs FAILED; the ``last`` stage finishes the parent.
     """
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
+    client = mlflow_client()
+    name = experiment_name()
     experiment = client.get_experiment_by_name(name)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
     home = project_home()

@@ -44,7 +44,7 @@ def run_component(
         nproc=nproc,
         pipeline_run=pipeline_run,
     )
-    print(summary["message"])
+    print(summary.message)
     if checkpoint_dir is not None:
         # The run is complete and its weights are in the output artifact: free the volume.
         shutil.rmtree(checkpoint_dir, ignore_errors=True)

@@ -102,7 +102,7 @@ def code_paths(stage: Stage) -> list[str]:
     """The stage's code dependencies (derived from its imports), relative to the project."""
     return [
         f"src/{path.relative_to(PACKAGE_ROOT.parent).as_posix()}"
-        for path in stage_code(stage.function)
+        for path in stage_code(stage.entry)
     ]
 
 

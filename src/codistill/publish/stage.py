@@ -11,6 +11,7 @@ from codistill.artifacts import staged_output, write_json_atomic
 from codistill.config import ROLES, Params
 from codistill.export.stage import PREPROCESSING_JSON
 from codistill.serving.model_repository import write_model_repository
+from codistill.stage_result import StageSummary
 
 RELEASE_JSON = "release.json"
 CANDIDATE_ALIAS = "candidate"
@@ -75,3 +76,18 @@ def run_publish(
                 entry["version"] = versions[entry["registered_model"]]
         write_json_atomic(staged / RELEASE_JSON, release)
     return release
+
+
+def run(params: Params, evaluation: Path, onnx: Path, out: Path) -> StageSummary:
+    """Write the Triton model repository, register both students, promote those that pass."""
+    release = run_publish(params, evaluation, onnx, out)
+    lines = [
+        f"{role}: mIoU {r['miou']:.4f} "
+        f"{'clears' if r['passed'] else 'misses'} gates.min_miou {params.gates.min_miou}"
+        + (f"; {r['registered_model']} v{r['version']}" if r.get("version") else "")
+        + (f", alias {r['alias']}" if r.get("alias") else "")
+        + f"; served as {out / r['served_as']}"
+        for role, r in release["students"].items()
+    ]
+    promoted = {f"{role}.promoted": float(r["passed"]) for role, r in release["students"].items()}
+    return StageSummary("\n".join(lines), promoted)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from codistill.stages.definitions import DATA, STAGES, StageFailedError
+from codistill.stage_result import StageFailedError, StageSummary
+from codistill.stages.definitions import DATA, STAGES
 from codistill.stages.spec import ArtifactSpec, Input, OutFile, Stage
 
 
@@ -43,6 +44,7 @@ __all__ = [
     "OutFile",
     "Stage",
     "StageFailedError",
+    "StageSummary",
     "artifacts",
     "get_stage",
     "producers",

@@ -1,8 +1,8 @@
 """Each stage's code dependencies: the project's source files its entry point can import.
 
 Derived, not typed by hand, so that ``dvc repro`` re-runs a stage whenever code it runs
-changes. The seeds are the command line, the imports at the top of the stage function's
-module, the imports in the function itself and those of the stage runner; the closure follows
+changes. The seeds are the command line, the stage runner and the module of the stage's
+entry point (``codistill.<package>.stage``); the closure follows
 every import of every reached module (at any depth, functions included), plus the package
 ``__init__`` files that importing a module executes. It over-approximates, which costs at most
 a re-run.
@@ -11,9 +11,7 @@ a re-run.
 from __future__ import annotations
 
 import ast
-import inspect
-import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGE = "codistill"
@@ -95,18 +93,14 @@ def compact(files: set[Path], root: Path = PACKAGE_ROOT) -> list[Path]:
     return sorted(outer | loose, key=lambda path: path.relative_to(root).as_posix())
 
 
-def stage_code(function: Callable, root: Path = PACKAGE_ROOT) -> list[Path]:
-    """The files and folders of the package that a stage running ``function`` depends on.
+def stage_code(entry: str, root: Path = PACKAGE_ROOT) -> list[Path]:
+    """The files and folders of the package that a stage with entry point ``entry`` runs.
 
-    The seeds are the command line, the stage runner, the function's module and the imports
-    of the function's own body; the command line and the function's module are followed as
-    registries (top-level imports only).
+    The seeds are the command line (followed by its top-level imports only), the stage
+    runner and the entry point's module (``module:function``).
     """
-    module = inspect.getmodule(function)
-    if module is None:
-        raise ValueError(f"{function!r}: no source module")
-    source = textwrap.dedent(inspect.getsource(function))
-    body = _imports(ast.parse(source), root, f"{module.__name__}.{function.__name__}")
-    registries = {module.__name__, CLI_MODULE}
-    seeds = {CLI_MODULE, RUNNER_MODULE, module.__name__, *body}
-    return compact(import_closure(seeds, root, registries), root)
+    module = entry.partition(":")[0]
+    if module_file(module, root) is None:
+        raise ValueError(f"{entry}: no module {module} in {root}")
+    seeds = {CLI_MODULE, RUNNER_MODULE, module}
+    return compact(import_closure(seeds, root, {CLI_MODULE}), root)

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from codistill.stages.definitions import StageFailedError
+from codistill.stage_result import StageFailedError
 
 # How many changed files the error names before it only counts them.
 LISTED_CHANGES = 5

@@ -8,12 +8,14 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from codistill.config import Params, parse_params
+from codistill.stage_result import StageSummary
 from codistill.stages import STAGES, get_stage
 from codistill.stages.data_version import RecordedVersion, require_recorded_version
 
@@ -78,7 +80,7 @@ class _NoLineage:
     def __init__(self) -> None:
         self.environment: dict[str, str] = {}
 
-    def record(self, summary: dict[str, Any]) -> None:
+    def record(self, summary: StageSummary) -> None:
         """Nothing to record."""
 
 
@@ -106,7 +108,7 @@ def run_stage(
     nproc: int = 1,
     pipeline_run: str | None = None,
     versions: dict[str, RecordedVersion] | None = None,
-) -> dict[str, Any]:
+) -> StageSummary:
     """Run stage ``name`` on ``paths`` (its inputs and ``out``) and return its summary.
 
     ``raw_params`` is the parameters mapping as read from YAML; ``profile`` overrides its
@@ -123,14 +125,15 @@ def run_stage(
         raw_params = {**raw_params, "profile": profile}
     params: Params = parse_params(raw_params, params_source)
     extra = {"checkpoint_dir": checkpoint_dir} if stage.resumable else {}
+    function = stage.load()
     if is_torchrun_worker():  # the launching process keeps the lineage
-        return stage.function(params, **paths, **extra)
+        return function(params, **paths, **extra)
     with _lineage(params, raw_params, stage.name, pipeline_run) as lineage:
         if stage.accelerated and nproc > 1:
             _torchrun(name, raw_params, paths, checkpoint_dir, nproc, lineage.environment)
-            summary = {"message": f"{name}: {nproc} torchrun processes finished", "metrics": {}}
+            summary = StageSummary(f"{name}: {nproc} torchrun processes finished")
         else:
             with _environment(lineage.environment):
-                summary = stage.function(params, **paths, **extra)
-        lineage.record({**summary, "params": {**summary.get("params", {}), **_path_params(paths)}})
+                summary = function(params, **paths, **extra)
+        lineage.record(replace(summary, params={**summary.params, **_path_params(paths)}))
     return summary

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from codistill.stage_result import StageSummary
 
 KINDS = ("Dataset", "Model", "Artifact")
 
@@ -48,25 +50,25 @@ class Input:
     files: tuple[str, ...] = ()
 
 
-StageFunction = Callable[..., dict[str, Any]]
+StageFunction = Callable[..., StageSummary]
 
 
 @dataclass(frozen=True)
 class Stage:
     """One pipeline step, declared once for the CLI, ``dvc.yaml`` and the Kubeflow pipeline.
 
-    ``function(params, **inputs, out=...)`` does the work and returns a summary with
-    ``message`` (for the log), ``metrics`` (flat floats) and optionally ``params`` (flat
-    strings) for the stage's tracking run. ``params`` lists the top-level ``params.yaml``
-    keys it reads (or dotted sub-keys); ``codistill pipeline dvc`` adds the profile
-    sections that override them, and the code the function imports (``code_deps``).
-    ``resumable`` stages also take ``checkpoint_dir``; ``accelerated`` ones run on GPU
-    nodes, one process per GPU through torchrun.
+    ``entry`` names the function that does the work as ``module:function``; it is imported
+    only when the stage runs. ``function(params, **inputs, out=...)`` returns a
+    ``StageSummary``. ``params`` lists the top-level ``params.yaml`` keys it reads (or dotted
+    sub-keys); ``codistill pipeline dvc`` adds the profile sections that override them, and
+    the code the entry point's module imports (``code_deps``). ``resumable`` stages also take
+    ``checkpoint_dir``; ``accelerated`` ones run on GPU nodes, one process per GPU through
+    torchrun.
     """
 
     name: str
     description: str
-    function: StageFunction
+    entry: str
     inputs: tuple[Input, ...]
     output: ArtifactSpec
     params: tuple[str, ...]
@@ -77,3 +79,12 @@ class Stage:
     def input_names(self) -> tuple[str, ...]:
         """The names of the artifacts this stage reads, in declaration order."""
         return tuple(item.artifact for item in self.inputs)
+
+    @property
+    def module(self) -> str:
+        """The entry point's module."""
+        return self.entry.partition(":")[0]
+
+    def load(self) -> StageFunction:
+        """The entry point's function (importing its module, and the libraries it needs)."""
+        return getattr(importlib.import_module(self.module), self.entry.partition(":")[2])

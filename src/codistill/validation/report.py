@@ -1,4 +1,4 @@
-"""Run the data gate over a prepared dataset and write its JSON report and readable summary."""
+"""The data gate's report: every check over a prepared dataset, as JSON and readable text."""
 
 from __future__ import annotations
 

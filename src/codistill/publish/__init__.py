@@ -1,0 +1,1 @@
+"""The publish stage: the Triton model repository, the registered students, promotion."""
