@@ -77,3 +77,53 @@ def test_the_package_installs_the_edges_as_extras_and_dev_gets_them_all():
     assert extras["cpu"] == {"onnxruntime"} and extras["gpu"] == {"onnxruntime-gpu"}
     assert {"nvidia-pytriton", "tritonclient"} <= extras["serving"]
     assert "codistill[pipeline,serving,cpu]" in project["optional-dependencies"]["dev"]
+
+
+# The README's layers, top first: a package may import only from those before it.
+LAYERS = [
+    "config",
+    "data",
+    "models",
+    "distill",
+    "engine",
+    "evaluation",
+    "export",
+    "validation",
+    "serving",
+    "lineage",
+    "publish",
+    "stages",
+    "pipeline",
+]
+SHARED_MODULES = {"artifacts", "stage_result", "input_size", "reporting"}
+
+
+def imported_packages(package: str) -> dict[str, set[str]]:
+    """Each module of ``package`` and the project's top-level packages it imports."""
+    import ast
+
+    found = {}
+    for path in sorted((REPO_ROOT / "src" / "codistill" / package).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        found[path.name] = {
+            name.split(".")[1] for name in names if name.startswith("codistill.")
+        } - {package}
+    return found
+
+
+def test_each_layer_imports_only_the_layers_above_it():
+    for depth, package in enumerate(LAYERS):
+        allowed = set(LAYERS[:depth]) | SHARED_MODULES
+        for module, imported in imported_packages(package).items():
+            assert imported <= allowed, f"{package}/{module} imports {imported - allowed}"
+
+
+def test_an_upward_import_is_caught():
+    assert "engine" in set().union(*imported_packages("evaluation").values())
+    allowed = set(LAYERS[: LAYERS.index("engine")]) | SHARED_MODULES
+    assert not set().union(*imported_packages("evaluation").values()) <= allowed
