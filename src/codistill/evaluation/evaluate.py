@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,8 @@ from torch import nn
 
 from codistill.config import ConfigError
 from codistill.data.loading import PreparedSplit
-from codistill.evaluation.metrics import confusion_matrix, segmentation_scores
+from codistill.evaluation.metrics import segmentation_scores
+from codistill.evaluation.scoring import Predictor, tally_predictions
 from codistill.input_size import MIN_INPUT_SIDE, min_native_side
 from codistill.models.output import segment
 from codistill.reporting import reported
@@ -53,44 +54,48 @@ def evaluate_students(
     With a ``label``, progress is reported under it (see ``reported``).
     """
     data = PreparedSplit(prepared_dir, split)
-    num_classes = data.info["num_classes"]
-    confusion = {name: torch.zeros(num_classes, num_classes, dtype=torch.int64) for name in models}
-    seconds = dict.fromkeys(models, 0.0)
-    examples: list[dict] = []
     for model in models.values():
         model.eval().to(device)
-    indices = range(len(data))
-    for index in reported(indices, label, len(data)) if label else indices:
-        image, labels = data[index, 0]
-        require_input_size(image.shape[-2:], scale, f"{split} image {data.sample_id(index)}")
-        batch = image[None].to(device)
-        example = (
-            {
-                "id": data.sample_id(index),
-                "labels": labels.numpy(),
-                "image": data.reader.read(data.rows[index])[0],
-            }
-            if index < keep
-            else None
-        )
-        for name, model in models.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            prediction = predict(model, batch, scale)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds[name] += time.perf_counter() - start
-            confusion[name] += confusion_matrix(prediction[0].cpu(), labels, num_classes)
-            if example is not None:
-                example[name] = prediction[0].cpu().numpy().astype(np.uint8)
-        if example is not None:
-            examples.append(example)
-    scores = {}
-    for name in models:
-        scores[name] = {
-            **segmentation_scores(confusion[name].numpy()),
-            "images_per_s": round(len(data) / seconds[name], 3),
-            "confusion": confusion[name].tolist(),
+    examples: list[dict] = []
+
+    def samples() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices = range(len(data))
+        for index in reported(indices, label, len(data)) if label else indices:
+            image, labels = data[index, 0]
+            require_input_size(image.shape[-2:], scale, f"{split} image {data.sample_id(index)}")
+            if index < keep:
+                image_rgb = data.reader.read(data.rows[index])[0]
+                examples.append(
+                    {"id": data.sample_id(index), "labels": labels.numpy(), "image": image_rgb}
+                )
+            yield synchronized(image[None].to(device)), labels
+
+    def predictor(model: nn.Module) -> Predictor:
+        return lambda batch: synchronized(predict(model, batch, scale))[0].cpu()
+
+    def keep_example(index: int, name: str, prediction: torch.Tensor) -> None:
+        if index < keep:
+            examples[index][name] = prediction.numpy().astype(np.uint8)
+
+    tallies = tally_predictions(
+        {name: predictor(model) for name, model in models.items()},
+        samples(),
+        data.info["num_classes"],
+        keep_example,
+    )
+    scores = {
+        name: {
+            **segmentation_scores(tally.confusion.numpy()),
+            "images_per_s": round(len(data) / tally.seconds, 3),
+            "confusion": tally.confusion.tolist(),
         }
+        for name, tally in tallies.items()
+    }
     return scores, examples
+
+
+def synchronized(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, once the GPU work that produces it has finished (so timings are true)."""
+    if tensor.is_cuda:
+        torch.cuda.synchronize(tensor.device)
+    return tensor

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from codistill.data.loading import PreparedSplit
-from codistill.evaluation.metrics import confusion_matrix, segmentation_scores
+from codistill.evaluation.metrics import segmentation_scores
+from codistill.evaluation.scoring import Predictor, tally_predictions
 from codistill.export.onnx_graph import INPUT_NAME
 from codistill.reporting import reported
 
@@ -29,32 +30,35 @@ def score_graphs(
 ) -> dict[str, dict]:
     """Score each graph on every image of ``split`` (as stored: uint8, native size), one by one.
 
-    Progress is reported under ``label`` (see ``reported``).
-    The graphs take turns on each image, so their latencies see the same machine load.
-    Returns per graph: mIoU, pixel accuracy, images and mean seconds per image.
+    Progress is reported under ``label`` (see ``reported``). Returns per graph: mIoU, pixel
+    accuracy, images and mean seconds per image.
     """
     data = PreparedSplit(prepared_dir, split)
-    num_classes = data.info["num_classes"]
+
+    def samples() -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        for index in reported(range(len(data)), label, len(data)):
+            image, labels = data.reader.read(data.rows[index])
+            yield image[None], torch.from_numpy(np.array(labels))  # the shard buffer is read-only
+
+    def predictor(session: Any) -> Predictor:
+        return lambda batch: torch.from_numpy(
+            session.run([LABELS_OUTPUT], {INPUT_NAME: batch})[0][0]
+        )
+
     sessions = {name: cpu_session(path) for name, path in graphs.items()}
-    confusion = {name: torch.zeros(num_classes, num_classes, dtype=torch.int64) for name in graphs}
-    seconds = dict.fromkeys(graphs, 0.0)
-    for index in reported(range(len(data)), label, len(data)):
-        image, labels = data.reader.read(data.rows[index])
-        labels = torch.from_numpy(np.array(labels))  # the shard buffer is read-only
-        batch = image[None]
-        for name, session in sessions.items():
-            start = time.perf_counter()
-            (predicted,) = session.run([LABELS_OUTPUT], {INPUT_NAME: batch})
-            seconds[name] += time.perf_counter() - start
-            confusion[name] += confusion_matrix(torch.from_numpy(predicted[0]), labels, num_classes)
+    tallies = tally_predictions(
+        {name: predictor(session) for name, session in sessions.items()},
+        samples(),
+        data.info["num_classes"],
+    )
     scores = {}
-    for name in graphs:
-        summary = segmentation_scores(confusion[name].numpy())
+    for name, tally in tallies.items():
+        summary = segmentation_scores(tally.confusion.numpy())
         scores[name] = {
             "miou": summary["miou"],
             "pixel_accuracy": summary["pixel_accuracy"],
             "images": len(data),
-            "seconds_per_image": seconds[name] / max(len(data), 1),
+            "seconds_per_image": tally.seconds / max(len(data), 1),
         }
     return scores
 
