@@ -25,8 +25,10 @@ run: venv
 	dvc pull data.dvc
 	dvc repro
 
+# Two workers on the two cores, one thread each (more threads than cores slows torch many
+# times); a test file runs whole on one worker, since its tests share fixtures and order.
 test: venv
-	pytest
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 pytest -n 2 --dist loadfile
 
 lint: venv
 	ruff check .

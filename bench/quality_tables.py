@@ -179,13 +179,18 @@ def diagnostics_lines(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def quarter_means(runs: list[dict[str, Any]], last: bool) -> dict[str, float]:
-    """Each logged value over the first or last quarter of the schedule, mean over runs."""
+    """Each logged value over the first or last quarter of the schedule, mean over runs.
+
+    A run logged too rarely to have a row in that quarter counts with its first (or last) row.
+    """
     windows = []
     for run in runs:
-        iterations = run["iterations"]
+        iterations, curves = run["iterations"], run["curves"]
         start, end = (iterations * 3 // 4, iterations) if last else (0, iterations // 4)
-        if window := window_means(run["curves"], start, end):
-            windows.append(window)
+        nearest = curves[-1:] if last else curves[:1]
+        rows = [row for row in curves if start < row["iteration"] <= end] or nearest
+        if rows:
+            windows.append({key: statistics.fmean(row[key] for row in rows) for key in rows[0]})
     return {key: statistics.fmean(w[key] for w in windows) for key in windows[0]} if windows else {}
 
 

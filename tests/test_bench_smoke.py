@@ -277,8 +277,11 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
         r"^\| 2-2 \| ([\d.]+) % \| ([\d.]+) % \| ([\d.]+) % \| ([\d.]+) % \|", diagnostics, re.M
     )
     assert float(row.group(4)) == pytest.approx(100 * logged[0], abs=0.06)
-    assert "quality-headline" in (tmp_path / "README.md").read_text()
     readme = (tmp_path / "README.md").read_text()
+    assert "quality-headline" in readme
+    # the README's reading of the diagnostics: the only logged row is both first and last
+    late = round(100 * logged[0])
+    assert f"the ViT at {late} % → {late} %" in readme.split("quality-diagnostics")[1]
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "results/tiny").glob("*")}
 
     again = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
