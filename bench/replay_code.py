@@ -184,6 +184,8 @@ def main() -> None:
     args = parse_args()
     regimes = load_studies(args.studies)["regimes"]
     regime = args.regime or next(iter(regimes))
+    if regime not in regimes:
+        raise SystemExit(f"{args.studies}: no regime {regime!r} (found: {', '.join(regimes)})")
     overrides = {
         **regimes[regime].get("params", {}),
         "train.iterations": args.iterations,
@@ -191,9 +193,16 @@ def main() -> None:
         "train.seed": args.seed,
     }
     new = Side("present", REPO_ROOT / "src", REPO_ROOT / "params.yaml")
-    commit = subprocess.run(
-        ["git", "rev-parse", args.commit], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    resolved = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{args.commit}^{{commit}}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if resolved.returncode != 0:
+        raise SystemExit(f"--from {args.commit}: not a commit of this repository")
+    commit = resolved.stdout.strip()
     with worktree(commit) as tree:
         old = Side("earlier", tree / "src", tree / "params.yaml")
         codes = {side.name: code_digest_of(side) for side in (old, new)}

@@ -93,3 +93,22 @@ def test_the_earlier_code_comes_from_a_worktree_that_is_removed_afterwards():
         ["git", "worktree", "list"], cwd=REPO_ROOT, capture_output=True, text=True
     ).stdout
     assert str(tree) not in listed
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--from", "no-such-commit"], "--from no-such-commit: not a commit of this repository"),
+        (["--from", "HEAD", "--regime", "nope"], "no regime 'nope' (found: cpu-640"),
+    ],
+)
+def test_a_bad_commit_or_regime_is_named_before_any_training(flags, message):
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "replay_code.py"), *flags],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr

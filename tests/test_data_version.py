@@ -97,3 +97,9 @@ def test_prepare_with_a_changed_folder_writes_nothing(project, capsys):
     assert code == 1
     assert "modified data/camvid/train/a.png" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_without_dvc_installed_the_check_says_what_to_install(project, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dvc.repo", None)  # an import of it now fails
+    with pytest.raises(DataVersionError, match=r"needs DVC: install codistill\[pipeline\]"):
+        require_recorded_version(project / "data" / "camvid", RecordedVersion(project / "data.dvc"))

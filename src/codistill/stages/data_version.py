@@ -55,7 +55,12 @@ class RecordedVersion:
 
 def changed_files(folder: Path, dvc_file: Path) -> list[str]:
     """Each file under ``folder`` that differs from its record, as ``"kind path"``."""
-    from dvc.repo import Repo
+    try:
+        from dvc.repo import Repo
+    except ImportError:
+        raise DataVersionError(
+            f"checking {folder} against {dvc_file} needs DVC: install codistill[pipeline]"
+        ) from None
 
     with Repo(str(dvc_file.resolve().parent)) as repo:
         target = folder.resolve().relative_to(Path(repo.root_dir)).as_posix()
