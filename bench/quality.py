@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from codistill.config import METHODS
 from codistill.data.gate import require_validated
 from environment import markdown_table, publish_table, write_section
 from quality_tables import (
@@ -62,12 +63,7 @@ class Variant:
         return {"train.method": self.method, **{f"train.{k}": v for k, v in self.switches.items()}}
 
 
-MAIN = (
-    Variant("independent", "independent", "independent"),
-    Variant("dml", "dml", "dml"),
-    Variant("kdcl", "kdcl", "kdcl"),
-    Variant("ours", "ours", "ours"),
-)
+MAIN = tuple(Variant(method, method, method) for method in METHODS)
 ABLATIONS = (
     Variant("HFD only", "hfd-only", "ours", {"hfd": True, "rbsd": False, "pbsd": False}),
     Variant("region-BSD only", "rbsd-only", "ours", {"hfd": False, "rbsd": True, "pbsd": False}),

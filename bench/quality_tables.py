@@ -10,8 +10,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from codistill.config import ROLES
-from codistill.distill.objective import DIRECTION_SHARES, TERM_ORDER
+from codistill.config import ROLES, TERM_NAMES
+from codistill.distill.objective import DIRECTION_SHARES
 from environment import markdown_table, new_figure, save_figure
 from paired import Interval, mean_std, paired_interval
 from study import miou_by_seed, seconds_per_step
@@ -142,7 +142,7 @@ def diagnostics_lines(runs: list[dict[str, Any]]) -> list[str]:
     """`ours` per checkpoint window: which way BSD sent knowledge, each term over supervision."""
     if not runs:
         return ["No `ours` run yet."]
-    terms = [t for t in TERM_ORDER if t in runs[0]["terms"]]
+    terms = [t for t in TERM_NAMES if t in runs[0]["terms"]]
     header = [
         "iterations",
         "region-BSD windows: CNN teaches",
@@ -199,7 +199,7 @@ def diagnostics_summary(runs: list[dict[str, Any]]) -> list[str]:
     if not runs:
         return ["No `ours` run yet: nothing to read from its diagnostics."]
     early, late = quarter_means(runs, last=False), quarter_means(runs, last=True)
-    terms = [t for t in TERM_ORDER if t in runs[0]["terms"]]
+    terms = [t for t in TERM_NAMES if t in runs[0]["terms"]]
 
     def shift(key: str) -> str:
         return f"{100 * early[key]:.0f} % → {100 * late[key]:.0f} %"

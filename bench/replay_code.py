@@ -29,11 +29,11 @@ from typing import Any
 import torch
 
 from code_equivalence import EQUIVALENCE_FILE, append_record
-from codistill.config import ROLES
+from codistill.config import ROLES, with_overrides
 from codistill.config.loader import load_yaml_mapping
 from environment import cpu_model
 from quality import MAIN
-from study import git_commit, load_studies, set_dotted
+from study import git_commit, load_studies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,9 +86,8 @@ def train(
     """Train one run with ``side``'s code and parameters; both students' weight digests."""
     import yaml
 
-    params = load_yaml_mapping(side.params)
-    for key, value in {**overrides, "tracking.enabled": False}.items():
-        set_dotted(params, key, value)
+    overrides = {**overrides, "tracking.enabled": False}
+    params = with_overrides(load_yaml_mapping(side.params), overrides)
     shutil.rmtree(out, ignore_errors=True)  # a fresh run: nothing to resume from
     out.mkdir(parents=True)
     params_file = out / "params.yaml"
@@ -142,6 +141,20 @@ def mismatches(digests: dict[str, dict[str, dict[str, str]]]) -> list[str]:
     ]
 
 
+def resolved_commit(name: str, flag: str) -> str:
+    """The full hash of commit ``name``; exits naming ``flag`` when it is not a commit here."""
+    resolved = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{name}^{{commit}}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if resolved.returncode != 0:
+        raise SystemExit(f"{flag} {name}: not a commit of this repository")
+    return resolved.stdout.strip()
+
+
 @contextmanager
 def worktree(commit: str) -> Iterator[Path]:
     """A temporary git worktree of ``commit``."""
@@ -193,16 +206,7 @@ def main() -> None:
         "train.seed": args.seed,
     }
     new = Side("present", REPO_ROOT / "src", REPO_ROOT / "params.yaml")
-    resolved = subprocess.run(
-        ["git", "rev-parse", "--verify", f"{args.commit}^{{commit}}"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if resolved.returncode != 0:
-        raise SystemExit(f"--from {args.commit}: not a commit of this repository")
-    commit = resolved.stdout.strip()
+    commit = resolved_commit(args.commit, "--from")
     with worktree(commit) as tree:
         old = Side("earlier", tree / "src", tree / "params.yaml")
         codes = {side.name: code_digest_of(side) for side in (old, new)}

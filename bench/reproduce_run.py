@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,23 +22,9 @@ import torch
 from codistill.artifacts import write_json_atomic
 from codistill.config import ROLES
 from environment import cpu_model
-from replay_code import REPO_ROOT, Side, code_digest_of, train, worktree
+from replay_code import Side, code_digest_of, resolved_commit, train, worktree
 
 REPRODUCTIONS_FILE = Path("bench/results/reproductions.json")
-
-
-def resolved_commit(name: str) -> str:
-    """The full hash of commit ``name``; exits naming it when it is not a commit here."""
-    resolved = subprocess.run(
-        ["git", "rev-parse", "--verify", f"{name}^{{commit}}"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if resolved.returncode != 0:
-        raise SystemExit(f"--commit {name}: not a commit of this repository")
-    return resolved.stdout.strip()
 
 
 def run_overrides(result: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +63,7 @@ def main() -> None:
     if not path.is_file():
         raise SystemExit(f"{path}: no committed result to reproduce")
     result = json.loads(path.read_text())
-    commit = resolved_commit(args.commit)
+    commit = resolved_commit(args.commit, "--commit")
     overrides = run_overrides(result)
     started = time.perf_counter()
     with worktree(commit) as tree:

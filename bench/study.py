@@ -32,7 +32,7 @@ import yaml
 
 from code_equivalence import EQUIVALENCE_FILE, equivalent_codes, read_records
 from codistill.artifacts import write_json_atomic
-from codistill.config import ROLES, Params, parse_params
+from codistill.config import ROLES, RUN_ONLY_KEYS, Params, parse_params, with_overrides
 from codistill.config.loader import load_yaml_mapping
 from codistill.data.base import dataset_spec
 from codistill.data.prepare import DATASET_JSON
@@ -96,19 +96,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``a.b.c`` in a nested mapping, creating the intermediate mappings."""
-    *parents, leaf = key.split(".")
-    for part in parents:
-        data = data.setdefault(part, {})
-    data[leaf] = value
-
-
 def resolve_params(params_file: Path, overrides: dict[str, Any]) -> Params:
     """``params.yaml`` with dotted ``overrides``, validated; tracking off (a bench is no run)."""
-    data = load_yaml_mapping(params_file)
-    for key, value in {**overrides, "tracking.enabled": False}.items():
-        set_dotted(data, key, value)
+    data = with_overrides(load_yaml_mapping(params_file), {**overrides, "tracking.enabled": False})
     return parse_params(data, f"{params_file} with {overrides}")
 
 
@@ -265,8 +255,8 @@ def run_identity(params: Params, prepared: Path, scoring: Scoring, code: str | N
     ``code`` is a weight-shaping code digest (default: the present code's).
     """
     train = asdict(params.train)
-    for knob in ("num_workers", "log_every"):  # change how a run is logged, not its weights
-        train.pop(knob)
+    for key in RUN_ONLY_KEYS:
+        train.pop(key.removeprefix("train."))
     dataset = json.loads((prepared / DATASET_JSON).read_text())
     identity = {
         "version": RESULT_VERSION,

@@ -84,43 +84,59 @@ def camvid_tree(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_validate_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A params file whose data gate expects the tiny tree's split sizes."""
-    path = tmp_path_factory.mktemp("params") / "params.yaml"
-    sizes = "\n".join(f"    {s}: {n}" for s, n in TINY_SPLITS.items())
-    path.write_text(f"validate:\n  split_sizes:\n{sizes}\n")
+    return write_params(tmp_path_factory.mktemp("params") / "params.yaml", TINY_TRAIN)
+
+
+# What a CPU-tiny training run on the tiny CamVid tree changes in the repository's params.yaml.
+TINY_TRAIN = {
+    "train.batch_size": 2,
+    "train.crop": [32, 48],
+    "train.scale": [0.75, 1.25],
+    "train.num_workers": 0,
+    "train.channels_last": False,
+    "distill.warmup_iters": 2,
+    "distill.rbsd.window": 2,
+    "evaluate.split": "val",
+    "evaluate.overlays": 2,
+    "evaluate.scale": 1.0,
+    "export.parity.resolutions": [[48, 64], [32, 48]],
+    "export.parity.batch_sizes": [1, 2],
+    "validate.split_sizes": dict(TINY_SPLITS),
+    "validate.image_size": None,
+    "validate.class_share": {"default": [0.0, 1.0], "per_class": {}},
+}
+
+
+def repo_params_mapping(overrides: dict | None = None) -> dict:
+    """The repository's ``params.yaml`` as a mapping, with dotted ``overrides`` set."""
+    from codistill.config import with_overrides
+    from codistill.config.loader import load_yaml_mapping
+
+    return with_overrides(load_yaml_mapping(REPO_ROOT / "params.yaml"), overrides or {})
+
+
+def over_repo(nested: dict) -> dict:
+    """The repository's ``params.yaml`` as a mapping, with the ``nested`` mapping merged over it."""
+    from codistill.config.schema import merge_mappings
+
+    return merge_mappings(repo_params_mapping(), nested)
+
+
+def write_params(path: Path, overrides: dict | None = None, nested: dict | None = None) -> Path:
+    """Write the repository's params with dotted ``overrides`` and a ``nested`` mapping merged."""
+    import yaml
+
+    from codistill.config.schema import merge_mappings
+
+    path.write_text(yaml.safe_dump(merge_mappings(repo_params_mapping(overrides), nested or {})))
     return path
 
 
-TINY_TRAIN_YAML = """\
-train:
-  method: {method}
-  iterations: {iterations}
-  batch_size: 2
-  crop: [32, 48]
-  scale: [0.75, 1.25]
-  num_workers: 0
-  log_every: {log_every}
-  checkpoint_every: {checkpoint_every}
-  channels_last: false
-distill:
-  warmup_iters: 2
-  rbsd:
-    window: 2
-  hfd:
-    mode: {hfd_mode}
-evaluate:
-  split: val
-  overlays: 2
-export:
-  parity:
-    resolutions: [[48, 64], [32, 48]]
-    batch_sizes: [1, 2]
-gates:
-  min_miou: {min_miou}
-tracking:
-  enabled: {tracking}
-validate:
-  split_sizes: {{train: 6, val: 2, test: 3}}
-"""
+def repo_params(overrides: dict | None = None):
+    """The repository's parameters with dotted ``overrides``, parsed and validated."""
+    from codistill.config import parse_params
+
+    return parse_params(repo_params_mapping(overrides), f"params.yaml with {overrides}")
 
 
 def tiny_params_file(
@@ -132,27 +148,34 @@ def tiny_params_file(
     hfd_mode: str = "mimic",
     tracking: bool = False,
     min_miou: float = 0.0,
+    changes: dict | None = None,
+    name: str | None = None,
 ) -> Path:
-    """A params.yaml for CPU-tiny training runs on the tiny CamVid tree."""
-    path = directory / f"params-{method}-{iterations}-{hfd_mode}.yaml"
-    path.write_text(
-        TINY_TRAIN_YAML.format(
-            method=method,
-            iterations=iterations,
-            log_every=log_every,
-            checkpoint_every=checkpoint_every,
-            hfd_mode=hfd_mode,
-            tracking="true" if tracking else "false",
-            min_miou=min_miou,
-        )
-    )
+    """A params.yaml for CPU-tiny training runs on the tiny CamVid tree.
+
+    ``changes`` (dotted keys) go over the tiny settings; ``name`` names the file.
+    """
+    import yaml
+
+    path = directory / (name or f"params-{method}-{iterations}-{hfd_mode}.yaml")
+    changes = {
+        **TINY_TRAIN,
+        "train.method": method,
+        "train.iterations": iterations,
+        "train.log_every": log_every,
+        "train.checkpoint_every": checkpoint_every,
+        "distill.hfd.mode": hfd_mode,
+        "tracking.enabled": tracking,
+        "gates.min_miou": min_miou,
+        **(changes or {}),
+    }
+    path.write_text(yaml.safe_dump(repo_params_mapping(changes), sort_keys=False))
     return path
 
 
 @pytest.fixture(scope="session")
 def validated_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A prepared and validated tiny CamVid: (prepared folder, passing validation folder)."""
-    from codistill.config import PrepareConfig, ValidateConfig
     from codistill.data import create_reader, prepare_dataset
     from codistill.validation.report import validate_prepared, write_report
 
@@ -160,8 +183,9 @@ def validated_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     # pvt_v2_b0's spatial-reduction attention needs at least 32 pixels each way.
     tree = build_camvid_tree(base / "camvid", size=TRAIN_SIZE)
     prepared = base / "prepared"
-    prepare_dataset(create_reader("camvid", tree), prepared, PrepareConfig())
-    report = validate_prepared(prepared, ValidateConfig(split_sizes=dict(TINY_SPLITS)))
+    params = repo_params(TINY_TRAIN)
+    prepare_dataset(create_reader("camvid", tree), prepared, params.prepare)
+    report = validate_prepared(prepared, params.validate)
     assert report["passed"], report["failed_checks"]
     write_report(report, base / "validation")
     return prepared, base / "validation"
@@ -175,7 +199,6 @@ def exported_students(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     import torch
 
-    from codistill.config import parse_params
     from codistill.data import dataset_spec
     from codistill.export import export_onnx
     from codistill.export.onnx_graph import Normalization
@@ -183,7 +206,7 @@ def exported_students(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from codistill.models import build_student
 
     folder = tmp_path_factory.mktemp("onnx")
-    params = parse_params({}, "defaults")
+    params = repo_params()
     stats = folder / "stats.json"
     stats.write_text(json.dumps({"mean": [0.4, 0.42, 0.43], "std": [0.3, 0.31, 0.3]}))
     normalization = Normalization.of_prepared(folder)

@@ -13,13 +13,13 @@ import torch
 import yaml
 from scipy.stats import t
 
-from codistill.config import ROLES, PrepareConfig, parse_params
+from codistill.config import ROLES, parse_params
 from codistill.data import create_reader, prepare_dataset
 from codistill.engine.checkpoint import save_checkpoint
 from codistill.export.stage import run_export
 from codistill.models import build_student
 from codistill.serving.model_repository import write_model_repository
-from tests.conftest import REPO_ROOT, tiny_params_file
+from tests.conftest import REPO_ROOT, over_repo, repo_params, tiny_params_file
 
 
 def within_rounding(printed, printed_step, derive, a, b, step):
@@ -34,7 +34,7 @@ def within_rounding(printed, printed_step, derive, a, b, step):
 
 def test_read_speed_bench_writes_its_table(camvid_tree, tmp_path):
     prepared = tmp_path / "prepared"
-    prepare_dataset(create_reader("camvid", camvid_tree), prepared, PrepareConfig())
+    prepare_dataset(create_reader("camvid", camvid_tree), prepared, repo_params().prepare)
     table = tmp_path / "read.md"
     subprocess.run(
         [
@@ -125,12 +125,16 @@ def test_train_speed_bench_reports_every_method_against_independent(tmp_path):
 
 def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, tmp_path):
     prepared, _ = validated_tiny
-    params = parse_params({}, "defaults")
+    params = repo_params()
     torch.manual_seed(0)
     for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
         save_checkpoint(tmp_path / f"{role}.pt", build_student(cfg, 11).state_dict())
-    raw = {"export": {"parity": {"resolutions": [[48, 64], [32, 48]]}}}
-    run_export(parse_params(raw, "test"), prepared, tmp_path, tmp_path / "onnx")
+    raw = {
+        "export": {"parity": {"resolutions": [[48, 64], [32, 48]]}},
+        "train": {"scale": [0.75, 1.25]},
+        "evaluate": {"scale": 1.0},
+    }
+    run_export(parse_params(over_repo(raw), "test"), prepared, tmp_path, tmp_path / "onnx")
     write_model_repository(tmp_path / "onnx", tmp_path / "repo", params.serving, ROLES)
     table = tmp_path / "infer.md"
     command = [sys.executable, str(REPO_ROOT / "bench/infer_speed.py")]

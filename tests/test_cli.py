@@ -3,12 +3,11 @@ import subprocess
 import sys
 
 from codistill.cli import main
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, write_params
 
 
 def test_bad_params_exit_2_with_the_key_named(tmp_path, camvid_tree, capsys):
-    params = tmp_path / "params.yaml"
-    params.write_text("prepare:\n  jpeg_quality: high\n")
+    params = write_params(tmp_path / "params.yaml", {"prepare.jpeg_quality": "high"})
     out = tmp_path / "prepared"
     code = main(["prepare", "--params", str(params), "--data", str(camvid_tree), "--out", str(out)])
     assert code == 2
@@ -59,8 +58,7 @@ def test_students_command_reports_parameter_counts(capsys):
 
 
 def test_unknown_encoder_in_params_exits_2_naming_it(tmp_path, capsys):
-    params = tmp_path / "params.yaml"
-    params.write_text("models:\n  cnn:\n    arch: deeplabv3plus\n    encoder: resnet1800\n")
+    params = write_params(tmp_path / "params.yaml", {"models.cnn.encoder": "resnet1800"})
     assert main(["students", "--params", str(params)]) == 2
     assert "unknown timm encoder 'resnet1800'" in capsys.readouterr().err
 
@@ -133,8 +131,7 @@ def test_a_crop_larger_than_any_training_image_is_refused_before_training(
     from tests.conftest import tiny_params_file
 
     prepared, validation = validated_tiny
-    params = tiny_params_file(tmp_path)
-    params.write_text(params.read_text().replace("crop: [32, 48]", "crop: [40000, 40000]"))
+    params = tiny_params_file(tmp_path, changes={"train.crop": [40000, 40000]})
     out = tmp_path / "train"
     argv = ["train", "--params", str(params), "--prepared", str(prepared)]
     argv += ["--validation", str(validation), "--out", str(out)]

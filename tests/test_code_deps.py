@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from codistill.imports import PACKAGE_ROOT, import_closure
 from codistill.stages import get_stage
-from codistill.stages.code_deps import PACKAGE_ROOT, compact, import_closure, stage_code
+from codistill.stages.code_deps import compact, stage_code
+from tests.conftest import repo_params
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -74,14 +76,13 @@ def test_a_registry_module_is_followed_by_its_top_level_imports_only(package):
 def test_every_project_module_a_stage_loads_is_one_of_its_dvc_code_deps(
     stage, camvid_tree, tiny_validate_params, tmp_path
 ):
-    from codistill.config import PrepareConfig
     from codistill.data import create_reader, prepare_dataset
 
     prepared = tmp_path / "prepared"
     if stage == "prepare":
         argv = ["prepare", "--data", str(camvid_tree), "--out", str(prepared)]
     else:
-        prepare_dataset(create_reader("camvid", camvid_tree), prepared, PrepareConfig())
+        prepare_dataset(create_reader("camvid", camvid_tree), prepared, repo_params().prepare)
         argv = ["validate", "--prepared", str(prepared), "--out", str(tmp_path / "v")]
     # the modules the command line loads to parse its arguments are the shell around the
     # stage; what loads after that is the stage's code

@@ -1,5 +1,6 @@
 """Results made with code shown to train the same weights count for the present code."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -7,11 +8,11 @@ import sys
 import pytest
 
 from codistill.engine.code_digest import code_digest
-from tests.conftest import REPO_ROOT, tiny_params_file
+from tests.conftest import REPO_ROOT, TINY_TRAIN, tiny_params_file
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 from code_equivalence import append_record, equivalent_codes, read_records
-from replay_code import Side, code_digest_of, mismatches, replay, worktree
+from replay_code import Side, code_digest_of, mismatches, replay, train, worktree
 from study import RunSpec, Scoring, accepted_identities, is_current, run_identity, spec_params
 
 
@@ -112,3 +113,39 @@ def test_a_bad_commit_or_regime_is_named_before_any_training(flags, message):
     )
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_reproduction_compares_a_committed_runs_weights_and_records_the_outcome(
+    validated_tiny, tmp_path
+):
+    prepared, validation = validated_tiny
+    overrides = {**TINY_TRAIN, "train.method": "ours", "train.iterations": 2}
+    with worktree("HEAD") as tree:
+        side = Side("head", tree / "src", tree / "params.yaml")
+        out = tmp_path / "expected"
+        weights = train(side, {**overrides, "train.seed": 3}, prepared, validation, out, 1)
+    results = tmp_path / "results" / "tiny"
+    results.mkdir(parents=True)
+    run = {"overrides": overrides, "seed": 3, "commit": "c0ffee", "code_digest": "d1"}
+    record = tmp_path / "reproductions.json"
+    command = [sys.executable, str(REPO_ROOT / "bench" / "reproduce_run.py"), "--regime", "tiny"]
+    command += ["--results", str(tmp_path / "results"), "--record", str(record)]
+    command += ["--prepared", str(prepared), "--validation", str(validation)]
+    command += ["--workdir", str(tmp_path / "work")]
+    outcomes = []
+    for key, expected in (("same", weights), ("other", {**weights, "vit": "0" * 64})):
+        (results / f"{key}.json").write_text(json.dumps({**run, "weights_sha256": expected}))
+        outcomes.append(
+            subprocess.run(
+                [*command, "--key", key], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+            )
+        )
+    assert outcomes[0].returncode == 0, outcomes[0].stderr
+    assert (
+        outcomes[1].returncode == 1
+        and "other: weights differ (vit); recorded" in outcomes[1].stderr
+    )
+    same, other = json.loads(record.read_text())["records"]
+    assert same["same_weights"] is True and same["weights_sha256"] == weights
+    assert other["same_weights"] is False and other["weights_sha256"] == weights
+    assert same["overrides"] == {**overrides, "train.seed": 3}

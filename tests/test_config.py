@@ -1,15 +1,18 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from codistill.config import ConfigError, Params, StudentConfig, from_mapping, load_params
+from codistill.config import ConfigError, StudentConfig, from_mapping, load_params
+from tests.conftest import over_repo, repo_params_mapping
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:
+    """A params file: the YAML ``text`` merged over the repository's params.yaml."""
     path = tmp_path / "params.yaml"
-    path.write_text(text)
+    path.write_text(yaml.safe_dump(over_repo(yaml.safe_load(text) or {})))
     return path
 
 
@@ -23,8 +26,19 @@ def test_repository_params_parse_into_typed_objects():
     assert params.models.vit.output_stride is None
 
 
-def test_empty_file_gives_defaults(tmp_path):
-    assert load_params(write(tmp_path, "{}\n")) == Params()
+def test_params_yaml_is_the_one_source_of_values_so_a_missing_key_is_named(tmp_path):
+    """No hidden defaults: every value the pipeline runs with is written in params.yaml."""
+    assert load_params(write(tmp_path, "{}\n")) == load_params(REPO_PARAMS)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"empty\.yaml: missing key data$"):
+        load_params(empty)
+    for section, leaf in (("train", "iterations"), ("distill", "warmup_iters")):
+        raw = repo_params_mapping()
+        del raw[section][leaf]
+        (tmp_path / "partial.yaml").write_text(yaml.safe_dump(raw))
+        with pytest.raises(ConfigError, match=rf"missing key {section}\.{leaf}$"):
+            load_params(tmp_path / "partial.yaml")
 
 
 def test_unknown_top_level_key_is_named(tmp_path):
@@ -75,8 +89,10 @@ def test_weights_file_requires_pretrained(tmp_path):
 
 
 def test_invalid_yaml_and_missing_file_name_the_file(tmp_path):
+    broken = tmp_path / "params.yaml"
+    broken.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match=r"params\.yaml: not valid YAML"):
-        load_params(write(tmp_path, "data: [unclosed\n"))
+        load_params(broken)
     with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
         load_params(tmp_path / "nope.yaml")
 

@@ -135,22 +135,21 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the repository whose data/camvid is a tiny tree and params a tiny run."""
     import yaml
 
-    from tests.conftest import TINY_SPLITS, TRAIN_SIZE, build_camvid_tree
+    from codistill.config import with_overrides
+    from tests.conftest import TINY_TRAIN, TRAIN_SIZE, build_camvid_tree
 
     root = copy_repository(tmp_path_factory.mktemp("tiny-clone"))
     build_camvid_tree(root / "data" / "camvid", size=TRAIN_SIZE)
     run([str(BIN / "dvc"), "add", "-q", "data"], root)  # the tiny tree is this copy's version
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["validate"] = {"split_sizes": dict(TINY_SPLITS)}
-    params["train"].update(
-        iterations=4, batch_size=2, crop=[32, 48], num_workers=0, log_every=2, checkpoint_every=2
-    )
-    params["train"]["scale"] = [1.0, 1.0]  # the tiny images are already smaller than CamVid's
-    params["evaluate"]["scale"] = 1.0
-    params["distill"]["rbsd"]["window"] = 2
-    params["evaluate"]["split"] = "val"
-    params["export"]["parity"]["resolutions"] = [[48, 64], [32, 48]]
-    params["tracking"]["enabled"] = False
+    tiny = {
+        **TINY_TRAIN,
+        "train.iterations": 4,
+        "train.log_every": 2,
+        "train.checkpoint_every": 2,
+        "train.scale": [1.0, 1.0],  # the tiny images are already smaller than CamVid's
+        "tracking.enabled": False,
+    }
+    params = with_overrides(yaml.safe_load((root / "params.yaml").read_text()), tiny)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
@@ -187,6 +186,22 @@ def test_a_second_repro_runs_nothing(tiny_project):
     again = run([str(BIN / "dvc"), "repro"], tiny_project).stdout
     assert stages_run(again) == set()
     assert "up to date" in again.lower()
+    # how often a run logs is no reason to retrain; how long it trains is
+    params = tiny_project / "params.yaml"
+    good = params.read_text()
+    assert "  log_every: 2\n" in good and "  iterations: 4\n" in good
+    try:
+        params.write_text(good.replace("  log_every: 2\n", "  log_every: 1\n"))
+        logged = run([str(BIN / "dvc"), "status", "--json"], tiny_project).stdout
+        params.write_text(good.replace("  iterations: 4\n", "  iterations: 5\n"))
+        longer = json.loads(run([str(BIN / "dvc"), "status", "--json"], tiny_project).stdout)
+    finally:
+        params.write_text(good)
+    assert json.loads(logged) == {}
+    assert set(longer) == {"train"}
+    assert longer["train"] == [
+        {"changed deps": {"params.yaml": {"train.iterations": "modified"}}}
+    ]
 
 
 def output_digests(root: Path) -> dict[str, str]:

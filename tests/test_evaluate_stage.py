@@ -88,9 +88,8 @@ def test_evaluate_at_a_scale_too_small_for_the_students_names_the_knob(
     prepared, report = validated_tiny
     params_path = tiny_params_file(tmp_path, iterations=1)
     train_students(load_params(params_path), prepared, tmp_path / "train")
-    shrunk = tmp_path / "shrunk.yaml"
-    text = params_path.read_text().replace("scale: [0.75, 1.25]", "scale: [0.5, 1.25]")
-    shrunk.write_text(text.replace("evaluate:\n", "evaluate:\n  scale: 0.5\n"))
+    smaller = {"train.scale": [0.5, 1.25], "evaluate.scale": 0.5}
+    shrunk = tiny_params_file(tmp_path, iterations=1, changes=smaller, name="shrunk.yaml")
     common = ["--prepared", str(prepared), "--validation", str(report)]
     common += ["--students", str(tmp_path / "train"), "--out", str(tmp_path / "eval")]
     code = main(["evaluate", "--params", str(shrunk), *common])

@@ -95,7 +95,7 @@ LAYERS = [
     "stages",
     "pipeline",
 ]
-SHARED_MODULES = {"artifacts", "stage_result", "input_size", "reporting"}
+SHARED_MODULES = {"artifacts", "stage_result", "input_size", "reporting", "imports"}
 
 
 def imported_packages(package: str) -> dict[str, set[str]]:

@@ -13,7 +13,7 @@ from codistill.lineage.runs import (
     stage_run,
 )
 from codistill.stages.runner import run_stage
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, over_repo
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_data_hash_is_the_md5_that_data_dvc_records(tmp_path):
 
 def test_stages_of_one_configuration_share_a_parent_until_the_last_closes_it(sqlite_tracking):
     raw = {"train": {"method": "ours"}}
-    params = parse_params(raw, "test")
+    params = parse_params(over_repo(raw), "test")
     with stage_run(params, raw, "prepare", None, last=False) as first:
         pass
     with stage_run(params, raw, "train", None, last=True) as second:
@@ -65,7 +65,7 @@ def test_stages_of_one_configuration_share_a_parent_until_the_last_closes_it(sql
 
 
 def test_a_failing_stage_marks_its_run_and_the_parent_failed(sqlite_tracking, tmp_path):
-    raw = {"tracking": {"enabled": True}}
+    raw = over_repo({"tracking": {"enabled": True}})
     paths = {"evaluation": tmp_path / "eval", "onnx": tmp_path, "out": tmp_path / "release"}
     with pytest.raises(FileNotFoundError, match="no evaluation metrics"):
         run_stage("publish", raw, paths, pipeline_run="broken-1")
@@ -78,7 +78,7 @@ def test_a_failing_stage_marks_its_run_and_the_parent_failed(sqlite_tracking, tm
 
 def test_a_retried_stage_rejoins_its_failed_parent(sqlite_tracking):
     raw = {"train": {"method": "ours"}}
-    params = parse_params(raw, "test")
+    params = parse_params(over_repo(raw), "test")
     with stage_run(params, raw, "prepare", "job-9", last=False) as prepare:
         pass
     with pytest.raises(RuntimeError), stage_run(params, raw, "train", "job-9", last=False):

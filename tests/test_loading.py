@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from codistill.config import PrepareConfig
 from codistill.data import create_reader, prepare_dataset
 from codistill.data.loading import PreparedSplit, ResumableBatchSampler
 from codistill.data.transforms import Augmentation, rescale_images
+from tests.conftest import repo_params
 
 
 def test_sampler_resumes_with_exactly_the_remaining_batches():
@@ -67,7 +67,7 @@ def test_training_at_a_fixed_scale_sees_the_pixels_inference_sees():
 
 def test_prepared_split_normalizes_with_dataset_statistics(camvid_tree, tmp_path):
     prepared = tmp_path / "prepared"
-    prepare_dataset(create_reader("camvid", camvid_tree), prepared, PrepareConfig())
+    prepare_dataset(create_reader("camvid", camvid_tree), prepared, repo_params().prepare)
     data = PreparedSplit(prepared, "train")
     images = torch.stack([data[i, 0][0] for i in range(len(data))])
     assert images.shape == (6, 3, 24, 32)

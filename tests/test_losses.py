@@ -8,14 +8,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codistill.config import DistillConfig, PixelBSDConfig, RegionBSDConfig, TrainConfig
-from codistill.distill import CoDistillationObjective, active_terms, build_term, warmup_factor
+from codistill.config import active_terms
+from codistill.distill import CoDistillationObjective, build_term, warmup_factor
 from codistill.distill.adapters import FeatureAdapter
 from codistill.distill.mutual import min_logit_teacher
 from codistill.distill.pair import channel_rows, kl_map, normalized_rows
 from codistill.distill.pixel_bsd import select_pixels
 from codistill.distill.supervised import supervised_loss
+from tests.conftest import repo_params
 from tests.distill_inputs import CHANNELS, pair_from_logits, seeded_pair
+
+
+def distill_with(changes: dict | None = None):
+    """The repository's ``distill`` section with dotted ``changes`` within it."""
+    return repo_params({f"distill.{k}": v for k, v in (changes or {}).items()}).distill
+
+
+def train_with(changes: dict):
+    """The repository's ``train`` section with dotted ``changes`` within it."""
+    return repo_params({f"train.{k}": v for k, v in changes.items()}).train
+
 
 GOLDEN = Path(__file__).parent / "fixtures" / "losses" / "golden.json"
 
@@ -70,7 +82,7 @@ def test_lower_ce_lets_the_less_wrong_student_teach_when_both_are_wrong():
 
 def test_pixel_bsd_value_is_t_squared_kl_over_selected_pixels_divided_by_omega():
     pair = four_pixel_pair()
-    term = build_term("pbsd", DistillConfig(pbsd=PixelBSDConfig(temperature=2.0)), CHANNELS)
+    term = build_term("pbsd", distill_with({"pbsd.temperature": 2.0}), CHANNELS)
     expected = (
         4.0
         * (
@@ -85,8 +97,8 @@ def test_pixel_bsd_value_is_t_squared_kl_over_selected_pixels_divided_by_omega()
 
 def test_temperature_scaling_multiplies_by_t_squared():
     pair = seeded_pair()
-    one = build_term("dml", DistillConfig(), CHANNELS)(pair)
-    cfg = DistillConfig()
+    one = build_term("dml", distill_with(), CHANNELS)(pair)
+    cfg = distill_with()
     cfg = replace(cfg, dml=replace(cfg.dml, temperature=3.0))
     three = build_term("dml", cfg, CHANNELS)(pair)
     kl3 = kl_map(pair.vit_logits, pair.cnn_logits, 3.0) + kl_map(
@@ -112,7 +124,7 @@ def region_pair(cnn_good_left: bool):
 
 
 def test_region_direction_follows_the_lower_ce_and_flips_when_swapped():
-    term = build_term("rbsd", DistillConfig(rbsd=RegionBSDConfig(window=2)), CHANNELS)
+    term = build_term("rbsd", distill_with({"rbsd.window": 2}), CHANNELS)
     cnn, vit = term.directions(region_pair(cnn_good_left=True))
     assert cnn.flatten().tolist() == [True, False]
     assert vit.flatten().tolist() == [False, True]
@@ -123,7 +135,7 @@ def test_region_direction_follows_the_lower_ce_and_flips_when_swapped():
 
 def test_region_margin_stops_transfer_when_the_gap_is_small():
     gap = math.log(0.9) - math.log(0.4)  # CE of the bad window minus CE of the good one
-    cfg = DistillConfig(rbsd=RegionBSDConfig(window=2, margin=gap + 0.01))
+    cfg = distill_with({"rbsd.window": 2, "rbsd.margin": gap + 0.01})
     cnn, vit = build_term("rbsd", cfg, CHANNELS).directions(region_pair(True))
     assert not cnn.any() and not vit.any()
 
@@ -131,7 +143,7 @@ def test_region_margin_stops_transfer_when_the_gap_is_small():
 def test_region_windows_without_labels_are_skipped():
     pair = region_pair(True)
     pair.labels[..., :8] = 255
-    term = build_term("rbsd", DistillConfig(rbsd=RegionBSDConfig(window=2)), CHANNELS)
+    term = build_term("rbsd", distill_with({"rbsd.window": 2}), CHANNELS)
     cnn, vit = term.directions(pair)
     assert cnn.flatten().tolist() == [False, False]
     assert vit.flatten().tolist() == [False, True]
@@ -140,7 +152,7 @@ def test_region_windows_without_labels_are_skipped():
 def test_region_entropy_score_needs_no_labels():
     pair = region_pair(True)
     pair.labels.fill_(255)
-    cfg = DistillConfig(rbsd=RegionBSDConfig(window=2, score="entropy"))
+    cfg = distill_with({"rbsd.window": 2, "rbsd.score": "entropy"})
     cnn, vit = build_term("rbsd", cfg, CHANNELS).directions(pair)
     assert cnn.flatten().tolist() == [True, False] and vit.flatten().tolist() == [False, True]
 
@@ -149,7 +161,7 @@ def test_region_entropy_score_needs_no_labels():
 def test_logit_terms_send_no_gradient_through_the_teacher_side(name):
     # Pixel BSD with the CNN right and the ViT wrong everywhere teaches only the ViT, so the
     # CNN logits get no gradient. DML/KDCL: the CNN's gradient is that of its own KL alone.
-    term = build_term(name, DistillConfig(), CHANNELS)
+    term = build_term(name, distill_with(), CHANNELS)
     if name == "pbsd":
         labels = torch.randint(0, 5, (2, 6, 9))
         labels[:, 0] = 255
@@ -173,7 +185,7 @@ def test_logit_terms_send_no_gradient_through_the_teacher_side(name):
 def test_feature_terms_send_no_gradient_through_the_teacher_side(name):
     pair = seeded_pair(requires_grad=True)
     torch.manual_seed(0)
-    term = build_term(name, DistillConfig(rbsd=RegionBSDConfig(window=2)), CHANNELS)
+    term = build_term(name, distill_with({"rbsd.window": 2}), CHANNELS)
     feature = "low" if name == "hfd" else "dec"
     vit_feature = getattr(pair.vit, feature)
     (grad,) = torch.autograd.grad(term(pair), vit_feature)
@@ -193,10 +205,10 @@ def test_feature_terms_send_no_gradient_through_the_teacher_side(name):
 
 
 def test_independent_has_no_cross_term():
-    assert active_terms(TrainConfig(method="independent")) == ()
+    assert active_terms("independent", {}) == ()
     pair = seeded_pair(requires_grad=True)
     objective = CoDistillationObjective(
-        TrainConfig(method="independent"), DistillConfig(), CHANNELS
+        train_with({"method": "independent"}), distill_with(), CHANNELS
     )
     total, parts = objective(pair, iteration=100)
     assert set(parts) == {"sup", "total"}
@@ -205,7 +217,7 @@ def test_independent_has_no_cross_term():
     with torch.no_grad():
         other.cnn.logits.mul_(-3)
     (other_grad,) = torch.autograd.grad(
-        CoDistillationObjective(TrainConfig(method="independent"), DistillConfig(), CHANNELS)(
+        CoDistillationObjective(train_with({"method": "independent"}), distill_with(), CHANNELS)(
             other, 100
         )[0],
         other.vit.logits,
@@ -214,10 +226,10 @@ def test_independent_has_no_cross_term():
 
 
 def test_ablation_flags_pick_any_subset():
-    assert active_terms(TrainConfig(method="ours")) == ("hfd", "rbsd", "pbsd")
-    assert active_terms(TrainConfig(method="ours", hfd=False, pbsd=False)) == ("rbsd",)
-    assert active_terms(TrainConfig(method="independent", pbsd=True)) == ("pbsd",)
-    assert active_terms(TrainConfig(method="dml", hfd=True)) == ("hfd", "dml")
+    assert active_terms("ours", {}) == ("hfd", "rbsd", "pbsd")
+    assert active_terms("ours", {"hfd": False, "pbsd": False}) == ("rbsd",)
+    assert active_terms("independent", {"pbsd": True}) == ("pbsd",)
+    assert active_terms("dml", {"hfd": True}) == ("hfd", "dml")
 
 
 def test_distillation_weights_ramp_from_zero_over_warmup():
@@ -225,7 +237,7 @@ def test_distillation_weights_ramp_from_zero_over_warmup():
     pair = seeded_pair()
     torch.manual_seed(0)
     objective = CoDistillationObjective(
-        TrainConfig(method="ours"), DistillConfig(warmup_iters=10), CHANNELS
+        train_with({"method": "ours"}), distill_with({"warmup_iters": 10}), CHANNELS
     )
     at_start, parts = objective(pair, iteration=0)
     assert at_start.item() == pytest.approx(parts["sup"].item())
@@ -246,7 +258,7 @@ def test_ignored_pixels_never_count():
     after = pair_from_logits(changed_cnn, changed_vit, labels)
     assert supervised_loss(before).item() == pytest.approx(supervised_loss(after).item())
     for name in ("pbsd", "dml", "kdcl"):
-        term = build_term(name, DistillConfig(), CHANNELS)
+        term = build_term(name, distill_with(), CHANNELS)
         assert term(before).item() > 0
         assert term(before).item() == pytest.approx(term(after).item(), rel=1e-6), name
 
@@ -254,20 +266,20 @@ def test_ignored_pixels_never_count():
 def compute_golden() -> dict[str, float]:
     values = {"sup": supervised_loss(seeded_pair()).item()}
     configs = {
-        "hfd_mimic": ("hfd", DistillConfig()),
-        "rbsd_ce": ("rbsd", DistillConfig(rbsd=RegionBSDConfig(window=2))),
+        "hfd_mimic": ("hfd", distill_with()),
+        "rbsd_ce": ("rbsd", distill_with({"rbsd.window": 2})),
         "rbsd_entropy_margin": (
             "rbsd",
-            DistillConfig(rbsd=RegionBSDConfig(window=3, score="entropy", margin=0.05)),
+            distill_with({"rbsd.window": 3, "rbsd.score": "entropy", "rbsd.margin": 0.05}),
         ),
-        "pbsd_default": ("pbsd", DistillConfig()),
+        "pbsd_default": ("pbsd", distill_with()),
         "pbsd_correct_only_t2": (
             "pbsd",
-            DistillConfig(pbsd=PixelBSDConfig(rule="correct_only", temperature=2.0)),
+            distill_with({"pbsd.rule": "correct_only", "pbsd.temperature": 2.0}),
         ),
-        "pbsd_lower_ce": ("pbsd", DistillConfig(pbsd=PixelBSDConfig(rule="lower_ce"))),
-        "dml": ("dml", DistillConfig()),
-        "kdcl": ("kdcl", DistillConfig()),
+        "pbsd_lower_ce": ("pbsd", distill_with({"pbsd.rule": "lower_ce"})),
+        "dml": ("dml", distill_with()),
+        "kdcl": ("kdcl", distill_with()),
     }
     for key, spec in configs.items():
         torch.manual_seed(0)
@@ -286,20 +298,15 @@ def test_golden_loss_values():
 
 
 def test_crossfeed_leaves_the_students_running_statistics_alone():
-    from codistill.config import StudentConfig
     from codistill.distill import StudentPair
     from codistill.models import build_student
 
     torch.manual_seed(0)
-    cnn = build_student(
-        StudentConfig(
-            arch="deeplabv3plus", encoder="resnet18", output_stride=16, decoder_channels=16
-        ),
-        5,
-    ).train()
-    vit = build_student(
-        StudentConfig(arch="segformer", encoder="pvt_v2_b0", decoder_channels=16), 5
-    ).train()
+    models = repo_params(
+        {"models.cnn.decoder_channels": 16, "models.vit.decoder_channels": 16}
+    ).models
+    cnn = build_student(models.cnn, 5).train()
+    vit = build_student(models.vit, 5).train()
     images = torch.randn(2, 3, 64, 64)
     pair = StudentPair(cnn(images), vit(images), torch.randint(0, 5, (2, 64, 64)), cnn, vit)
     before = {n: b.clone() for m in (cnn, vit) for n, b in m.named_buffers()}
@@ -309,7 +316,7 @@ def test_crossfeed_leaves_the_students_running_statistics_alone():
         "cnn_dec": 16,
         "vit_dec": 16,
     }
-    cfg = DistillConfig()
+    cfg = distill_with()
     term = build_term("hfd", replace(cfg, hfd=replace(cfg.hfd, mode="crossfeed")), channels)
     loss = term(pair)
     loss.backward()

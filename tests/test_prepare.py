@@ -1,18 +1,20 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from codistill.config import PrepareConfig
 from codistill.data import PrepareError, ShardReader, create_reader, prepare_dataset
 from codistill.data.manifest import read_manifest
-from tests.conftest import TINY_SPLITS
+from tests.conftest import TINY_SPLITS, repo_params
 
 
 def prepared(tree: Path, out: Path, **cfg) -> dict:
-    return prepare_dataset(create_reader("camvid", tree), out, PrepareConfig(**cfg))
+    return prepare_dataset(
+        create_reader("camvid", tree), out, replace(repo_params().prepare, **cfg)
+    )
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,6 +9,7 @@ from codistill.distill import StudentPair
 from codistill.distill.supervised import class_weights, supervised_loss
 from codistill.engine.optim import poly_schedule
 from codistill.models import StudentOutput, segment
+from tests.conftest import over_repo
 
 
 def test_class_weights_follow_median_frequency_to_the_given_power():
@@ -60,7 +61,9 @@ def test_segment_runs_the_student_at_the_scale_and_answers_at_the_input_size():
 
 
 def test_an_evaluation_scale_outside_the_training_range_is_refused():
-    with pytest.raises(ConfigError, match=r"evaluate\.scale: 1\.0 lies outside train\.scale"):
-        parse_params({"train": {"scale": [0.4, 0.6]}}, "params")
-    parsed = parse_params({"train": {"scale": [0.4, 0.6]}, "evaluate": {"scale": 0.5}}, "p")
+    with pytest.raises(ConfigError, match=r"evaluate\.scale: 0\.375 lies outside train\.scale"):
+        parse_params(over_repo({"train": {"scale": [0.4, 0.6]}}), "params")
+    parsed = parse_params(
+        over_repo({"train": {"scale": [0.4, 0.6]}, "evaluate": {"scale": 0.5}}), "p"
+    )
     assert parsed.evaluate.scale == 0.5

@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 from codistill.config import parse_params
 from codistill.serving.model_repository import write_model_repository
 from codistill.serving.triton_config import read_config
-from tests.conftest import REPO_ROOT, SHARED
+from tests.conftest import REPO_ROOT, SHARED, over_repo, repo_params
 from tests.servers.triton_server import triton_server
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ MODELS = ("codistill_cnn", "codistill_vit")
 @pytest.fixture(scope="module")
 def repository(exported_students, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("repository")
-    serving = parse_params({"serving": {"warmup_size": [64, 96]}}, "d").serving
+    serving = parse_params(over_repo({"serving": {"warmup_size": [64, 96]}}), "d").serving
     write_model_repository(exported_students, folder, serving, ("cnn", "vit"))
     return folder
 
@@ -177,7 +177,7 @@ def test_a_real_camvid_png_sent_as_uint8_gets_the_labels_of_the_fp32_path(
     stats = contract["normalization_in_graph"]
     normalization = Normalization(tuple(stats["mean"]), tuple(stats["std"]))
     pixels = evaluation_input(torch.from_numpy(rgb)[None], normalization)
-    models = parse_params({}, "defaults").models
+    models = repo_params().models
     with triton_server(repository, tmp_path / "serve.log", 360 * 480) as running:
         for role, cfg in (("cnn", models.cnn), ("vit", models.vit)):
             served = infer(http, running["urls"]["http"], f"codistill_{role}", rgb[None])
@@ -296,7 +296,7 @@ def test_only_workspaces_of_servers_that_are_gone_are_removed(tmp_path):
 
 
 def test_the_int8_config_serves_the_int8_graph_with_batching_off(exported_variants, tmp_path):
-    settings = parse_params({"serving": {"warmup_size": [64, 96]}}, "d").serving
+    settings = parse_params(over_repo({"serving": {"warmup_size": [64, 96]}}), "d").serving
     write_model_repository(exported_variants, tmp_path / "repo", settings, ("cnn", "vit"))
     image = np.random.default_rng(3).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
     log = tmp_path / "serve.log"

@@ -9,7 +9,7 @@ from codistill.cli import build_parser, main
 from codistill.pipeline.dvc_yaml import render_dvc_yaml
 from codistill.pipeline.generated import PIPELINE_MODULE, stale_files
 from codistill.stages import DATA, STAGES, artifacts, get_stage, stage_edges
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, repo_params_mapping
 
 
 def test_every_input_is_written_by_an_earlier_stage_or_is_the_raw_data():
@@ -71,17 +71,24 @@ def test_unknown_stage_is_named():
 
 
 PROFILES = {
-    "gpu": {"train": {"iterations": 9}, "gates": {"min_miou": 0.6}, "evaluate": {"scale": 1.0}},
+    "gpu": {
+        "train": {"iterations": 9, "log_every": 5},
+        "gates": {"min_miou": 0.6},
+        "evaluate": {"scale": 1.0},
+    },
     "tiny": {},
 }
+PARAMS = {**repo_params_mapping(), "profiles": PROFILES}
 
 
 def test_dvc_yaml_stages_read_the_declared_params_and_pass_the_declared_artifacts():
-    document = yaml.safe_load(render_dvc_yaml(PROFILES))
+    document = yaml.safe_load(render_dvc_yaml(PARAMS))
     known = artifacts()
     for stage in STAGES:
         entry = document["stages"][stage.name]
-        assert entry["params"][: len(stage.params)] == list(stage.params)
+        own = [key for key in entry["params"] if not key.startswith("profile")]
+        assert all(key.startswith(tuple(stage.params)) for key in own), stage.name
+        assert {key.split(".")[0] for key in own} == {key.split(".")[0] for key in stage.params}
         for name in stage.input_names:
             assert f"--{name} {known[name].path}" in entry["cmd"]
         assert entry["cmd"].startswith(f"codistill {stage.name} ")
@@ -101,32 +108,32 @@ def test_dvc_yaml_stages_read_the_declared_params_and_pass_the_declared_artifact
     assert "--data-version data.dvc --data-version-md5 ${outs[0].md5}" in prepare["cmd"]
 
 
-def test_a_stage_depends_on_exactly_the_profile_sections_that_override_its_keys():
-    stages = yaml.safe_load(render_dvc_yaml(PROFILES))["stages"]
-    assert stages["train"]["params"] == [
-        "models",
-        "train",
-        "distill",
-        "profile",
-        "profiles.gpu.train",
-    ]
-    assert stages["publish"]["params"] == [
-        "gates.min_miou",
-        "serving",
-        "profile",
-        "profiles.gpu.gates.min_miou",
-    ]
+def test_a_stage_depends_on_each_value_it_reads_and_each_profile_value_over_one():
+    stages = yaml.safe_load(render_dvc_yaml(PARAMS))["stages"]
+    train = stages["train"]["params"]
+    assert {"train.iterations", "train.cnn_optimizer.lr", "models.cnn.aspp_rates"} <= set(train)
+    assert {"distill.weights", "distill.rbsd.window", "distill.pbsd.rule"} <= set(train)
+    # how a run is logged or fed is no reason to retrain, in the base or in a profile
+    for knob in ("train.log_every", "train.num_workers"):
+        assert not any(knob in key for entry in stages.values() for key in entry["params"])
+    assert train[train.index("profile") :] == ["profile", "profiles.gpu.train.iterations"]
+    serving = [key for key in stages["publish"]["params"] if key.startswith("serving.")]
+    assert len(serving) == len(repo_params_mapping()["serving"]) >= 7
+    assert stages["publish"]["params"][-2:] == ["profile", "profiles.gpu.gates.min_miou"]
     # the gpu profile overrides gates.min_miou, not the gate export reads, and the scale
     # export bakes into the graphs
-    assert stages["export"]["params"] == [
-        "export",
-        "models",
-        "evaluate.scale",
-        "gates.max_quant_drop",
-        "profile",
-        "profiles.gpu.evaluate.scale",
+    export = stages["export"]["params"]
+    assert {"export.parity.max_abs_logit_diff", "evaluate.scale", "gates.max_quant_drop"} <= set(
+        export
+    )
+    assert "gates.min_miou" not in export and "evaluate.split" not in export
+    assert export[-2:] == ["profile", "profiles.gpu.evaluate.scale"]
+    assert stages["prepare"]["params"] == [  # no profile touches it
+        "data.dataset",
+        "prepare.jpeg_quality",
+        "prepare.shard_mib",
+        "prepare.max_total_mib",
     ]
-    assert stages["prepare"]["params"] == ["data.dataset", "prepare"]  # no profile touches it
 
 
 def test_committed_dvc_yaml_equals_the_generated_one():
@@ -136,11 +143,19 @@ def test_committed_dvc_yaml_equals_the_generated_one():
 def test_a_hand_edit_of_dvc_yaml_is_caught(tmp_path, capsys):
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO_ROOT / name, tmp_path / name)
-    text = (tmp_path / "dvc.yaml").read_text().replace("- prepare\n", "- prepare.shard_mib\n")
-    (tmp_path / "dvc.yaml").write_text(text)
+    text = (tmp_path / "dvc.yaml").read_text()
+    (tmp_path / "dvc.yaml").write_text(text.replace("    - prepare.shard_mib\n", ""))
     assert main(["pipeline", "dvc", "--check", "--root", str(tmp_path)]) == 1
     captured = capsys.readouterr()
-    assert "+    - prepare\n" in captured.out and "codistill pipeline dvc" in captured.err
+    assert "+    - prepare.shard_mib\n" in captured.out and "codistill pipeline dvc" in captured.err
+    # a value that a profile starts to override is a dependency the committed file lacks
+    (tmp_path / "dvc.yaml").write_text(text)
+    params = (tmp_path / "params.yaml").read_text()
+    assert "\n    train:\n      iterations: 40000\n" in params
+    more = params.replace("\n    train:\n", "\n    train:\n      seed: 7\n", 1)
+    (tmp_path / "params.yaml").write_text(more)
+    assert main(["pipeline", "dvc", "--check", "--root", str(tmp_path)]) == 1
+    assert "+    - profiles.gpu.train.seed\n" in capsys.readouterr().out
 
 
 def test_committed_components_and_pipeline_equal_a_fresh_compile():

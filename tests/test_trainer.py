@@ -16,7 +16,7 @@ from codistill.config import ConfigError, load_params
 from codistill.engine.code_digest import PACKAGE_ROOT, code_digest
 from codistill.engine.trainer import train_students
 from codistill.serving.process import free_port
-from tests.conftest import tiny_params_file
+from tests.conftest import repo_params, tiny_params_file, write_params
 
 
 def train_command(params: Path, prepared: Path, report: Path, out: Path) -> list[str]:
@@ -238,18 +238,17 @@ def test_train_refuses_data_without_a_passing_report(validated_tiny, tmp_path):
 @pytest.mark.parametrize("bad", ["iterations: 0", "crop: [4, 4]", "method: distil"])
 def test_bad_train_values_are_named(tmp_path, bad):
     key = bad.split(":")[0]
-    path = tmp_path / "params.yaml"
-    path.write_text(f"train:\n  {bad}\n")
+    path = write_params(tmp_path / "params.yaml", nested={"train": yaml.safe_load(bad)})
     with pytest.raises(Exception, match=rf"train\.{key}"):
         load_params(path)
 
 
 def test_resume_fingerprint_depends_on_world_size():
-    from codistill.config import Params
     from codistill.engine.trainer import config_fingerprint
 
-    assert config_fingerprint(Params(), "m", 1) != config_fingerprint(Params(), "m", 2)
-    assert config_fingerprint(Params(), "m", 2) == config_fingerprint(Params(), "m", 2)
+    params = repo_params()
+    assert config_fingerprint(params, "m", 1) != config_fingerprint(params, "m", 2)
+    assert config_fingerprint(params, "m", 2) == config_fingerprint(params, "m", 2)
 
 
 def test_nproc_relaunches_the_stage_through_torchrun_inside_one_stage_run(validated_tiny, tmp_path):
@@ -297,15 +296,29 @@ def test_a_fresh_output_folder_resumes_from_the_checkpoint_folder(validated_tiny
 
 
 def test_code_digest_follows_the_weight_shaping_code_only(tmp_path):
+    """The digest covers what the trainer imports, at any depth, and nothing else."""
     copy = tmp_path / "codistill"
     shutil.copytree(PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
     original = code_digest(copy)
     assert original == code_digest(PACKAGE_ROOT)
     (copy / "serving" / "client.py").write_text("# serving does not shape weights\n")
     assert code_digest.__wrapped__(copy) == original
-    loss = copy / "distill" / "pixel_bsd.py"
-    loss.write_text(loss.read_text() + "\n# a changed loss\n")
-    assert code_digest.__wrapped__(copy) != original
+    (copy / "engine" / "stage.py").write_text("# the stage wrapper does not shape weights\n")
+    assert code_digest.__wrapped__(copy) == original
+    for shaping in ("distill/pixel_bsd.py", "config/terms.py"):
+        source = copy / shaping
+        source.write_text(source.read_text() + "\n# a change\n")
+        changed = code_digest.__wrapped__(copy)
+        assert changed != original, shaping
+        original = changed
+    # a module the trainer starts to import is covered from then on
+    (copy / "models" / "extra_block.py").write_text("WIDTH = 3\n")
+    assert code_digest.__wrapped__(copy) == original
+    trainer = copy / "engine" / "trainer.py"
+    trainer.write_text("import codistill.models.extra_block  # noqa\n" + trainer.read_text())
+    with_import = code_digest.__wrapped__(copy)
+    (copy / "models" / "extra_block.py").write_text("WIDTH = 4\n")
+    assert code_digest.__wrapped__(copy) != with_import
 
 
 def params_with(directory: Path, method: str, changes: dict, name: str) -> Path:

@@ -6,10 +6,11 @@ import pytest
 import torch
 from tritonclient.grpc import model_config_pb2 as pb
 
-from codistill.config import ConfigError, ServingConfig, parse_params
+from codistill.config import ConfigError, parse_params
 from codistill.serving.local_server import warmup_inputs
 from codistill.serving.model_repository import write_model_repository
 from codistill.serving.triton_config import model_config, read_config
+from tests.conftest import over_repo, repo_params
 
 TRITON_TYPES = {"tensor(float)": pb.TYPE_FP32, "tensor(uint8)": pb.TYPE_UINT8}
 ROLES = ("cnn", "vit")
@@ -24,7 +25,13 @@ def expected_tensors(session_values) -> list[tuple[str, int, list[int]]]:
 
 
 def test_every_generated_config_matches_its_onnx_graph(exported_students, tmp_path):
-    settings = ServingConfig(max_batch_size=16, preferred_batch_sizes=(2, 16), instances=2)
+    settings = repo_params(
+        {
+            "serving.max_batch_size": 16,
+            "serving.preferred_batch_sizes": [2, 16],
+            "serving.instances": 2,
+        }
+    ).serving
     written = write_model_repository(exported_students, tmp_path / "repo", settings, ROLES)
     assert set(written) == {"codistill_cnn", "codistill_vit"}
     for name, model_dir in written.items():
@@ -56,7 +63,9 @@ def test_every_generated_config_matches_its_onnx_graph(exported_students, tmp_pa
 
 
 def test_kept_variants_get_their_own_graph_file_and_configuration(exported_variants, tmp_path):
-    written = write_model_repository(exported_variants, tmp_path / "repo", ServingConfig(), ROLES)
+    written = write_model_repository(
+        exported_variants, tmp_path / "repo", repo_params().serving, ROLES
+    )
     for model_dir in written.values():
         assert sorted(p.name for p in (model_dir / "1").iterdir()) == [
             "model.fp16.onnx",
@@ -89,7 +98,7 @@ def test_kept_variants_get_their_own_graph_file_and_configuration(exported_varia
     partial.mkdir()
     for name in ("cnn.onnx", "cnn.fp16.onnx"):
         (partial / name).write_bytes((exported_variants / name).read_bytes())
-    model_dir = write_model_repository(partial, tmp_path / "p", ServingConfig(), ("cnn",))[
+    model_dir = write_model_repository(partial, tmp_path / "p", repo_params().serving, ("cnn",))[
         "codistill_cnn"
     ]
     assert sorted(p.stem for p in (model_dir / "configs").iterdir()) == ["cpu", "gpu", "gpu-fp16"]
@@ -110,22 +119,26 @@ def test_a_graph_with_a_fixed_batch_cannot_be_batched_by_triton(tmp_path):
         model, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, input_names=["image"]
     )
     with pytest.raises(ValueError, match="image: first axis 1 is not a dynamic batch"):
-        model_config(path, "fixed", ServingConfig(), "cpu")
+        model_config(path, "fixed", repo_params().serving, "cpu")
 
 
 def test_bad_settings_and_missing_models_are_named(exported_students, tmp_path):
     with pytest.raises(ConfigError, match=r"serving\.preferred_batch_sizes: \[16\] not within"):
-        parse_params({"serving": {"preferred_batch_sizes": [4, 16]}}, "test")
+        parse_params(over_repo({"serving": {"preferred_batch_sizes": [4, 16]}}), "test")
     with pytest.raises(ValueError, match="device: 'tpu' is not one of cpu, gpu"):
-        model_config(exported_students / "cnn.onnx", "x", ServingConfig(), "tpu")
+        model_config(exported_students / "cnn.onnx", "x", repo_params().serving, "tpu")
     with pytest.raises(FileNotFoundError, match="no exported seg"):
-        write_model_repository(exported_students, tmp_path / "repo", ServingConfig(), ("seg",))
+        write_model_repository(
+            exported_students, tmp_path / "repo", repo_params().serving, ("seg",)
+        )
 
 
 def test_every_config_warms_up_and_the_gpu_ones_cache_their_tensorrt_engine(
     exported_variants, tmp_path
 ):
-    settings = ServingConfig(warmup_size=(64, 96), tensorrt_cache="/cache")
+    settings = repo_params(
+        {"serving.warmup_size": [64, 96], "serving.tensorrt_cache": "/cache"}
+    ).serving
     written = write_model_repository(exported_variants, tmp_path / "repo", settings, ROLES)
     for name, model_dir in written.items():
         for path in (model_dir / "configs").glob("*.pbtxt"):
@@ -151,6 +164,6 @@ def test_every_config_warms_up_and_the_gpu_ones_cache_their_tensorrt_engine(
             else:
                 assert tensorrt == []
     with pytest.raises(ConfigError, match=r"serving\.warmup_size"):
-        parse_params({"serving": {"warmup_size": [8, 8]}}, "params")
+        parse_params(over_repo({"serving": {"warmup_size": [8, 8]}}), "params")
     with pytest.raises(ConfigError, match=r"serving\.tensorrt_cache"):
-        parse_params({"serving": {"tensorrt_cache": "relative/path"}}, "params")
+        parse_params(over_repo({"serving": {"tensorrt_cache": "relative/path"}}), "params")

@@ -1,6 +1,7 @@
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +9,12 @@ import pytest
 from PIL import Image
 
 from codistill.cli import main
-from codistill.config import ClassShareBounds, PrepareConfig, ValidateConfig
+from codistill.config import ClassShareBounds
 from codistill.data import UnvalidatedDataError, create_reader, prepare_dataset, require_validated
 from codistill.validation.report import validate_prepared
-from tests.conftest import TINY_SPLITS, save_png
+from tests.conftest import TINY_SPLITS, TINY_TRAIN, repo_params, save_png
 
-TINY_GATE = ValidateConfig(split_sizes=dict(TINY_SPLITS), image_size=(24, 32))
+TINY_GATE = repo_params({**TINY_TRAIN, "validate.image_size": [24, 32]}).validate
 
 
 def truncate_image(tree: Path) -> None:
@@ -84,7 +85,7 @@ CORRUPTIONS: list[tuple[Callable[[Path], None], str, dict[str, str]]] = [
 
 
 def prepare(tree: Path, out: Path) -> Path:
-    prepare_dataset(create_reader("camvid", tree), out, PrepareConfig())
+    prepare_dataset(create_reader("camvid", tree), out, repo_params().prepare)
     return out
 
 
@@ -132,9 +133,8 @@ def test_an_unreadable_file_is_named_once_by_the_gate(camvid_tree, tmp_path, mon
 
 
 def test_class_share_outside_bounds_names_the_class(camvid_tree, tmp_path):
-    gate = ValidateConfig(
-        split_sizes=dict(TINY_SPLITS), class_share=ClassShareBounds(per_class={"road": (0.5, 1.0)})
-    )
+    shares = ClassShareBounds(default=(0.0, 1.0), per_class={"road": (0.5, 1.0)})
+    gate = replace(repo_params(TINY_TRAIN).validate, class_share=shares)
     report = validate_prepared(prepare(camvid_tree, tmp_path / "p"), gate)
     assert report["failed_checks"] == ["class_shares_within_bounds"]
     offender = report["checks"][-1]["offenders"]

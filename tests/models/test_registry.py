@@ -1,9 +1,17 @@
+from dataclasses import replace
+
 import pytest
 import timm
 import torch
 
-from codistill.config import ConfigError, StudentConfig
+from codistill.config import ConfigError
 from codistill.models import EncoderError, build_student, list_architectures
+from tests.conftest import repo_params
+
+
+def cnn_with(**fields):
+    """The repository's CNN student with ``fields`` changed."""
+    return replace(repo_params().models.cnn, **fields)
 
 
 @pytest.mark.parametrize(
@@ -16,7 +24,7 @@ from codistill.models import EncoderError, build_student, list_architectures
     ],
 )
 def test_any_timm_features_only_encoder_builds_a_student(arch, encoder, stride):
-    cfg = StudentConfig(arch=arch, encoder=encoder, output_stride=stride, decoder_channels=32)
+    cfg = cnn_with(arch=arch, encoder=encoder, output_stride=stride, decoder_channels=32)
     student = build_student(cfg, 5).eval()
     with torch.no_grad():
         out = student(torch.randn(1, 3, 64, 96))
@@ -39,7 +47,7 @@ def test_local_weights_file_is_loaded_into_the_encoder(tmp_path):
     reference = timm.create_model("resnet18")
     path = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), path)
-    cfg = StudentConfig(
+    cfg = cnn_with(
         arch="deeplabv3plus",
         encoder="resnet18",
         output_stride=16,
@@ -53,13 +61,13 @@ def test_local_weights_file_is_loaded_into_the_encoder(tmp_path):
 
 def test_unknown_architecture_and_encoder_are_named():
     with pytest.raises(ConfigError, match="unknown architecture 'unet'"):
-        build_student(StudentConfig(arch="unet", encoder="resnet18"), 11)
+        build_student(cnn_with(arch="unet", encoder="resnet18"), 11)
     with pytest.raises(EncoderError, match="unknown timm encoder 'resnet1800'"):
-        build_student(StudentConfig(arch="segformer", encoder="resnet1800"), 11)
+        build_student(cnn_with(arch="segformer", encoder="resnet1800"), 11)
 
 
 def test_missing_weights_file_is_named(tmp_path):
-    cfg = StudentConfig(
+    cfg = cnn_with(
         arch="segformer",
         encoder="pvt_v2_b0",
         pretrained=True,
@@ -71,12 +79,12 @@ def test_missing_weights_file_is_named(tmp_path):
 
 def test_pretrained_without_network_asks_for_a_weights_file(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = StudentConfig(arch="segformer", encoder="pvt_v2_b0", pretrained=True)
+    cfg = cnn_with(arch="segformer", encoder="pvt_v2_b0", pretrained=True)
     with pytest.raises(EncoderError, match="name a local weights_file"):
         build_student(cfg, 11)
 
 
 def test_unsupported_output_stride_is_a_clear_error():
-    cfg = StudentConfig(arch="deeplabv3plus", encoder="pvt_v2_b0", output_stride=16)
+    cfg = cnn_with(arch="deeplabv3plus", encoder="pvt_v2_b0", output_stride=16)
     with pytest.raises(EncoderError, match="pvt_v2_b0: cannot build"):
         build_student(cfg, 11)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import copy
+import typing
+from dataclasses import dataclass, fields, is_dataclass, make_dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from codistill.config.loader import ConfigError, from_mapping, load_yaml_mapping
+from codistill.config.terms import METHODS, SWITCHABLE_TERMS, TERM_NAMES, TERMS
 
 DatasetName = Literal["camvid", "cityscapes", "voc"]
 
@@ -15,16 +18,16 @@ DatasetName = Literal["camvid", "cityscapes", "voc"]
 class DataConfig:
     """Which dataset the pipeline reads."""
 
-    dataset: DatasetName = "camvid"
+    dataset: DatasetName
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
     """How raw images and masks are encoded into shards."""
 
-    jpeg_quality: int = 90
-    shard_mib: int = 16
-    max_total_mib: float = 64.0
+    jpeg_quality: int
+    shard_mib: int
+    max_total_mib: float
 
     def __post_init__(self) -> None:
         if not 50 <= self.jpeg_quality <= 100:
@@ -39,8 +42,8 @@ class PrepareConfig:
 class ClassShareBounds:
     """Allowed share of labelled training pixels per class: a default range and overrides."""
 
-    default: tuple[float, float] = (0.0, 1.0)
-    per_class: dict[str, tuple[float, float]] = field(default_factory=dict)
+    default: tuple[float, float]
+    per_class: dict[str, tuple[float, float]]
 
     def __post_init__(self) -> None:
         for name, (low, high) in {"default": self.default, **self.per_class}.items():
@@ -57,9 +60,9 @@ class ClassShareBounds:
 class ValidateConfig:
     """What the data gate expects of the prepared dataset."""
 
-    split_sizes: dict[str, int] = field(default_factory=dict)
-    class_share: ClassShareBounds = field(default_factory=ClassShareBounds)
-    image_size: tuple[int, int] | None = None  # height, width of every image; None: any
+    split_sizes: dict[str, int]
+    class_share: ClassShareBounds
+    image_size: tuple[int, int] | None
 
     def __post_init__(self) -> None:
         for split, size in self.split_sizes.items():
@@ -74,14 +77,15 @@ class StudentConfig:
     """One student: an architecture name from the model registry and a timm encoder name.
 
     ``output_stride``, ``aspp_rates`` and ``low_level_channels`` are read by ``deeplabv3plus``
-    only; ``segformer`` keeps the encoder's native strides.
+    only; ``segformer`` keeps the encoder's native strides, so its section omits them. They
+    are the schema's only defaults: ``params.yaml`` sets every value the pipeline runs with.
     """
 
     arch: str
     encoder: str
-    pretrained: bool = False
-    weights_file: str | None = None
-    decoder_channels: int = 256
+    pretrained: bool
+    weights_file: str | None
+    decoder_channels: int
     output_stride: int | None = None
     aspp_rates: tuple[int, ...] = (6, 12, 18)
     low_level_channels: int = 48
@@ -99,102 +103,63 @@ class StudentConfig:
 class ModelsConfig:
     """The two students trained together."""
 
-    cnn: StudentConfig = field(
-        default_factory=lambda: StudentConfig(
-            arch="deeplabv3plus", encoder="resnet18", output_stride=16
-        )
-    )
-    vit: StudentConfig = field(
-        default_factory=lambda: StudentConfig(arch="segformer", encoder="pvt_v2_b0")
-    )
+    cnn: StudentConfig
+    vit: StudentConfig
 
 
 # The students' roles, in the order every stage lists them: the fields of ModelsConfig.
 ROLES: tuple[str, ...] = tuple(f.name for f in fields(ModelsConfig))
 
 
-Method = Literal["independent", "dml", "kdcl", "ours"]
+def _check_distill(self: DistillConfig) -> None:
+    missing = [name for name in TERM_NAMES if name not in self.weights]
+    unknown = sorted(set(self.weights) - set(TERM_NAMES))
+    if unknown or missing:
+        raise ConfigError(
+            f"weights.{(unknown or missing)[0]}: "
+            + ("not a distillation term" if unknown else "missing")
+            + f" (one weight per term: {', '.join(TERM_NAMES)})"
+        )
+    if self.warmup_iters < 0:
+        raise ConfigError(f"warmup_iters: {self.warmup_iters} must not be negative")
 
 
-@dataclass(frozen=True)
-class HFDConfig:
-    """Heterogeneous feature distillation on the stage-1 features."""
+# One section of options per registered term, after the weights and the warm-up.
+DistillConfig = make_dataclass(
+    "DistillConfig",
+    [
+        ("weights", dict[str, float]),
+        ("warmup_iters", int),
+        *((term.name, term.options) for term in TERMS),
+    ],
+    namespace={
+        "__doc__": "Each term's weight and options (used only when the term is on), and the "
+        "linear warm-up of all weights.",
+        "__post_init__": _check_distill,
+    },
+    frozen=True,
+)
+DistillConfig.__module__ = __name__
 
-    mode: Literal["mimic", "crossfeed"] = "mimic"
-
-
-@dataclass(frozen=True)
-class RegionBSDConfig:
-    """Region-wise selective distillation on decoder features."""
-
-    window: int = 8
-    margin: float = 0.0
-    score: Literal["ce", "entropy"] = "ce"
-
-    def __post_init__(self) -> None:
-        if self.window < 1:
-            raise ConfigError(f"window: {self.window} must be at least 1")
-        if self.margin < 0:
-            raise ConfigError(f"margin: {self.margin} must not be negative")
-
-
-@dataclass(frozen=True)
-class TemperatureConfig:
-    """A distillation term whose only knob is the softmax temperature."""
-
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature: {self.temperature} must be positive")
-
-
-@dataclass(frozen=True)
-class PixelBSDConfig(TemperatureConfig):
-    """Pixel-wise selective distillation on logits: a selection rule and a temperature."""
-
-    rule: Literal["correct_only", "correct_or_more_confident", "lower_ce"] = (
-        "correct_or_more_confident"
-    )
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """Options and weights of every distillation term (used only when the term is on)."""
-
-    weights: dict[str, float] = field(
-        default_factory=lambda: {"hfd": 1.0, "rbsd": 1.0, "pbsd": 1.0, "dml": 1.0, "kdcl": 1.0}
-    )
-    warmup_iters: int = 0
-    hfd: HFDConfig = field(default_factory=HFDConfig)
-    rbsd: RegionBSDConfig = field(default_factory=RegionBSDConfig)
-    pbsd: PixelBSDConfig = field(default_factory=PixelBSDConfig)
-    dml: TemperatureConfig = field(default_factory=TemperatureConfig)
-    kdcl: TemperatureConfig = field(default_factory=TemperatureConfig)
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.weights) - DISTILL_TERMS)
-        if unknown:
-            raise ConfigError(
-                f"weights.{unknown[0]}: not a distillation term "
-                f"({', '.join(sorted(DISTILL_TERMS))})"
-            )
-        if self.warmup_iters < 0:
-            raise ConfigError(f"warmup_iters: {self.warmup_iters} must not be negative")
-
-
-DISTILL_TERMS = frozenset({"hfd", "rbsd", "pbsd", "dml", "kdcl"})
+# The method, then one ablation switch per switchable term: true/false forces the term on/off,
+# null keeps the method's choice.
+_MethodChoice = make_dataclass(
+    "_MethodChoice",
+    [("method", str), *((name, bool | None) for name in SWITCHABLE_TERMS)],
+    frozen=True,
+)
+_MethodChoice.__module__ = __name__
 
 
 @dataclass(frozen=True)
 class SGDConfig:
     """The CNN student's optimizer: SGD with momentum and a poly schedule."""
 
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
-    warmup_iters: int = 0
+    lr: float
+    momentum: float
+    weight_decay: float
+    poly_power: float
+    warmup_iters: int
 
     def __post_init__(self) -> None:
         _check_warmup(self.warmup_iters)
@@ -204,11 +169,11 @@ class SGDConfig:
 class AdamWConfig:
     """The ViT student's optimizer: AdamW, a faster head, and a poly schedule."""
 
-    lr: float = 6e-5
-    head_lr_mult: float = 10.0
-    weight_decay: float = 0.01
-    poly_power: float = 1.0
-    warmup_iters: int = 0
+    lr: float
+    head_lr_mult: float
+    weight_decay: float
+    poly_power: float
+    warmup_iters: int
 
     def __post_init__(self) -> None:
         _check_warmup(self.warmup_iters)
@@ -220,30 +185,28 @@ def _check_warmup(warmup_iters: int) -> None:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_MethodChoice):
     """The co-training run: method, ablation switches, schedule and augmentation."""
 
-    method: Method = "ours"
-    hfd: bool | None = None
-    rbsd: bool | None = None
-    pbsd: bool | None = None
-    seed: int = 0
-    iterations: int = 400
-    batch_size: int = 8
-    crop: tuple[int, int] = (192, 256)
-    scale: tuple[float, float] = (0.5, 2.0)
-    flip: bool = True
-    class_balance: float = 0.0
-    num_workers: int = 2
-    log_every: int = 10
-    checkpoint_every: int = 50
-    amp: bool = True
-    channels_last: bool = True
-    compile: bool = False
-    cnn_optimizer: SGDConfig = field(default_factory=SGDConfig)
-    vit_optimizer: AdamWConfig = field(default_factory=AdamWConfig)
+    seed: int
+    iterations: int
+    batch_size: int
+    crop: tuple[int, int]
+    scale: tuple[float, float]
+    flip: bool
+    class_balance: float
+    num_workers: int
+    log_every: int
+    checkpoint_every: int
+    amp: bool
+    channels_last: bool
+    compile: bool
+    cnn_optimizer: SGDConfig
+    vit_optimizer: AdamWConfig
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method: {self.method!r} is not one of {', '.join(METHODS)}")
         for name in ("iterations", "batch_size", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: {getattr(self, name)} must be at least 1")
@@ -256,21 +219,30 @@ class TrainConfig:
         if not 0 <= self.class_balance <= 1:
             raise ConfigError(f"class_balance: {self.class_balance} must be within [0, 1]")
 
+    def switches(self) -> dict[str, bool | None]:
+        """The ablation switch of each switchable term."""
+        return {name: getattr(self, name) for name in SWITCHABLE_TERMS}
+
+
+# Knobs that change how a run is carried out or logged, not what it computes: changing one
+# neither retrains the students (dvc.yaml) nor makes a study result stale.
+RUN_ONLY_KEYS = ("train.num_workers", "train.log_every")
+
 
 @dataclass(frozen=True)
 class TrackingConfig:
     """MLflow tracking of every stage (the URI comes from MLFLOW_TRACKING_URI)."""
 
-    enabled: bool = True
+    enabled: bool
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Whole-image, single-scale evaluation: the image resized by ``scale``, scored natively."""
 
-    split: str = "test"
-    overlays: int = 4
-    scale: float = 1.0
+    split: str
+    overlays: int
+    scale: float
 
     def __post_init__(self) -> None:
         if self.overlays < 0:
@@ -283,10 +255,10 @@ class EvaluateConfig:
 class ParityConfig:
     """How closely the exported graph must match PyTorch, and on which inputs."""
 
-    resolutions: tuple[tuple[int, int], ...] = ((360, 480), (256, 320))
-    batch_sizes: tuple[int, ...] = (1, 2)
-    max_abs_logit_diff: float = 1e-3
-    min_label_agreement: float = 0.999
+    resolutions: tuple[tuple[int, int], ...]
+    batch_sizes: tuple[int, ...]
+    max_abs_logit_diff: float
+    min_label_agreement: float
 
     def __post_init__(self) -> None:
         if len(set(self.resolutions)) < 2 or min(min(r) for r in self.resolutions) < 32:
@@ -303,23 +275,27 @@ class ParityConfig:
 
 
 EXPORTERS = ("torchscript", "dynamo")
+VARIANTS = ("int8", "fp16")  # faster graphs of an exported student
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     """ONNX export of each student."""
 
-    exporter: str = "torchscript"
-    opset: int = 17
-    parity: ParityConfig = field(default_factory=ParityConfig)
-    variants: tuple[Literal["int8", "fp16"], ...] = ("int8", "fp16")
-    calibration_images: int = 32
+    exporter: str
+    opset: int
+    parity: ParityConfig
+    variants: tuple[str, ...]
+    calibration_images: int
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
             raise ConfigError(f"exporter: {self.exporter!r} is not one of {', '.join(EXPORTERS)}")
         if self.opset < 13:
             raise ConfigError(f"opset: {self.opset} must be at least 13")
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ConfigError(f"variants: {unknown[0]!r} is not one of {', '.join(VARIANTS)}")
         if len(set(self.variants)) != len(self.variants):
             raise ConfigError(f"variants: {list(self.variants)} names a variant twice")
         if self.calibration_images < 1:
@@ -330,8 +306,8 @@ class ExportConfig:
 class GatesConfig:
     """Quality bars a student must clear before it is promoted."""
 
-    min_miou: float = 0.2
-    max_quant_drop: float = 1.0  # mIoU points a faster export variant may lose
+    min_miou: float
+    max_quant_drop: float
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_miou <= 1:
@@ -344,13 +320,13 @@ class GatesConfig:
 class ServingConfig:
     """How Triton serves each student: batching, instances, warm-up, the GPU accelerator."""
 
-    max_batch_size: int = 8
-    preferred_batch_sizes: tuple[int, ...] = (4, 8)
-    max_queue_delay_us: int = 2000
-    instances: int = 1
-    tensorrt_precision: Literal["FP32", "FP16"] = "FP16"
-    tensorrt_cache: str = "/trt-cache"
-    warmup_size: tuple[int, int] = (360, 480)
+    max_batch_size: int
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int
+    instances: int
+    tensorrt_precision: Literal["FP32", "FP16"]
+    tensorrt_cache: str
+    warmup_size: tuple[int, int]
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -375,17 +351,17 @@ class ServingConfig:
 class Params:
     """Every knob of the pipeline, grouped by stage."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    prepare: PrepareConfig = field(default_factory=PrepareConfig)
-    validate: ValidateConfig = field(default_factory=ValidateConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    gates: GatesConfig = field(default_factory=GatesConfig)
-    serving: ServingConfig = field(default_factory=ServingConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    data: DataConfig
+    prepare: PrepareConfig
+    validate: ValidateConfig
+    models: ModelsConfig
+    train: TrainConfig
+    distill: DistillConfig
+    evaluate: EvaluateConfig
+    export: ExportConfig
+    gates: GatesConfig
+    serving: ServingConfig
+    tracking: TrackingConfig
 
     def __post_init__(self) -> None:
         low, high = self.train.scale
@@ -399,11 +375,54 @@ class Params:
 PROFILE_KEYS = ("profile", "profiles")
 
 
-def _merge(base: dict, override: dict) -> dict:
+def value_keys(key: str, section: dict[str, Any], schema: type | None = None) -> list[str]:
+    """The dotted keys under ``key`` that ``section`` holds, one per value of the schema.
+
+    ``section`` is a ``params.yaml`` mapping (the base, or a profile's overrides). A key whose
+    schema type is a dataclass splits into the fields that ``section`` sets; any other key (a
+    number, a list, a mapping of names such as ``distill.weights``) is one value. A key that
+    ``section`` does not hold has none.
+    """
+    schema = schema or Params
+    head, _, rest = key.partition(".")
+    if not isinstance(section, dict) or head not in section:
+        return []
+    field_type = typing.get_type_hints(schema).get(head)
+    if field_type is None:
+        raise ConfigError(f"{key}: not a key of {schema.__name__}")
+    value = section[head]
+    if rest:
+        return [f"{head}.{k}" for k in value_keys(rest, value, field_type)]
+    if not (is_dataclass(field_type) and isinstance(value, dict)):
+        return [head]
+    return [
+        f"{head}.{k}"
+        for child in fields(field_type)
+        for k in value_keys(child.name, value, field_type)
+    ]
+
+
+def with_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    """A copy of the mapping ``data`` with each dotted key (``a.b.c``) of ``overrides`` set.
+
+    The value replaces what the key held, a mapping included; missing parents are created.
+    """
+    result = copy.deepcopy(data)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        section = result
+        for part in parents:
+            section = section.setdefault(part, {})
+        section[leaf] = value
+    return result
+
+
+def merge_mappings(base: dict, override: dict) -> dict:
+    """``override`` merged over ``base``, mapping by mapping; other values replace."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_mappings(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -424,7 +443,7 @@ def apply_profile(data: dict) -> dict:
             f"(found: {', '.join(sorted(sections)) or 'none'})"
         )
     base = {k: v for k, v in data.items() if k not in PROFILE_KEYS}
-    return _merge(base, sections.get(profile) or {}) if profile else base
+    return merge_mappings(base, sections.get(profile) or {}) if profile else base
 
 
 def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:

@@ -1,20 +1,13 @@
 """Co-distillation losses: HFD, region- and pixel-wise BSD, the DML and KDCL baselines."""
 
 from codistill.distill import hfd, mutual, pixel_bsd, region_bsd  # noqa: F401 - registers terms
-from codistill.distill.objective import (
-    METHOD_TERMS,
-    CoDistillationObjective,
-    active_terms,
-    warmup_factor,
-)
+from codistill.distill.objective import CoDistillationObjective, warmup_factor
 from codistill.distill.pair import StudentPair
 from codistill.distill.registry import build_term, list_terms
 
 __all__ = [
-    "METHOD_TERMS",
     "CoDistillationObjective",
     "StudentPair",
-    "active_terms",
     "build_term",
     "list_terms",
     "warmup_factor",

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codistill.config import DistillConfig
+from codistill.config import HFDConfig
 from codistill.data.spec import IGNORE_INDEX
 from codistill.distill.adapters import adapter_pair
 from codistill.distill.pair import StudentPair, normalized_rows, resize_to
@@ -86,5 +86,5 @@ class HeterogeneousFeatureDistillation(nn.Module):
 
 
 @register_term("hfd")
-def _build(cfg: DistillConfig, channels: dict[str, int]) -> nn.Module:
-    return HeterogeneousFeatureDistillation(cfg.hfd.mode, channels["cnn_low"], channels["vit_low"])
+def _build(options: HFDConfig, channels: dict[str, int]) -> nn.Module:
+    return HeterogeneousFeatureDistillation(options.mode, channels["cnn_low"], channels["vit_low"])

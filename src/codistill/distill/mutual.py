@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from codistill.config import DistillConfig
+from codistill.config import TemperatureConfig
 from codistill.distill.pair import StudentPair, kl_map
 from codistill.distill.registry import register_term
 
@@ -55,10 +55,10 @@ class KnowledgeDistillationCollaborative(DenseDistillation):
 
 
 @register_term("dml")
-def _build_dml(cfg: DistillConfig, channels: dict[str, int]) -> nn.Module:
-    return DeepMutualLearning(cfg.dml.temperature)
+def _build_dml(options: TemperatureConfig, channels: dict[str, int]) -> nn.Module:
+    return DeepMutualLearning(options.temperature)
 
 
 @register_term("kdcl")
-def _build_kdcl(cfg: DistillConfig, channels: dict[str, int]) -> nn.Module:
-    return KnowledgeDistillationCollaborative(cfg.kdcl.temperature)
+def _build_kdcl(options: TemperatureConfig, channels: dict[str, int]) -> nn.Module:
+    return KnowledgeDistillationCollaborative(options.temperature)

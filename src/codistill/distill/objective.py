@@ -5,34 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from codistill.config import ROLES, DistillConfig, TrainConfig
+from codistill.config import ROLES, DistillConfig, TrainConfig, active_terms, directional_shares
 from codistill.distill.pair import StudentPair
 from codistill.distill.registry import build_term
 from codistill.distill.supervised import supervised_loss
 
-METHOD_TERMS: dict[str, tuple[str, ...]] = {
-    "independent": (),
-    "dml": ("dml",),
-    "kdcl": ("kdcl",),
-    "ours": ("hfd", "rbsd", "pbsd"),
-}
-ABLATION_FLAGS = ("hfd", "rbsd", "pbsd")
-TERM_ORDER = ("hfd", "rbsd", "pbsd", "dml", "kdcl")
 # Which way the selective terms sent knowledge: the share of their units (windows, pixels)
 # where each student taught, as ``<term>_<student>_teaches``.
-DIRECTION_SHARES = tuple(f"{term}_{role}_teaches" for term in ("rbsd", "pbsd") for role in ROLES)
-
-
-def active_terms(cfg: TrainConfig) -> tuple[str, ...]:
-    """The method's terms, with each ablation flag (true/false) switching its term on or off."""
-    terms = set(METHOD_TERMS[cfg.method])
-    for flag in ABLATION_FLAGS:
-        value = getattr(cfg, flag)
-        if value is True:
-            terms.add(flag)
-        elif value is False:
-            terms.discard(flag)
-    return tuple(t for t in TERM_ORDER if t in terms)
+DIRECTION_SHARES = directional_shares(ROLES)
 
 
 def warmup_factor(iteration: int, warmup_iters: int) -> float:
@@ -57,9 +37,9 @@ class CoDistillationObjective(nn.Module):
         super().__init__()
         # Derived from the data each run, so not part of a checkpoint.
         self.register_buffer("class_weights", class_weights, persistent=False)
-        self.names = active_terms(train)
+        self.names = active_terms(train.method, train.switches())
         self.terms = nn.ModuleDict({n: build_term(n, distill, channels) for n in self.names})
-        self.weights = {n: distill.weights.get(n, 1.0) for n in self.names}
+        self.weights = {n: distill.weights[n] for n in self.names}
         self.warmup_iters = distill.warmup_iters
 
     def forward(self, pair: StudentPair, iteration: int) -> tuple[torch.Tensor, dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from codistill.config import DistillConfig
+from codistill.config import PixelBSDConfig
 from codistill.distill.pair import StudentPair, kl_between
 from codistill.distill.registry import register_term
 
@@ -58,5 +58,5 @@ class PixelSelectiveDistillation(nn.Module):
 
 
 @register_term("pbsd")
-def _build(cfg: DistillConfig, channels: dict[str, int]) -> nn.Module:
-    return PixelSelectiveDistillation(cfg.pbsd.rule, cfg.pbsd.temperature)
+def _build(options: PixelBSDConfig, channels: dict[str, int]) -> nn.Module:
+    return PixelSelectiveDistillation(options.rule, options.temperature)

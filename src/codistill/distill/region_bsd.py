@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codistill.config import DistillConfig
+from codistill.config import RegionBSDConfig
 from codistill.distill.adapters import adapter_pair
 from codistill.distill.pair import StudentPair, normalized_rows, resize_to
 from codistill.distill.registry import register_term
@@ -101,7 +101,7 @@ class RegionSelectiveDistillation(nn.Module):
 
 
 @register_term("rbsd")
-def _build(cfg: DistillConfig, channels: dict[str, int]) -> nn.Module:
+def _build(options: RegionBSDConfig, channels: dict[str, int]) -> nn.Module:
     return RegionSelectiveDistillation(
-        cfg.rbsd.window, cfg.rbsd.margin, cfg.rbsd.score, channels["cnn_dec"], channels["vit_dec"]
+        options.window, options.margin, options.score, channels["cnn_dec"], channels["vit_dec"]
     )

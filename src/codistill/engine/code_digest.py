@@ -6,18 +6,19 @@ import functools
 import hashlib
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-# The subpackages whose code decides what training computes (the train stage's code deps).
-WEIGHT_SHAPING_PACKAGES = ("models", "distill", "engine", "data")
+from codistill.imports import PACKAGE_ROOT, import_closure
+
+# Training is this module and all it imports: the same import closure that gives the train
+# stage its code dependencies, without the command line, the stage runner and the stage.
+TRAINING_MODULE = "codistill.engine.trainer"
 
 
 @functools.cache
 def code_digest(root: Path = PACKAGE_ROOT) -> str:
-    """SHA-256 over the path and content of every ``.py`` file of the weight-shaping packages."""
+    """SHA-256 over the path and content of every file that the training module imports."""
     digest = hashlib.sha256()
-    for package in WEIGHT_SHAPING_PACKAGES:
-        for source in sorted((root / package).rglob("*.py")):
-            content = source.read_bytes()
-            name = source.relative_to(root).as_posix()
-            digest.update(f"{name}\0{len(content)}\0".encode() + content)
+    for source in sorted(import_closure([TRAINING_MODULE], root)):
+        content = source.read_bytes()
+        name = source.relative_to(root).as_posix()
+        digest.update(f"{name}\0{len(content)}\0".encode() + content)
     return digest.hexdigest()

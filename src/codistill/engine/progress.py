@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from codistill.distill.objective import TERM_ORDER
+from codistill.config import TERM_NAMES
 
 # Every method logs the same columns (an inactive term reads 0), so plots work for all.
-CURVE_TERMS = ("sup", *TERM_ORDER, "total")
+CURVE_TERMS = ("sup", *TERM_NAMES, "total")
 
 
 def progress_line(row: dict[str, float], total: int, seconds_per_step: float) -> str:

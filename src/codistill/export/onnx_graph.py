@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from codistill.config import EXPORTERS
 from codistill.data.prepare import STATS_JSON
 from codistill.export.graph_checks import check_graph
 from codistill.models.output import segment
@@ -92,7 +93,8 @@ def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: i
     program.save(str(path), external_data=False)
 
 
-EXPORTERS = {"torchscript": _export_torchscript, "dynamo": _export_dynamo}
+# The export function of each exporter name, in the order of the configuration's EXPORTERS.
+EXPORT_FUNCTIONS = dict(zip(EXPORTERS, (_export_torchscript, _export_dynamo), strict=True))
 
 
 def _declare_io_shapes(path: Path, channels: int, num_classes: int) -> None:
@@ -142,7 +144,7 @@ def export_onnx(
         num_classes = model(example)[0].shape[1]
         if num_classes > torch.iinfo(LABEL_DTYPE).max + 1:
             raise ValueError(f"{num_classes} classes do not fit the {LABEL_DTYPE} labels output")
-        EXPORTERS[exporter](model, example, partial, opset)
+        EXPORT_FUNCTIONS[exporter](model, example, partial, opset)
     _declare_io_shapes(partial, CHANNELS, num_classes)
     partial.replace(path)
     return path

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from codistill.config import VARIANTS
 from codistill.export.graph_checks import check_graph, sort_topologically
 from codistill.export.onnx_graph import INPUT_NAME
-
-VARIANTS = ("int8", "fp16")
 
 
 def variant_file(role: str, variant: str) -> str:

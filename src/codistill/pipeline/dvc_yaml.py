@@ -6,9 +6,11 @@ from typing import Any
 
 import yaml
 
-from codistill.config import ROLES
+from codistill.config import ROLES, RUN_ONLY_KEYS, TERM_NAMES
+from codistill.config.schema import PROFILE_KEYS, value_keys
+from codistill.imports import PACKAGE_ROOT
 from codistill.stages import STAGES, ArtifactSpec, Stage, artifacts
-from codistill.stages.code_deps import PACKAGE_ROOT, stage_code
+from codistill.stages.code_deps import stage_code
 
 HEADER = (
     "# Generated from the stage registry (codistill.stages) by `codistill pipeline dvc`.\n"
@@ -30,15 +32,7 @@ PLOTS: list[Any] = [
         "distillation_terms": {
             "template": "linear",
             "x": "iteration",
-            "y": {
-                "build/train/curves.csv": [
-                    "loss_hfd",
-                    "loss_rbsd",
-                    "loss_pbsd",
-                    "loss_dml",
-                    "loss_kdcl",
-                ]
-            },
+            "y": {"build/train/curves.csv": [f"loss_{name}" for name in TERM_NAMES]},
         }
     },
     *(
@@ -79,23 +73,24 @@ def _out_entries(spec: ArtifactSpec, metrics: bool) -> list[Any]:
     ]
 
 
-def _has_path(section: Any, dotted: str) -> bool:
-    for part in dotted.split("."):
-        if not isinstance(section, dict) or part not in section:
-            return False
-        section = section[part]
-    return True
+def _tracked(keys: tuple[str, ...], section: dict[str, Any]) -> list[str]:
+    """Each value that ``section`` sets under ``keys``, less the run-only knobs."""
+    return [leaf for key in keys for leaf in value_keys(key, section) if leaf not in RUN_ONLY_KEYS]
 
 
-def stage_params(stage: Stage, profiles: dict[str, Any]) -> list[str]:
-    """The stage's own keys, plus the selector and each profile key that overrides one."""
+def stage_params(stage: Stage, params: dict[str, Any]) -> list[str]:
+    """The stage's values in ``params.yaml``, and the selector and each profile value over one.
+
+    One entry per value (``train.iterations``, not ``train``), so that a change reruns only
+    the stages that read it; the run-only knobs (``RUN_ONLY_KEYS``) rerun nothing.
+    """
+    base = {key: value for key, value in params.items() if key not in PROFILE_KEYS}
     overrides = [
-        f"profiles.{name}.{key}"
-        for name, section in profiles.items()
-        for key in stage.params
-        if _has_path(section or {}, key)
+        f"profiles.{name}.{leaf}"
+        for name, section in (params.get("profiles") or {}).items()
+        for leaf in _tracked(stage.params, section or {})
     ]
-    return [*stage.params, *(["profile"] if overrides else []), *overrides]
+    return [*_tracked(stage.params, base), *(["profile"] if overrides else []), *overrides]
 
 
 def code_paths(stage: Stage) -> list[str]:
@@ -119,7 +114,7 @@ def _dependencies(spec: ArtifactSpec, files: tuple[str, ...]) -> list[str]:
 
 
 def _stage_entry(
-    stage: Stage, known: dict[str, ArtifactSpec], profiles: dict[str, Any]
+    stage: Stage, known: dict[str, ArtifactSpec], params: dict[str, Any]
 ) -> dict[str, Any]:
     flags = [f"--{item.artifact} {known[item.artifact].path}" for item in stage.inputs]
     flags += [
@@ -134,7 +129,7 @@ def _stage_entry(
     entry: dict[str, Any] = {
         "cmd": " ".join(["codistill", stage.name, *flags, f"--out {stage.output.path}"]),
         "deps": [*deps, *code_paths(stage)],
-        "params": stage_params(stage, profiles),
+        "params": stage_params(stage, params),
         "outs": _out_entries(stage.output, metrics=False),
     }
     metrics = _out_entries(stage.output, metrics=True)
@@ -158,15 +153,15 @@ def metric_files() -> list[str]:
     ]
 
 
-def render_dvc_yaml(profiles: dict[str, Any]) -> str:
-    """The full text of ``dvc.yaml`` for the ``profiles`` section of ``params.yaml``."""
+def render_dvc_yaml(params: dict[str, Any]) -> str:
+    """The full text of ``dvc.yaml`` for the mapping of ``params.yaml``."""
     known = artifacts()
     sources = version_files()
     if len(sources) > 1:  # each would define the same top-level variable, ``outs``
         raise ValueError(f"one data source's .dvc file can be read as variables, not {sources}")
     document = {
         **({"vars": sources} if sources else {}),
-        "stages": {stage.name: _stage_entry(stage, known, profiles) for stage in STAGES},
+        "stages": {stage.name: _stage_entry(stage, known, params) for stage in STAGES},
         "metrics": metric_files(),
         "plots": PLOTS,
     }

@@ -52,8 +52,8 @@ def write_all(root: Path, kind: str, source: Path | None = None) -> list[Path]:
     """
     source = source or root
     if kind == "dvc":
-        profiles = load_yaml_mapping(source / "params.yaml").get("profiles") or {}
-        (root / "dvc.yaml").write_text(render_dvc_yaml(profiles))
+        params = load_yaml_mapping(source / "params.yaml")
+        (root / "dvc.yaml").write_text(render_dvc_yaml(params))
         return [root / "dvc.yaml"]
     written = write_components(root / COMPONENTS_DIR)
     (root / PIPELINE_MODULE).parent.mkdir(parents=True, exist_ok=True)
