@@ -199,9 +199,7 @@ def test_a_second_repro_runs_nothing(tiny_project):
         params.write_text(good)
     assert json.loads(logged) == {}
     assert set(longer) == {"train"}
-    assert longer["train"] == [
-        {"changed deps": {"params.yaml": {"train.iterations": "modified"}}}
-    ]
+    assert longer["train"] == [{"changed deps": {"params.yaml": {"train.iterations": "modified"}}}]
 
 
 def output_digests(root: Path) -> dict[str, str]:
