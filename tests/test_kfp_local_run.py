@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from codistill.lineage.runs import KEY_TAG, PARENT_TAG, STAGE_TAG, data_hash
 from codistill.stages import STAGES
 from codistill.stages.runner import run_stage
-from tests.conftest import REPO_ROOT, TRAIN_SIZE, build_camvid_tree, tiny_params_file
+from tests.conftest import REPO_ROOT, TRAIN_SIZE, build_camvid_tree, over_repo, tiny_params_file
 from tests.servers.mlflow_server import mlflow_server
 
 pytestmark = pytest.mark.integration
@@ -133,7 +133,7 @@ def publish(tmp_path: Path, miou: dict[str, float], min_miou: float) -> dict:
     (evaluation / "metrics.json").write_text(
         json.dumps({"split": "test", **{r: {"miou": v} for r, v in miou.items()}})
     )
-    raw = {"gates": {"min_miou": min_miou}, "tracking": {"enabled": True}}
+    raw = over_repo({"gates": {"min_miou": min_miou}, "tracking": {"enabled": True}})
     return run_stage(
         "publish",
         raw,
@@ -171,7 +171,7 @@ def test_publish_promotes_only_students_that_clear_the_gate(
 
 
 def test_publish_without_evaluation_metrics_names_the_missing_file(tmp_path, exported_students):
-    raw = {"tracking": {"enabled": False}}
+    raw = over_repo({"tracking": {"enabled": False}})
     with pytest.raises(FileNotFoundError, match=r"eval/metrics\.json: no evaluation metrics"):
         run_stage(
             "publish",
