@@ -30,8 +30,9 @@ from pathlib import Path
 
 import torch
 
+from codistill.config import METHODS
+
 HERE = Path(__file__).resolve().parent
-METHODS = ("independent", "dml", "kdcl", "ours")
 
 
 def parse_args() -> argparse.Namespace:

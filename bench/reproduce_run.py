@@ -6,7 +6,9 @@ The short replays of ``bench/replay_code.py`` link one code version to the next;
 end-to-end check: the whole schedule of a committed run (its regime overrides and seed over
 that commit's ``params.yaml``), trained with that commit's code in a git worktree, through
 ``codistill train``, must end with the same ``weights_sha256`` as the committed result. The
-outcome, match or not, is appended to ``bench/results/reproductions.json``.
+outcome, match or not, is appended to ``bench/results/reproductions.json``. The parameters
+are that commit's ``params.yaml`` under the run's overrides, as the study resolves them: if
+``params.yaml`` changed since the run in a way that shapes weights, a mismatch can be that.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch.autograd import DeviceType
 
-from codistill.config import Params, load_params
+from codistill.config import SWITCHABLE_TERMS, Params, load_params
 from codistill.distill.co_training import build_pair_model
 from codistill.engine.host_memory import reuse_freed_host_memory
 from codistill.engine.optim import cnn_optimizer, vit_optimizer
@@ -46,7 +46,7 @@ def parse_args() -> argparse.Namespace:
 
 def make_step(params: Params, variant: Variant, device: torch.device, classes: int) -> Step:
     """A closure that runs one full training step of ``variant`` on a given batch."""
-    switches = {term: variant.switches.get(term) for term in ("hfd", "rbsd", "pbsd")}
+    switches = {term: variant.switches.get(term) for term in SWITCHABLE_TERMS}
     params = replace(params, train=replace(params.train, method=variant.method, **switches))
     torch.manual_seed(0)
     model = build_pair_model(params, classes).to(device).train()

@@ -93,8 +93,10 @@ def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: i
     program.save(str(path), external_data=False)
 
 
-# The export function of each exporter name, in the order of the configuration's EXPORTERS.
-EXPORT_FUNCTIONS = dict(zip(EXPORTERS, (_export_torchscript, _export_dynamo), strict=True))
+# The export function of each exporter name that the configuration accepts (EXPORTERS).
+EXPORT_FUNCTIONS = {"torchscript": _export_torchscript, "dynamo": _export_dynamo}
+if set(EXPORT_FUNCTIONS) != set(EXPORTERS):
+    raise ImportError(f"export functions for {sorted(EXPORT_FUNCTIONS)}, not {EXPORTERS}")
 
 
 def _declare_io_shapes(path: Path, channels: int, num_classes: int) -> None:

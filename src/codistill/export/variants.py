@@ -87,10 +87,13 @@ def convert_fp16(source: Path, target: Path, calibration: Sequence[np.ndarray] =
     onnx.save(model, str(target))
 
 
+# The builder of each variant that the configuration accepts (VARIANTS).
 BUILDERS: dict[str, Callable[[Path, Path, Sequence[np.ndarray]], None]] = {
     "int8": quantize_int8,
     "fp16": convert_fp16,
 }
+if set(BUILDERS) != set(VARIANTS):
+    raise ImportError(f"variant builders for {sorted(BUILDERS)}, not {VARIANTS}")
 
 
 def build_variant(variant: str, source: Path, calibration: Sequence[np.ndarray]) -> Path:
