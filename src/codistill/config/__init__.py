@@ -37,7 +37,6 @@ from codistill.config.terms import (
     PixelBSDConfig,
     RegionBSDConfig,
     TemperatureConfig,
-    Term,
     active_terms,
     directional_shares,
 )
@@ -70,7 +69,6 @@ __all__ = [
     "ServingConfig",
     "StudentConfig",
     "TemperatureConfig",
-    "Term",
     "TrackingConfig",
     "TrainConfig",
     "ValidateConfig",

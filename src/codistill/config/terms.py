@@ -57,7 +57,7 @@ class PixelBSDConfig(TemperatureConfig):
 
 @dataclass(frozen=True)
 class Term:
-    """One distillation term: its name, the dataclass of its section, what it transfers.
+    """One distillation term: its name and the dataclass of its section of ``distill``.
 
     A ``directional`` term decides per unit (window, pixel) which student teaches, and logs
     the share of units each student taught.
@@ -65,16 +65,15 @@ class Term:
 
     name: str
     options: type
-    summary: str
     directional: bool = False
 
 
 TERMS: tuple[Term, ...] = (
-    Term("hfd", HFDConfig, "heterogeneous feature distillation, stage-1 features"),
-    Term("rbsd", RegionBSDConfig, "region-wise selective distillation, decoder features", True),
-    Term("pbsd", PixelBSDConfig, "pixel-wise selective distillation, logits", True),
-    Term("dml", TemperatureConfig, "deep mutual learning (baseline)"),
-    Term("kdcl", TemperatureConfig, "KDCL, the ensemble of both students teaches (baseline)"),
+    Term("hfd", HFDConfig),  # heterogeneous feature distillation, stage-1 features
+    Term("rbsd", RegionBSDConfig, directional=True),  # region-wise BSD, decoder features
+    Term("pbsd", PixelBSDConfig, directional=True),  # pixel-wise BSD, logits
+    Term("dml", TemperatureConfig),  # deep mutual learning (baseline)
+    Term("kdcl", TemperatureConfig),  # KDCL: the students' ensemble teaches (baseline)
 )
 TERM_NAMES: tuple[str, ...] = tuple(term.name for term in TERMS)
 

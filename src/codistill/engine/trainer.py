@@ -24,7 +24,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
-from codistill.config import ROLES, Params
+from codistill.config import ROLES, RUN_ONLY_KEYS, Params
 from codistill.data.loading import PreparedSplit, ResumableBatchSampler
 from codistill.data.transforms import Augmentation
 from codistill.distill.co_training import CoTrainingModel, build_pair_model
@@ -60,8 +60,9 @@ def config_fingerprint(
     finished run must not stand in for a run of changed losses or models.
     """
     shaping = {k: asdict(getattr(params, k)) for k in ("models", "train", "distill")}
-    for knob in ("num_workers", "log_every", "checkpoint_every", "compile"):
-        shaping["train"].pop(knob)
+    # A run also resumes across a new checkpoint cadence or compilation setting.
+    for key in (*RUN_ONLY_KEYS, "train.checkpoint_every", "train.compile"):
+        shaping["train"].pop(key.removeprefix("train."))
     shaping["manifest"] = manifest_sha256
     shaping["world_size"] = world_size
     shaping["code"] = code or code_digest()
