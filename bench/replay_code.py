@@ -29,11 +29,10 @@ from typing import Any
 import torch
 
 from code_equivalence import EQUIVALENCE_FILE, append_record
-from codistill.config import ROLES, with_overrides
-from codistill.config.loader import load_yaml_mapping
+from codistill.config import ROLES
 from environment import cpu_model
 from quality import MAIN
-from study import git_commit, load_studies
+from study import bench_mapping, git_commit, load_studies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,8 +85,7 @@ def train(
     """Train one run with ``side``'s code and parameters; both students' weight digests."""
     import yaml
 
-    overrides = {**overrides, "tracking.enabled": False}
-    params = with_overrides(load_yaml_mapping(side.params), overrides)
+    params = bench_mapping(side.params, overrides)
     shutil.rmtree(out, ignore_errors=True)  # a fresh run: nothing to resume from
     out.mkdir(parents=True)
     params_file = out / "params.yaml"

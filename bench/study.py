@@ -98,8 +98,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def resolve_params(params_file: Path, overrides: dict[str, Any]) -> Params:
     """``params.yaml`` with dotted ``overrides``, validated; tracking off (a bench is no run)."""
-    data = with_overrides(load_yaml_mapping(params_file), {**overrides, "tracking.enabled": False})
-    return parse_params(data, f"{params_file} with {overrides}")
+    return parse_params(bench_mapping(params_file, overrides), f"{params_file} with {overrides}")
+
+
+def bench_mapping(params_file: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The mapping of ``params_file`` with dotted ``overrides``, and tracking off."""
+    return with_overrides(load_yaml_mapping(params_file), {**overrides, "tracking.enabled": False})
 
 
 def checkpoint_iterations(iterations: int, every: int) -> list[int]:

@@ -128,7 +128,8 @@ def write_params(path: Path, overrides: dict | None = None, nested: dict | None 
 
     from codistill.config.schema import merge_mappings
 
-    path.write_text(yaml.safe_dump(merge_mappings(repo_params_mapping(overrides), nested or {})))
+    merged = merge_mappings(repo_params_mapping(overrides), nested or {})
+    path.write_text(yaml.safe_dump(merged, sort_keys=False))
     return path
 
 
@@ -155,8 +156,6 @@ def tiny_params_file(
 
     ``changes`` (dotted keys) go over the tiny settings; ``name`` names the file.
     """
-    import yaml
-
     path = directory / (name or f"params-{method}-{iterations}-{hfd_mode}.yaml")
     changes = {
         **TINY_TRAIN,
@@ -169,8 +168,7 @@ def tiny_params_file(
         "gates.min_miou": min_miou,
         **(changes or {}),
     }
-    path.write_text(yaml.safe_dump(repo_params_mapping(changes), sort_keys=False))
-    return path
+    return write_params(path, changes)
 
 
 @pytest.fixture(scope="session")
