@@ -40,6 +40,8 @@ from study import (
     RunSpec,
     Scoring,
     accepted_identities,
+    add_shard_argument,
+    in_shard,
     is_current,
     load_studies,
     parse_overrides,
@@ -92,13 +94,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-ablations", dest="ablations", action="store_false")
     parser.add_argument("--seeds", type=int, nargs="+", help="instead of the regime's seeds")
     parser.add_argument("--only", nargs="+", metavar="KEY", help="train only these runs")
-    parser.add_argument(
-        "--shard",
-        type=parsed_shard,
-        default=(0, 1),
-        metavar="K/N",
-        help="train only every N-th run of the plan, from the K-th (N processes side by side)",
-    )
+    add_shard_argument(parser)
     parser.add_argument(
         "--iterations",
         type=int,
@@ -164,17 +160,6 @@ def collect(
     return results, stale
 
 
-def parsed_shard(text: str) -> tuple[int, int]:
-    """Parse `K/N` into (K, N), with 0 <= K < N."""
-    try:
-        shard, shards = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not K/N") from None
-    if not 0 <= shard < shards:
-        raise argparse.ArgumentTypeError(f"{text!r}: K must be in 0..N-1 (N processes)")
-    return shard, shards
-
-
 def train_missing(
     args: argparse.Namespace, name: str, runs: Plan, scoring: Scoring, regime_dir: Path
 ) -> None:
@@ -185,9 +170,8 @@ def train_missing(
         raise SystemExit(f"--only: {', '.join(unknown)} not in the plan of regime {name}")
     require_validated(args.prepared, args.validation)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    shard, shards = args.shard
     for index, (_, run_spec) in enumerate(runs):
-        if index % shards != shard or (args.only and run_spec.key not in args.only):
+        if not in_shard(index, args.shard) or (args.only and run_spec.key not in args.only):
             continue
         run(run_spec, args.params, args.prepared, args.workdir / name, regime_dir, scoring, device)
 
@@ -199,7 +183,7 @@ def main() -> None:
     name, regime = resolved_regime(args)
     regime_dir = args.results / name
     runs = plan(regime, args.ablations)
-    scoring = Scoring(score_last=regime.get("score_last", 1), splits=("val", "test"))
+    scoring = Scoring(score_last=regime.get("score_last", 1))
     if args.train:
         train_missing(args, name, runs, scoring, regime_dir)
     if args.tables:

@@ -24,6 +24,9 @@ from study import (
     RunSpec,
     Scoring,
     accepted_identities,
+    add_shard_argument,
+    borrow,
+    in_shard,
     is_current,
     load_studies,
     miou_by_seed,
@@ -43,6 +46,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=Path("bench/results/search"))
     parser.add_argument("--candidates", nargs="+", help="train only these (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--borrow-from",
+        type=Path,
+        default=Path("bench/results/quality"),
+        help="quality-study results whose runs a candidate may reuse (same identity)",
+    )
+    add_shard_argument(parser)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-train", dest="train", action="store_false", help="tables only")
     parser.add_argument(
@@ -98,9 +108,41 @@ def table_rows(
         threads = "/".join(str(t) for t in sorted({r["machine"]["torch_threads"] for r in runs}))
         cells.append(f"{statistics.median(seconds):.2f} ({threads})" if seconds else "-")
         older = sum(r["key"] not in current for r in runs)
-        cells.append(f"{older} of {len(runs)} made otherwise" if older else "current")
+        made = f"{older} of {len(runs)} made otherwise" if older else "current"
+        borrowed = sum("borrowed_from" in r for r in runs)
+        cells.append(made + (f", {borrowed} from the quality study" if borrowed else ""))
         rows.append(cells)
     return rows
+
+
+def train_missing(
+    args: argparse.Namespace, search: dict[str, Any], scoring: Scoring, results_dir: Path
+) -> None:
+    """Train this process's share of the chosen candidates' runs that have no current result.
+
+    A run the quality study already made is borrowed from its results instead.
+    """
+    require_validated(args.prepared, args.validation)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = set(args.candidates or search["candidates"])
+    todo = [spec for spec in specs(search, args.seeds) if spec.label in chosen]
+    for index, spec in enumerate(todo):
+        if not in_shard(index, args.shard):
+            continue
+        params = spec_params(spec, args.params)
+        source = borrow(spec, params, args.prepared, scoring, results_dir, args.borrow_from)
+        if source is not None:
+            print(f"{spec.key}: borrowed from {source}", flush=True)
+        run(
+            spec,
+            args.params,
+            args.prepared,
+            args.workdir / args.search,
+            results_dir,
+            scoring,
+            device,
+            accept_older=not args.rerun_older,
+        )
 
 
 def main() -> None:
@@ -109,25 +151,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     search = load_studies(args.studies)["searches"][args.search]
     results_dir = args.results / args.search
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     scoring = Scoring(score_last=1, splits=("val",))
-    chosen = set(args.candidates or search["candidates"])
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in search["candidates"]}
     if args.train:
-        require_validated(args.prepared, args.validation)
-        for spec in specs(search, args.seeds):
-            if spec.label in chosen:
-                workdir = args.workdir / args.search
-                run(
-                    spec,
-                    args.params,
-                    args.prepared,
-                    workdir,
-                    results_dir,
-                    scoring,
-                    device,
-                    accept_older=not args.rerun_older,
-                )
+        train_missing(args, search, scoring, results_dir)
     current = set()
     for spec in specs(search, args.seeds):
         result = read_result(results_dir / f"{spec.key}.json")
@@ -143,7 +170,9 @@ def main() -> None:
         + f" Validation split, seeds {args.seeds}; results in `{results_dir}`. "
         "A search only chooses: it also shows runs made with other code, configuration or "
         "data than the present ones, marked in the last column (`--rerun-older` trains them "
-        "again).",
+        "again). A candidate run that a quality study under "
+        f"`{args.borrow_from}` already made (same identity) is not trained again: its "
+        "validation scores are copied, with the file they came from (`borrowed_from`).",
         ("torch", "timm"),
         [
             "candidate",

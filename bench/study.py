@@ -13,6 +13,7 @@ resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
@@ -23,7 +24,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Collection, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from codistill.models import build_student
 from environment import cpu_model
 
 SNAPSHOTS = "snapshots"
+STUDY_SPLITS = ("val", "test")
 RESULT_VERSION = 1
 
 
@@ -72,7 +74,7 @@ class Scoring:
     """
 
     score_last: int = 1
-    splits: tuple[str, ...] = ("val", "test")
+    splits: tuple[str, ...] = STUDY_SPLITS
 
     def __post_init__(self) -> None:
         if self.score_last < 1:
@@ -104,6 +106,33 @@ def resolve_params(params_file: Path, overrides: dict[str, Any]) -> Params:
 def bench_mapping(params_file: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """The mapping of ``params_file`` with dotted ``overrides``, and tracking off."""
     return with_overrides(load_yaml_mapping(params_file), {**overrides, "tracking.enabled": False})
+
+
+def add_shard_argument(parser: argparse.ArgumentParser) -> None:
+    """``--shard K/N``: N processes side by side, this one training every N-th run from the K-th."""
+    parser.add_argument(
+        "--shard",
+        type=parsed_shard,
+        default=(0, 1),
+        metavar="K/N",
+        help="train only every N-th run of the plan, from the K-th (N processes side by side)",
+    )
+
+
+def parsed_shard(text: str) -> tuple[int, int]:
+    """Parse `K/N` into (K, N), with 0 <= K < N."""
+    try:
+        shard, shards = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N") from None
+    if not 0 <= shard < shards:
+        raise argparse.ArgumentTypeError(f"{text!r}: K must be in 0..N-1 (N processes)")
+    return shard, shards
+
+
+def in_shard(index: int, shard: tuple[int, int]) -> bool:
+    """Whether the plan's ``index``-th run belongs to shard (K, N)."""
+    return index % shard[1] == shard[0]
 
 
 def checkpoint_iterations(iterations: int, every: int) -> list[int]:
@@ -291,6 +320,44 @@ def accepted_identities(
 def is_current(result: dict[str, Any] | None, identities: Collection[str]) -> bool:
     """Whether a result was made with one of these identities."""
     return result is not None and result.get("identity") in identities
+
+
+def borrow(
+    spec: RunSpec, params: Params, prepared: Path, scoring: Scoring, results: Path, source: Path
+) -> Path | None:
+    """Copy in a finished run of another study under ``source`` that has this run's identity.
+
+    A quality study's run scores the validation split at the same checkpoints as a search
+    run, and the test split too: the copy keeps only the splits of ``scoring``, and names
+    the file it came from. Returns that file, or None where there is none (or the run
+    already has a current result).
+    """
+    path = results / f"{spec.key}.json"
+    if is_current(read_result(path), accepted_identities(params, prepared, scoring)):
+        return None
+    wider = accepted_identities(params, prepared, replace(scoring, splits=STUDY_SPLITS))
+    for candidate in sorted(source.rglob("*.json")):
+        found = read_result(candidate)
+        if not is_current(found, wider):
+            continue
+        kept = {"iteration", *scoring.splits}
+        write_json_atomic(
+            path,
+            {
+                **found,
+                "key": spec.key,
+                "label": spec.label,
+                "overrides": spec.overrides,
+                "scores": {split: found["scores"][split] for split in scoring.splits},
+                "checkpoints": [
+                    {k: v for k, v in c.items() if k in kept} for c in found["checkpoints"]
+                ],
+                "identity": run_identity(params, prepared, scoring, found["code_digest"]),
+                "borrowed_from": str(candidate),
+            },
+        )
+        return candidate
+    return None
 
 
 def miou_by_seed(runs: list[dict[str, Any]], role: str, split: str) -> dict[int, float]:

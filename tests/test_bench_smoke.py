@@ -192,7 +192,14 @@ def tiny_studies(directory):
                         "seeds": [0, 1],
                         "ablation_seeds": [0],
                         "score_last": 2,
-                    }
+                    },
+                    "tiny-single": {
+                        "description": "Two iterations, the last checkpoint scored.",
+                        "params": schedule,
+                        "seeds": [0],
+                        "ablation_seeds": [],
+                        "score_last": 1,
+                    },
                 },
                 "searches": {
                     "tiny": {
@@ -318,21 +325,39 @@ def test_quality_bench_refuses_a_shard_outside_its_processes(validated_tiny, tmp
     assert not (tmp_path / "results.md").exists()
 
 
-def test_search_bench_scores_candidates_on_the_validation_split_only(validated_tiny, tmp_path):
+def test_search_bench_scores_candidates_on_the_validation_split_only_and_borrows_study_runs(
+    validated_tiny, tmp_path
+):
+    quality = bench_command("quality.py", validated_tiny, tmp_path)
+    quality += ["--regime", "tiny-single", "--only", "independent-seed0", "--no-tables"]
+    subprocess.run(quality, check=True, capture_output=True, text=True, timeout=900)
+    made = tmp_path / "results/tiny-single/independent-seed0.json"
+    study_run = json.loads(made.read_text())
     command = [*bench_command("search.py", validated_tiny, tmp_path), "tiny"]
+    command += ["--borrow-from", str(made.parent)]
     result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
-    assert trained_keys(result.stdout) == ["balanced-seed0", "plain-seed0"]
+    # `plain` is the study's `independent` run: borrowed; `balanced` differs in one value
+    assert trained_keys(result.stdout) == ["balanced-seed0"]
+    assert f"plain-seed0: borrowed from {made}" in result.stdout
+    table = (tmp_path / "results.md").read_text()
     for name in ("plain", "balanced"):
         run = json.loads((tmp_path / f"results/tiny/{name}-seed0.json").read_text())
         assert set(run["scores"]) == {"val"}  # never the test split
         assert all(set(c) == {"iteration", "val"} for c in run["checkpoints"])
-        row = re.search(
-            rf"^\| {name} \| [^|]+ \| 1 \| ([\d.]+) \|", (tmp_path / "results.md").read_text(), re.M
-        )
+        row = re.search(rf"^\| {name} \| [^|]+ \| 1 \| ([\d.]+) \|.*\| ([^|]+) \|$", table, re.M)
         assert float(row.group(1)) == pytest.approx(
             100 * run["scores"]["val"]["cnn"]["miou"], abs=0.006
         )
+        borrowed = name == "plain"
+        assert (row.group(2).strip() == "current, 1 from the quality study") == borrowed
+        assert ("borrowed_from" in run) == borrowed
     assert run["config"]["train"]["class_balance"] == 0.5
+    plain = json.loads((tmp_path / "results/tiny/plain-seed0.json").read_text())
+    assert plain["borrowed_from"] == str(made)
+    assert plain["scores"]["val"] == study_run["scores"]["val"]
+    assert plain["weights_sha256"] == study_run["weights_sha256"]
+    again = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
+    assert trained_keys(again.stdout) == [] and "plain-seed0: borrowed" not in again.stdout
 
 
 GPU_IMAGE_LACKS = (
