@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from codistill.config import METHODS
+from codistill.config import METHODS, RUN_ONLY_KEYS
 from codistill.data.gate import require_validated
 from environment import markdown_table, publish_table, write_section
 from quality_tables import (
@@ -53,16 +53,18 @@ from study import (
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of a table: a method and the distillation terms forced on or off."""
+    """One row of a table: a method, the terms forced on or off, and other settings."""
 
     label: str
     slug: str
     method: str
     switches: dict[str, bool] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def overrides(self) -> dict[str, Any]:
         """The ``params.yaml`` keys this row sets."""
-        return {"train.method": self.method, **{f"train.{k}": v for k, v in self.switches.items()}}
+        switches = {f"train.{k}": v for k, v in self.switches.items()}
+        return {"train.method": self.method, **switches, **self.settings}
 
 
 MAIN = tuple(Variant(method, method, method) for method in METHODS)
@@ -73,6 +75,8 @@ ABLATIONS = (
     Variant("BSD (region + pixel)", "bsd", "ours", {"hfd": False, "rbsd": True, "pbsd": True}),
 )
 ALL_TERMS = "all (= ours)"
+# What a search's base may set beyond its regime's recipe: the method it tunes, run-only knobs.
+NOT_RECIPE = ("train.method", *RUN_ONLY_KEYS)
 Plan = list[tuple[Variant, RunSpec]]
 
 
@@ -111,11 +115,13 @@ def resolved_regime(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     ``--set`` changes the configuration, and so the runs' identity: their results are
     counted only by a call with the same ``--set``.
     """
-    regimes = load_studies(args.studies)["regimes"]
+    studies = load_studies(args.studies)
+    regimes = studies["regimes"]
     name = args.regime or next(iter(regimes))
     if name not in regimes:
         raise SystemExit(f"{args.studies}: no regime {name!r} (found: {', '.join(regimes)})")
     regime = dict(regimes[name])
+    regime["methods"] = (*MAIN, *tuned_variants(regime, studies["searches"]))
     params = {**regime.get("params", {}), **parse_overrides(args.set)}
     if args.iterations:
         name = f"{name}-{args.iterations}it"
@@ -126,9 +132,37 @@ def resolved_regime(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return name, {**regime, "params": params}
 
 
-def plan(regime: dict[str, Any], ablations: bool) -> Plan:
+def tuned_variants(regime: dict[str, Any], searches: dict[str, Any]) -> tuple[Variant, ...]:
+    """Rows of `ours` under settings a validation search chose (the regime's ``tuned``).
+
+    Each entry names a search of ``bench/studies.yaml`` and one of its candidates; the row
+    trains `ours` with that candidate's own overrides over the regime's. The search's base
+    must be the regime's schedule, so that the choice was made on the recipe it is run with.
+    """
+    variants = []
+    for entry in regime.get("tuned", []):
+        name, candidate = entry["search"], entry["candidate"]
+        search = searches.get(name)
+        if search is None or candidate not in search["candidates"]:
+            raise SystemExit(f"tuned: no candidate {candidate!r} in a search {name!r}")
+        base, recipe = (
+            {k: v for k, v in m.items() if k not in NOT_RECIPE}
+            for m in (search.get("base", {}), regime["params"])
+        )
+        differing = sorted(k for k in {*base, *recipe} if base.get(k) != recipe.get(k))
+        if differing:
+            raise SystemExit(
+                f"tuned: search {name!r} ran another recipe than the regime: "
+                + ", ".join(differing)
+            )
+        settings = search["candidates"][candidate]
+        variants.append(Variant(f"ours ({candidate})", f"ours-{candidate}", "ours", {}, settings))
+    return tuple(variants)
+
+
+def plan(regime: dict[str, Any], methods: tuple[Variant, ...], ablations: bool) -> Plan:
     """Every run of the regime, seed by seed so that paired sets complete early."""
-    runs = [(v, spec(v, seed, regime)) for seed in regime["seeds"] for v in MAIN]
+    runs = [(v, spec(v, seed, regime)) for seed in regime["seeds"] for v in methods]
     if ablations:
         runs += [(v, spec(v, s, regime)) for s in regime["ablation_seeds"] for v in ABLATIONS]
     return runs
@@ -149,6 +183,7 @@ def collect(
 ) -> tuple[Results, list[str]]:
     """Current results by row label, and the keys of results with another identity."""
     results: Results = {v.label: [] for v in (*MAIN, *ABLATIONS)}
+    results.update({v.label: [] for v, _ in runs})
     stale = []
     for variant, run_spec in runs:
         result = read_result(regime_dir / f"{run_spec.key}.json")
@@ -182,7 +217,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     name, regime = resolved_regime(args)
     regime_dir = args.results / name
-    runs = plan(regime, args.ablations)
+    runs = plan(regime, regime["methods"], args.ablations)
     scoring = Scoring(score_last=regime.get("score_last", 1))
     if args.train:
         train_missing(args, name, runs, scoring, regime_dir)
@@ -197,6 +232,7 @@ def write_tables(
     """docs/results.md's study section, the curves chart and the README's headline."""
     results[ALL_TERMS] = results["ours"]
     ablation_seeds = regime["ablation_seeds"]
+    methods = [v.label for v in regime["methods"]]
     lines = ["### Probe: `independent` against iterations", "", *probe_lines(results)]
     for role in ("cnn", "vit"):
         lines += [
@@ -213,7 +249,7 @@ def write_tables(
                     "vs the better of DML/KDCL",
                     "",
                 ],
-                main_rows(results, role),
+                main_rows(results, role, methods),
             ),
         ]
     labels = [v.label for v in ABLATIONS] + [ALL_TERMS]
@@ -246,13 +282,18 @@ def write_tables(
             f"scoring ({', '.join(stale)}); `python bench/quality.py --regime {name}` re-runs "
             "them.",
         ]
-    if any(results[v.label] for v in MAIN):
-        plot_curves(results, [v.label for v in MAIN], args.curves_png)
+    if any(results[label] for label in methods):
+        plot_curves(results, methods, args.curves_png)
     summary = " ".join(regime["description"].split())
+    tuned = "".join(
+        f" Row `ours ({t['candidate']})`: `ours` with the setting that the validation search "
+        f"`{t['search']}` chose."
+        for t in regime.get("tuned", [])
+    )
     publish_table(
         args.out,
         f"CamVid: co-distillation against the baselines (regime `{name}`)",
-        f"Regime `{name}` of `{args.studies}`: {summary} Seeds {regime['seeds']} (ablations "
+        f"Regime `{name}` of `{args.studies}`: {summary}{tuned} Seeds {regime['seeds']} (ablations "
         f"{ablation_seeds}); each seed fixes both students' initial weights and the batch "
         "stream for every method. Score: test split, logits at the native size, mean over "
         f"the last {regime.get('score_last', 1)} checkpoint(s). A difference counts only where "
@@ -264,7 +305,9 @@ def write_tables(
         lines,
         key=f"quality-{name}",
     )
-    write_section(args.readme, "quality-headline", headline(results, f"Regime `{name}`: {summary}"))
+    write_section(
+        args.readme, "quality-headline", headline(results, f"Regime `{name}`: {summary}", methods)
+    )
     write_section(args.readme, "quality-diagnostics", diagnostics_summary(results["ours"]))
 
 

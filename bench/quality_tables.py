@@ -55,12 +55,12 @@ def interval_cells(interval: Interval | None, against: str = "") -> list[str]:
     return [f"{interval.cell()} ({detail})", interval.verdict()]
 
 
-def main_rows(results: Results, role: str) -> list[list[str]]:
-    """Per method: runs, mean ± sd, paired differences to `independent` and the best baseline."""
+def main_rows(results: Results, role: str, labels: list[str]) -> list[list[str]]:
+    """Per row of ``labels``: runs, mean ± sd, paired differences to `independent` and the best."""
     best = best_baseline(results, role)
     reference = test_scores(results[REFERENCE], role)
     rows = []
-    for label in (REFERENCE, *BASELINES, "ours"):
+    for label in labels:
         runs = results[label]
         if not runs:
             rows.append([label, "0", "not run", "-", "", "-", ""])
@@ -225,10 +225,10 @@ def window_means(curves: list[dict[str, float]], start: int, end: int) -> dict[s
     return {key: statistics.fmean(row[key] for row in rows) for key in rows[0]} if rows else {}
 
 
-def headline(results: Results, description: str) -> list[str]:
-    """The README's table: each method's mean ± sd and its paired verdict vs `independent`."""
+def headline(results: Results, description: str, labels: list[str]) -> list[str]:
+    """The README's table: each method row's mean ± sd and its paired verdict vs `independent`."""
     rows = []
-    for label in (REFERENCE, *BASELINES, "ours"):
+    for label in labels:
         cells = [label]
         for role in ROLES:
             runs = results[label]
@@ -242,7 +242,7 @@ def headline(results: Results, description: str) -> list[str]:
                 cell += f" ({interval.mean:+.2f}, {interval.verdict()})"
             cells.append(cell)
         rows.append(cells)
-    runs = ", ".join(f"{label} {len(results[label])}" for label in (REFERENCE, *BASELINES, "ours"))
+    runs = ", ".join(f"{label} {len(results[label])}" for label in labels)
     return [
         f"{description} Test mIoU (%), mean ± sd over seeds (runs: {runs}); in brackets the "
         "mean paired difference to `independent` over the seeds both ran, and whether its "

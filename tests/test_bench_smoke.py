@@ -199,6 +199,7 @@ def tiny_studies(directory):
                         "seeds": [0],
                         "ablation_seeds": [],
                         "score_last": 1,
+                        "tuned": [{"search": "tiny", "candidate": "balanced"}],
                     },
                 },
                 "searches": {
@@ -313,6 +314,58 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
     assert re.search(r"^\| dml \| 1 \|", text.split("### CNN")[1], re.MULTILINE)
     rerun = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
     assert trained_keys(rerun.stdout) == ["dml-seed1"]
+
+
+def test_quality_bench_adds_a_row_for_the_setting_a_search_chose(validated_tiny, tmp_path):
+    command = bench_command("quality.py", validated_tiny, tmp_path)
+    command += ["--regime", "tiny-single", "--readme", str(tmp_path / "README.md")]
+    command += ["--curves-png", str(tmp_path / "curves.png")]
+    command += ["--only", "independent-seed0", "ours-balanced-seed0"]
+    result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
+    assert trained_keys(result.stdout) == ["independent-seed0", "ours-balanced-seed0"]
+    tuned = json.loads((tmp_path / "results/tiny-single/ours-balanced-seed0.json").read_text())
+    assert tuned["method"] == "ours" and tuned["terms"] == ["hfd", "rbsd", "pbsd"]
+    assert tuned["config"]["train"]["class_balance"] == 0.5  # the search's candidate
+    text = (tmp_path / "results.md").read_text()
+    assert (
+        "Row `ours (balanced)`: `ours` with the setting that the validation search `tiny`" in text
+    )
+    score = 100 * tuned["scores"]["test"]["cnn"]["miou"]
+    assert f"| ours (balanced) | 1 | {score:.2f} |" in text.split("### CNN")[1]
+    assert "| ours | 0 | not run |" in text.split("### CNN")[1]
+    assert "| ours (balanced) | " in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("tuned", "base_change", "message"),
+    [
+        (
+            {"search": "tiny", "candidate": "missing"},
+            {},
+            "no candidate 'missing' in a search 'tiny'",
+        ),
+        ({"search": "other", "candidate": "plain"}, {}, "no candidate 'plain' in a search 'other'"),
+        (
+            {"search": "tiny", "candidate": "plain"},
+            {"train.iterations": 3},
+            "search 'tiny' ran another recipe than the regime: train.iterations",
+        ),
+    ],
+)
+def test_quality_bench_refuses_a_tuned_row_it_cannot_trace_to_its_recipe(
+    validated_tiny, tmp_path, tuned, base_change, message
+):
+    command = bench_command("quality.py", validated_tiny, tmp_path)
+    studies = yaml.safe_load((tmp_path / "studies.yaml").read_text())
+    studies["regimes"]["tiny-single"]["tuned"] = [tuned]
+    studies["searches"]["tiny"]["base"].update(base_change)
+    (tmp_path / "studies.yaml").write_text(yaml.safe_dump(studies))
+    refused = subprocess.run(
+        [*command, "--regime", "tiny-single"], capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 1
+    assert f"tuned: {message}" in refused.stderr
+    assert not (tmp_path / "results.md").exists()
 
 
 @pytest.mark.parametrize("shard", ["2/2", "a/b"])
