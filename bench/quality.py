@@ -41,6 +41,7 @@ from study import (
     Scoring,
     accepted_identities,
     add_shard_argument,
+    extend,
     in_shard,
     is_current,
     load_studies,
@@ -60,6 +61,7 @@ class Variant:
     method: str
     switches: dict[str, bool] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    searched: str = ""  # `<search>/<candidate>`: the search runs of a tuned row
 
     def overrides(self) -> dict[str, Any]:
         """The ``params.yaml`` keys this row sets."""
@@ -90,6 +92,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=Path("build/bench/quality"))
     parser.add_argument("--results", type=Path, default=Path("bench/results/quality"))
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    parser.add_argument(
+        "--search-results",
+        type=Path,
+        default=Path("bench/results/search"),
+        help="search results a tuned row's run is made from when the search ran it",
+    )
+    parser.add_argument("--search-workdir", type=Path, default=Path("build/bench/search"))
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--curves-png", type=Path, default=Path("docs/quality_curves.png"))
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -133,11 +142,12 @@ def resolved_regime(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def tuned_variants(regime: dict[str, Any], searches: dict[str, Any]) -> tuple[Variant, ...]:
-    """Rows of `ours` under settings a validation search chose (the regime's ``tuned``).
+    """Rows of a method under settings a validation search chose (the regime's ``tuned``).
 
     Each entry names a search of ``bench/studies.yaml`` and one of its candidates; the row
-    trains `ours` with that candidate's own overrides over the regime's. The search's base
-    must be the regime's schedule, so that the choice was made on the recipe it is run with.
+    trains the search's method with that candidate's own overrides over the regime's. The
+    search's base must be the regime's schedule, so that the choice was made on the recipe
+    it is run with.
     """
     variants = []
     for entry in regime.get("tuned", []):
@@ -155,8 +165,12 @@ def tuned_variants(regime: dict[str, Any], searches: dict[str, Any]) -> tuple[Va
                 f"tuned: search {name!r} ran another recipe than the regime: "
                 + ", ".join(differing)
             )
+        method = search.get("base", {}).get("train.method")
+        if method is None:
+            raise SystemExit(f"tuned: search {name!r} names no train.method in its base")
         settings = search["candidates"][candidate]
-        variants.append(Variant(f"ours ({candidate})", f"ours-{candidate}", "ours", {}, settings))
+        label, slug = f"{method} ({candidate})", f"{method}-{candidate}"
+        variants.append(Variant(label, slug, method, {}, settings, f"{name}/{candidate}"))
     return tuple(variants)
 
 
@@ -205,10 +219,37 @@ def train_missing(
         raise SystemExit(f"--only: {', '.join(unknown)} not in the plan of regime {name}")
     require_validated(args.prepared, args.validation)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    for index, (_, run_spec) in enumerate(runs):
+    for index, (variant, run_spec) in enumerate(runs):
         if not in_shard(index, args.shard) or (args.only and run_spec.key not in args.only):
             continue
+        if extend_from_search(args, variant, run_spec, scoring, regime_dir, device):
+            print(f"{run_spec.key}: its search run scored on the test split", flush=True)
+            continue
         run(run_spec, args.params, args.prepared, args.workdir / name, regime_dir, scoring, device)
+
+
+def extend_from_search(
+    args: argparse.Namespace,
+    variant: Variant,
+    run_spec: RunSpec,
+    scoring: Scoring,
+    out: Path,
+    device: torch.device,
+) -> bool:
+    """Make a tuned row's run from the search's run at its seed, if that has this configuration."""
+    if not variant.searched:
+        return False
+    searched = f"{variant.searched}-seed{run_spec.seed}"
+    return extend(
+        run_spec,
+        spec_params(run_spec, args.params),
+        args.prepared,
+        scoring,
+        out,
+        args.search_results / f"{searched}.json",
+        args.search_workdir / searched,
+        device,
+    )
 
 
 def main() -> None:
@@ -286,9 +327,11 @@ def write_tables(
         plot_curves(results, methods, args.curves_png)
     summary = " ".join(regime["description"].split())
     tuned = "".join(
-        f" Row `ours ({t['candidate']})`: `ours` with the setting that the validation search "
-        f"`{t['search']}` chose."
-        for t in regime.get("tuned", [])
+        f" Row `{v.label}`: `{v.method}` with the setting that the validation search "
+        f"`{v.searched.split('/')[0]}` chose; a run the search made "
+        "already is its kept students scored on the test split (`extended_from`)."
+        for v in regime["methods"]
+        if v.searched
     )
     publish_table(
         args.out,

@@ -45,7 +45,7 @@ from codistill.engine.checkpoint import (
 )
 from codistill.engine.code_digest import code_digest
 from codistill.engine.hooks import CURVES, LAST, Hook
-from codistill.engine.trainer import CoTrainer, train_students
+from codistill.engine.trainer import CoTrainer, train_students, weights_digest
 from codistill.evaluation.evaluate import evaluate_students
 from codistill.models import build_student
 from environment import cpu_model
@@ -332,8 +332,7 @@ def borrow(
     the file it came from. Returns that file, or None where there is none (or the run
     already has a current result).
     """
-    path = results / f"{spec.key}.json"
-    if is_current(read_result(path), accepted_identities(params, prepared, scoring)):
+    if has_current_result(spec, params, prepared, scoring, results):
         return None
     wider = accepted_identities(params, prepared, replace(scoring, splits=STUDY_SPLITS))
     for candidate in sorted(source.rglob("*.json")):
@@ -341,23 +340,90 @@ def borrow(
         if not is_current(found, wider):
             continue
         kept = {"iteration", *scoring.splits}
-        write_json_atomic(
-            path,
-            {
-                **found,
-                "key": spec.key,
-                "label": spec.label,
-                "overrides": spec.overrides,
-                "scores": {split: found["scores"][split] for split in scoring.splits},
-                "checkpoints": [
-                    {k: v for k, v in c.items() if k in kept} for c in found["checkpoints"]
-                ],
-                "identity": run_identity(params, prepared, scoring, found["code_digest"]),
-                "borrowed_from": str(candidate),
-            },
-        )
+        checkpoints = [{k: v for k, v in c.items() if k in kept} for c in found["checkpoints"]]
+        scores = {split: found["scores"][split] for split in scoring.splits}
+        provenance = {"borrowed_from": str(candidate)}
+        adopt(found, spec, params, prepared, scoring, results, checkpoints, scores, provenance)
         return candidate
     return None
+
+
+def extend(
+    spec: RunSpec,
+    params: Params,
+    prepared: Path,
+    scoring: Scoring,
+    results: Path,
+    source: Path,
+    students: Path,
+    device: torch.device,
+) -> bool:
+    """Make this run's result from ``source``, the same run scored on fewer splits.
+
+    A search run scores the validation split only, and keeps its final students in
+    ``students``. Where this run's score is that of its last checkpoint alone, those students,
+    checked against the weight digests of ``source``, are scored on the missing splits,
+    instead of training the run again. Returns whether it did.
+    """
+    found = read_result(source)
+    if (
+        found is None
+        or scoring.score_last != 1
+        or has_current_result(spec, params, prepared, scoring, results)
+    ):
+        return False
+    narrower = replace(scoring, splits=tuple(found["scores"]))
+    if not is_current(found, accepted_identities(params, prepared, narrower)):
+        return False
+    num_classes = dataset_spec(params.data.dataset).num_classes
+    models = load_snapshot(params, students, num_classes)
+    digests = {role: weights_digest(model) for role, model in models.items()}
+    if digests != found["weights_sha256"]:
+        raise SystemExit(f"{students}: the kept students are not the ones {source} scored")
+    last = dict(found["checkpoints"][-1])
+    for split in scoring.splits:
+        if split not in last:
+            last[split] = score_split(models, prepared, split, params.evaluate.scale, device)
+    checkpoints = [*found["checkpoints"][:-1], last]
+    scores = {split: mean_scores([last[split]]) for split in scoring.splits}
+    provenance = {"extended_from": str(source)}
+    adopt(found, spec, params, prepared, scoring, results, checkpoints, scores, provenance)
+    return True
+
+
+def has_current_result(
+    spec: RunSpec, params: Params, prepared: Path, scoring: Scoring, results: Path
+) -> bool:
+    """Whether ``results`` holds this run's result with a current identity."""
+    identities = accepted_identities(params, prepared, scoring)
+    return is_current(read_result(results / f"{spec.key}.json"), identities)
+
+
+def adopt(
+    found: dict[str, Any],
+    spec: RunSpec,
+    params: Params,
+    prepared: Path,
+    scoring: Scoring,
+    results: Path,
+    checkpoints: list[dict[str, Any]],
+    scores: dict[str, Any],
+    provenance: dict[str, str],
+) -> None:
+    """Write another study's run as this run's result, with its scores and where it came from."""
+    write_json_atomic(
+        results / f"{spec.key}.json",
+        {
+            **found,
+            "key": spec.key,
+            "label": spec.label,
+            "overrides": spec.overrides,
+            "scores": scores,
+            "checkpoints": checkpoints,
+            "identity": run_identity(params, prepared, scoring, found["code_digest"]),
+            **provenance,
+        },
+    )
 
 
 def miou_by_seed(runs: list[dict[str, Any]], role: str, split: str) -> dict[int, float]:

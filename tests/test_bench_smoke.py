@@ -199,7 +199,7 @@ def tiny_studies(directory):
                         "seeds": [0],
                         "ablation_seeds": [],
                         "score_last": 1,
-                        "tuned": [{"search": "tiny", "candidate": "balanced"}],
+                        "tuned": [{"search": "tiny-ours", "candidate": "balanced"}],
                     },
                 },
                 "searches": {
@@ -207,7 +207,12 @@ def tiny_studies(directory):
                         "description": "Class balance on the tiny tree.",
                         "base": {**schedule, "train.method": "independent"},
                         "candidates": {"plain": {}, "balanced": {"train.class_balance": 0.5}},
-                    }
+                    },
+                    "tiny-ours": {
+                        "description": "Class balance of `ours` on the tiny tree.",
+                        "base": {**schedule, "train.method": "ours"},
+                        "candidates": {"default": {}, "balanced": {"train.class_balance": 0.5}},
+                    },
                 },
             }
         )
@@ -316,24 +321,56 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
     assert trained_keys(rerun.stdout) == ["dml-seed1"]
 
 
-def test_quality_bench_adds_a_row_for_the_setting_a_search_chose(validated_tiny, tmp_path):
+def test_quality_bench_adds_a_row_for_the_setting_a_search_chose_from_the_search_runs(
+    validated_tiny, tmp_path
+):
+    search = [*bench_command("search.py", validated_tiny, tmp_path), "tiny-ours"]
+    search += ["--candidates", "balanced", "--out", str(tmp_path / "search.md")]
+    subprocess.run(search, check=True, capture_output=True, text=True, timeout=900)
+    searched = json.loads((tmp_path / "results/tiny-ours/balanced-seed0.json").read_text())
     command = bench_command("quality.py", validated_tiny, tmp_path)
     command += ["--regime", "tiny-single", "--readme", str(tmp_path / "README.md")]
     command += ["--curves-png", str(tmp_path / "curves.png")]
+    command += ["--search-results", str(tmp_path / "results")]
+    command += ["--search-workdir", str(tmp_path / "work")]
     command += ["--only", "independent-seed0", "ours-balanced-seed0"]
     result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
-    assert trained_keys(result.stdout) == ["independent-seed0", "ours-balanced-seed0"]
-    tuned = json.loads((tmp_path / "results/tiny-single/ours-balanced-seed0.json").read_text())
+    # the tuned row's seed-0 run is the search's, its kept students scored on the test split
+    assert trained_keys(result.stdout) == ["independent-seed0"]
+    assert "ours-balanced-seed0: its search run scored on the test split" in result.stdout
+    made = tmp_path / "results/tiny-single/ours-balanced-seed0.json"
+    tuned = json.loads(made.read_text())
+    assert tuned["extended_from"] == str(tmp_path / "results/tiny-ours/balanced-seed0.json")
     assert tuned["method"] == "ours" and tuned["terms"] == ["hfd", "rbsd", "pbsd"]
     assert tuned["config"]["train"]["class_balance"] == 0.5  # the search's candidate
+    assert tuned["weights_sha256"] == searched["weights_sha256"]
+    assert [c["val"] for c in tuned["checkpoints"]] == [c["val"] for c in searched["checkpoints"]]
+    assert set(tuned["checkpoints"][-1]) == {"iteration", "val", "test"}
     text = (tmp_path / "results.md").read_text()
-    assert (
-        "Row `ours (balanced)`: `ours` with the setting that the validation search `tiny`" in text
-    )
+    assert "Row `ours (balanced)`: `ours` with the setting that the validation search" in text
     score = 100 * tuned["scores"]["test"]["cnn"]["miou"]
     assert f"| ours (balanced) | 1 | {score:.2f} |" in text.split("### CNN")[1]
     assert "| ours | 0 | not run |" in text.split("### CNN")[1]
     assert "| ours (balanced) | " in (tmp_path / "README.md").read_text()
+
+    # students that are not the ones the search scored are refused, and nothing is written
+    made.unlink()
+    kept = tmp_path / "work/tiny-ours/balanced-seed0/vit.pt"
+    kept.write_bytes((tmp_path / "work/tiny-single/independent-seed0/vit.pt").read_bytes())
+    only = [*command[: command.index("--only")], "--only", "ours-balanced-seed0", "--no-tables"]
+    refused = subprocess.run(only, capture_output=True, text=True, timeout=900)
+    assert refused.returncode == 1
+    assert f"{kept.parent}: the kept students are not the ones" in refused.stderr
+    assert not made.exists()
+
+    # without the search's runs the row trains: the same weights, the same test scores
+    only[only.index("--search-results") + 1] = str(tmp_path / "no-search")
+    trained = subprocess.run(only, check=True, capture_output=True, text=True, timeout=900)
+    assert trained_keys(trained.stdout) == ["ours-balanced-seed0"]
+    direct = json.loads(made.read_text())
+    assert "extended_from" not in direct
+    assert direct["weights_sha256"] == tuned["weights_sha256"]
+    assert direct["scores"] == tuned["scores"]
 
 
 @pytest.mark.parametrize(
@@ -350,6 +387,11 @@ def test_quality_bench_adds_a_row_for_the_setting_a_search_chose(validated_tiny,
             {"train.iterations": 3},
             "search 'tiny' ran another recipe than the regime: train.iterations",
         ),
+        (
+            {"search": "tiny", "candidate": "plain"},
+            {"train.method": None},
+            "search 'tiny' names no train.method in its base",
+        ),
     ],
 )
 def test_quality_bench_refuses_a_tuned_row_it_cannot_trace_to_its_recipe(
@@ -358,7 +400,8 @@ def test_quality_bench_refuses_a_tuned_row_it_cannot_trace_to_its_recipe(
     command = bench_command("quality.py", validated_tiny, tmp_path)
     studies = yaml.safe_load((tmp_path / "studies.yaml").read_text())
     studies["regimes"]["tiny-single"]["tuned"] = [tuned]
-    studies["searches"]["tiny"]["base"].update(base_change)
+    base = {**studies["searches"]["tiny"]["base"], **base_change}
+    studies["searches"]["tiny"]["base"] = {k: v for k, v in base.items() if v is not None}
     (tmp_path / "studies.yaml").write_text(yaml.safe_dump(studies))
     refused = subprocess.run(
         [*command, "--regime", "tiny-single"], capture_output=True, text=True, timeout=120
@@ -393,7 +436,8 @@ def test_search_bench_scores_candidates_on_the_validation_split_only_and_borrows
     assert trained_keys(result.stdout) == ["balanced-seed0"]
     assert f"plain-seed0: borrowed from {made}" in result.stdout
     table = (tmp_path / "results.md").read_text()
-    for name in ("plain", "balanced"):
+    names = ("plain", "balanced")
+    for name in names:
         run = json.loads((tmp_path / f"results/tiny/{name}-seed0.json").read_text())
         assert set(run["scores"]) == {"val"}  # never the test split
         assert all(set(c) == {"iteration", "val"} for c in run["checkpoints"])
@@ -409,8 +453,22 @@ def test_search_bench_scores_candidates_on_the_validation_split_only_and_borrows
     assert plain["borrowed_from"] == str(made)
     assert plain["scores"]["val"] == study_run["scores"]["val"]
     assert plain["weights_sha256"] == study_run["weights_sha256"]
+    runs = {n: json.loads((tmp_path / f"results/tiny/{n}-seed0.json").read_text()) for n in names}
+    means = {
+        name: statistics.fmean(100 * run["scores"]["val"][role]["miou"] for role in ("cnn", "vit"))
+        for name, run in runs.items()
+    }
+    best = max(means, key=means.get)
+    assert f"**{best}**, {means[best]:.2f}" in table
     again = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
     assert trained_keys(again.stdout) == [] and "plain-seed0: borrowed" not in again.stdout
+    # a seed no candidate ran: the search chooses nothing yet
+    unseen = [*command, "--no-train", "--seeds", "0", "7"]
+    subprocess.run(unseen, check=True, capture_output=True, text=True, timeout=300)
+    assert (
+        "Choice: none yet (no candidate has run every seed)."
+        in (tmp_path / "results.md").read_text()
+    )
 
 
 GPU_IMAGE_LACKS = (
