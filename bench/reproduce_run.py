@@ -65,6 +65,8 @@ def main() -> None:
     if not path.is_file():
         raise SystemExit(f"{path}: no committed result to reproduce")
     result = json.loads(path.read_text())
+    if "weights_sha256" not in result:
+        raise SystemExit(f"{path}: records no weights_sha256, so there is nothing to compare with")
     commit = resolved_commit(args.commit, "--commit")
     overrides = run_overrides(result)
     started = time.perf_counter()

@@ -149,3 +149,16 @@ def test_a_reproduction_compares_a_committed_runs_weights_and_records_the_outcom
     assert same["same_weights"] is True and same["weights_sha256"] == weights
     assert other["same_weights"] is False and other["weights_sha256"] == weights
     assert same["overrides"] == {**overrides, "train.seed": 3}
+
+
+def test_a_reproduction_of_a_run_without_weight_digests_is_refused_before_training(tmp_path):
+    results = tmp_path / "results" / "tiny"
+    results.mkdir(parents=True)
+    (results / "old.json").write_text(json.dumps({"overrides": {}, "seed": 0}))
+    record = tmp_path / "reproductions.json"
+    command = [sys.executable, str(REPO_ROOT / "bench" / "reproduce_run.py"), "--regime", "tiny"]
+    command += ["--key", "old", "--results", str(tmp_path / "results"), "--record", str(record)]
+    refused = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert "old.json: records no weights_sha256" in refused.stderr
+    assert "Traceback" not in refused.stderr and not record.exists()
