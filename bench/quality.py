@@ -11,6 +11,11 @@ config, commit, code digest, machine). A run whose result has the run's identity
 shaping configuration, data, scoring) is not trained again; a result with another identity
 is not counted, is listed as stale, and is trained again. The tables are rewritten from the
 files alone (``--no-train``).
+
+A regime's ``tuned`` entries add rows of a method under a setting that a validation search
+(``bench/search.py``) chose; at the seeds the search ran, such a row's run is the search's
+run, its kept students scored on the test split. Sharded processes (``--shard``) must read
+the same studies file; a run another process is training is skipped, never trained twice.
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ class Variant:
     method: str
     switches: dict[str, bool] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
-    searched: str = ""  # `<search>/<candidate>`: the search runs of a tuned row
+    search: str = ""  # a tuned row's search, and its candidate there
+    candidate: str = ""
 
     def overrides(self) -> dict[str, Any]:
         """The ``params.yaml`` keys this row sets."""
@@ -130,56 +136,70 @@ def resolved_regime(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if name not in regimes:
         raise SystemExit(f"{args.studies}: no regime {name!r} (found: {', '.join(regimes)})")
     regime = dict(regimes[name])
-    regime["methods"] = (*MAIN, *tuned_variants(regime, studies["searches"]))
     params = {**regime.get("params", {}), **parse_overrides(args.set)}
     if args.iterations:
         name = f"{name}-{args.iterations}it"
         params["train.iterations"] = args.iterations
         params["train.checkpoint_every"] = max(1, args.iterations // 6)
+    regime["methods"] = (*MAIN, *tuned_variants(regime, params, studies["searches"]))
     if args.seeds:
         regime["seeds"] = args.seeds
     return name, {**regime, "params": params}
 
 
-def tuned_variants(regime: dict[str, Any], searches: dict[str, Any]) -> tuple[Variant, ...]:
+def tuned_variants(
+    regime: dict[str, Any], params: dict[str, Any], searches: dict[str, Any]
+) -> tuple[Variant, ...]:
     """Rows of a method under settings a validation search chose (the regime's ``tuned``).
 
     Each entry names a search of ``bench/studies.yaml`` and one of its candidates; the row
-    trains the search's method with that candidate's own overrides over the regime's. The
-    search's base must be the regime's schedule, so that the choice was made on the recipe
-    it is run with.
+    trains the search's method with that candidate's own overrides over the regime's
+    ``params``. The search's base must be those params, so that the choice was made on the
+    recipe the row is run with.
     """
-    variants = []
+    variants: list[Variant] = []
     for entry in regime.get("tuned", []):
         name, candidate = entry["search"], entry["candidate"]
         search = searches.get(name)
-        if search is None or candidate not in search["candidates"]:
-            raise SystemExit(f"tuned: no candidate {candidate!r} in a search {name!r}")
-        base, recipe = (
-            {k: v for k, v in m.items() if k not in NOT_RECIPE}
-            for m in (search.get("base", {}), regime["params"])
+        if search is None:
+            raise SystemExit(f"tuned: no search {name!r}")
+        if candidate not in search["candidates"]:
+            raise SystemExit(f"tuned: no candidate {candidate!r} in search {name!r}")
+        base = search.get("base", {})
+        differing = sorted(
+            key
+            for key in {*base, *params}
+            if key not in NOT_RECIPE and base.get(key) != params.get(key)
         )
-        differing = sorted(k for k in {*base, *recipe} if base.get(k) != recipe.get(k))
         if differing:
             raise SystemExit(
                 f"tuned: search {name!r} ran another recipe than the regime: "
                 + ", ".join(differing)
             )
-        method = search.get("base", {}).get("train.method")
+        settings = search["candidates"][candidate]
+        if not settings:
+            raise SystemExit(f"tuned: candidate {candidate!r} of {name!r} changes nothing")
+        method = {**base, **settings}.get("train.method")
         if method is None:
             raise SystemExit(f"tuned: search {name!r} names no train.method in its base")
-        settings = search["candidates"][candidate]
         label, slug = f"{method} ({candidate})", f"{method}-{candidate}"
-        variants.append(Variant(label, slug, method, {}, settings, f"{name}/{candidate}"))
+        variant = Variant(label, slug, method, settings=settings, search=name, candidate=candidate)
+        if variant.slug in {v.slug for v in variants}:
+            raise SystemExit(f"tuned: {variant.label} is listed twice")
+        variants.append(variant)
     return tuple(variants)
 
 
-def plan(regime: dict[str, Any], methods: tuple[Variant, ...], ablations: bool) -> Plan:
-    """Every run of the regime, seed by seed so that paired sets complete early."""
-    runs = [(v, spec(v, seed, regime)) for seed in regime["seeds"] for v in methods]
+def plan(regime: dict[str, Any], ablations: bool) -> Plan:
+    """Every run of the regime: the main rows, the tuned rows, then the ablations.
+
+    Within each group seed by seed, so that paired sets complete early.
+    """
+    tuned = tuple(v for v in regime["methods"] if v.search)
+    groups = [(MAIN, regime["seeds"]), (tuned, regime["seeds"])]
     if ablations:
-        runs += [(v, spec(v, s, regime)) for s in regime["ablation_seeds"] for v in ABLATIONS]
-    return runs
+        groups.append((ABLATIONS, regime["ablation_seeds"]))
+    return [(v, spec(v, s, regime)) for variants, seeds in groups for s in seeds for v in variants]
 
 
 def spec(variant: Variant, seed: int, regime: dict[str, Any]) -> RunSpec:
@@ -237,9 +257,9 @@ def extend_from_search(
     device: torch.device,
 ) -> bool:
     """Make a tuned row's run from the search's run at its seed, if that has this configuration."""
-    if not variant.searched:
+    if not variant.search:
         return False
-    searched = f"{variant.searched}-seed{run_spec.seed}"
+    searched = f"{variant.search}/{variant.candidate}-seed{run_spec.seed}"
     return extend(
         run_spec,
         spec_params(run_spec, args.params),
@@ -258,7 +278,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     name, regime = resolved_regime(args)
     regime_dir = args.results / name
-    runs = plan(regime, regime["methods"], args.ablations)
+    runs = plan(regime, args.ablations)
     scoring = Scoring(score_last=regime.get("score_last", 1))
     if args.train:
         train_missing(args, name, runs, scoring, regime_dir)
@@ -326,12 +346,17 @@ def write_tables(
     if any(results[label] for label in methods):
         plot_curves(results, methods, args.curves_png)
     summary = " ".join(regime["description"].split())
+    extended = (
+        " A run the search made already is its kept students scored on the test split "
+        "(`extended_from`)."
+        if regime.get("score_last", 1) == 1
+        else ""
+    )
     tuned = "".join(
         f" Row `{v.label}`: `{v.method}` with the setting that the validation search "
-        f"`{v.searched.split('/')[0]}` chose; a run the search made "
-        "already is its kept students scored on the test split (`extended_from`)."
+        f"`{v.search}` chose.{extended}"
         for v in regime["methods"]
-        if v.searched
+        if v.search
     )
     publish_table(
         args.out,

@@ -116,12 +116,15 @@ def table_rows(
 
 
 def choice_line(
-    search: dict[str, Any], results: dict[str, list[dict[str, Any]]], seeds: list[int]
+    search: dict[str, Any],
+    results: dict[str, list[dict[str, Any]]],
+    seeds: list[int],
+    current: set[str],
 ) -> str:
     """The search's choice: the best validation mIoU, averaged over both students and the seeds.
 
-    Only candidates that ran every one of ``seeds`` compete; the first candidate is the
-    reference the choice is set against.
+    Only candidates with a current result (``current`` keys) at every one of ``seeds``
+    compete; the first candidate is the reference the choice is set against.
     """
 
     def mean_miou(runs: list[dict[str, Any]]) -> float:
@@ -129,21 +132,23 @@ def choice_line(
             100 * r["scores"]["val"][role]["miou"] for r in runs for role in ROLES
         )
 
-    complete = {
-        name: runs for name, runs in results.items() if {r["seed"] for r in runs} >= set(seeds)
-    }
+    complete = {}
+    for name, runs in results.items():
+        made_now = [r for r in runs if r["key"] in current]
+        if {r["seed"] for r in made_now} >= set(seeds):
+            complete[name] = made_now
     if not complete:
-        return "Choice: none yet (no candidate has run every seed)."
+        return "Choice: none yet (no candidate has a current run at every seed)."
     best = max(complete, key=lambda name: mean_miou(complete[name]))
     first = next(iter(search["candidates"]))
     line = (
         "Choice (the highest validation mIoU averaged over both students and the seeds, among "
-        f"candidates that ran every seed): **{best}**, {mean_miou(complete[best]):.2f}"
+        f"candidates with a current run at every seed): **{best}**, {mean_miou(complete[best]):.2f}"
     )
     if best != first and first in complete:
         line += f" against {first} {mean_miou(complete[first]):.2f}"
     waiting = len(search["candidates"]) - len(complete)
-    return line + (f"; {waiting} candidate(s) not yet run on every seed." if waiting else ".")
+    return line + (f"; {waiting} candidate(s) without one yet." if waiting else ".")
 
 
 def train_missing(
@@ -215,7 +220,7 @@ def main() -> None:
             "made with",
         ],
         table_rows(search, results, current),
-        extra=["", choice_line(search, results, args.seeds)],
+        extra=["", choice_line(search, results, args.seeds, current)],
         key=f"search-{args.search}",
     )
 

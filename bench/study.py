@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +24,8 @@ import shutil
 import statistics
 import subprocess
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -363,7 +365,8 @@ def extend(
     A search run scores the validation split only, and keeps its final students in
     ``students``. Where this run's score is that of its last checkpoint alone, those students,
     checked against the weight digests of ``source``, are scored on the missing splits,
-    instead of training the run again. Returns whether it did.
+    instead of training the run again; the result names the source and the commit, code and
+    machine that scored them. Returns whether it did (not where the students are gone).
     """
     found = read_result(source)
     if (
@@ -376,7 +379,11 @@ def extend(
     if not is_current(found, accepted_identities(params, prepared, narrower)):
         return False
     num_classes = dataset_spec(params.data.dataset).num_classes
-    models = load_snapshot(params, students, num_classes)
+    try:
+        models = load_snapshot(params, students, num_classes)
+    except (FileNotFoundError, CheckpointError) as err:
+        print(f"{spec.key}: the search's students are not at hand ({err}); training", flush=True)
+        return False
     digests = {role: weights_digest(model) for role, model in models.items()}
     if digests != found["weights_sha256"]:
         raise SystemExit(f"{students}: the kept students are not the ones {source} scored")
@@ -386,7 +393,8 @@ def extend(
             last[split] = score_split(models, prepared, split, params.evaluate.scale, device)
     checkpoints = [*found["checkpoints"][:-1], last]
     scores = {split: mean_scores([last[split]]) for split in scoring.splits}
-    provenance = {"extended_from": str(source)}
+    here = {**git_commit(), "code_digest": code_digest(), "machine": machine(device)}
+    provenance = {"extended_from": str(source), "extended_by": here}
     adopt(found, spec, params, prepared, scoring, results, checkpoints, scores, provenance)
     return True
 
@@ -408,7 +416,7 @@ def adopt(
     results: Path,
     checkpoints: list[dict[str, Any]],
     scores: dict[str, Any],
-    provenance: dict[str, str],
+    provenance: dict[str, Any],
 ) -> None:
     """Write another study's run as this run's result, with its scores and where it came from."""
     write_json_atomic(
@@ -447,22 +455,60 @@ def run(
     scoring: Scoring,
     device: torch.device,
     accept_older: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Train and score one run, or read back its result.
 
-    A result from other weight-shaping code is trained again, unless ``accept_older``.
+    A result from other weight-shaping code is trained again, unless ``accept_older``. A run
+    that another process is training (its lock is held) is skipped: None.
     """
     path = results / f"{spec.key}.json"
-    existing = read_result(path)
     params = spec_params(spec, params_file)
-    if existing is not None and (
-        accept_older or is_current(existing, accepted_identities(params, prepared, scoring))
-    ):
+
+    def finished() -> dict[str, Any] | None:
+        existing = read_result(path)
+        if existing is not None and (
+            accept_older or is_current(existing, accepted_identities(params, prepared, scoring))
+        ):
+            return existing
+        return None
+
+    if (existing := finished()) is not None:
         return existing
+    folder = workdir / spec.key
+    with claimed(folder) as ours:
+        if not ours:
+            print(f"{spec.key}: another process is training it; skipped", flush=True)
+            return None
+        # the process that held the lock may have finished the run meanwhile
+        return finished() or train_and_score(spec, params, prepared, folder, path, scoring, device)
+
+
+@contextmanager
+def claimed(folder: Path) -> Iterator[bool]:
+    """An exclusive lock on the run trained in ``folder``: whether this process holds it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / f"{folder.name}.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def train_and_score(
+    spec: RunSpec,
+    params: Params,
+    prepared: Path,
+    folder: Path,
+    path: Path,
+    scoring: Scoring,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Train one run in ``folder`` (resuming), score its checkpoints, and write ``path``."""
     started = time.time()
     iterations = params.train.iterations
     keep = checkpoint_iterations(iterations, params.train.checkpoint_every)
-    folder = workdir / spec.key
     drop_checkpoint_without_snapshots(folder, keep)
     metrics = train_with_snapshots(params, prepared, folder, keep)
     num_classes = dataset_spec(params.data.dataset).num_classes

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -363,34 +364,41 @@ def test_quality_bench_adds_a_row_for_the_setting_a_search_chose_from_the_search
     assert f"{kept.parent}: the kept students are not the ones" in refused.stderr
     assert not made.exists()
 
-    # without the search's runs the row trains: the same weights, the same test scores
-    only[only.index("--search-results") + 1] = str(tmp_path / "no-search")
+    # with the search's students gone the row trains: the same weights and the same result
+    shutil.rmtree(kept.parent)
     trained = subprocess.run(only, check=True, capture_output=True, text=True, timeout=900)
     assert trained_keys(trained.stdout) == ["ours-balanced-seed0"]
+    assert "ours-balanced-seed0: the search's students are not at hand" in trained.stdout
     direct = json.loads(made.read_text())
     assert "extended_from" not in direct
-    assert direct["weights_sha256"] == tuned["weights_sha256"]
-    assert direct["scores"] == tuned["scores"]
+    for key in ("weights_sha256", "scores", "checkpoints", "identity"):
+        assert direct[key] == tuned[key], key
 
 
 @pytest.mark.parametrize(
     ("tuned", "base_change", "message"),
     [
         (
-            {"search": "tiny", "candidate": "missing"},
+            [{"search": "tiny", "candidate": "missing"}],
             {},
-            "no candidate 'missing' in a search 'tiny'",
+            "no candidate 'missing' in search 'tiny'",
         ),
-        ({"search": "other", "candidate": "plain"}, {}, "no candidate 'plain' in a search 'other'"),
+        ([{"search": "other", "candidate": "plain"}], {}, "no search 'other'"),
         (
-            {"search": "tiny", "candidate": "plain"},
+            [{"search": "tiny", "candidate": "balanced"}],
             {"train.iterations": 3},
             "search 'tiny' ran another recipe than the regime: train.iterations",
         ),
         (
-            {"search": "tiny", "candidate": "plain"},
+            [{"search": "tiny", "candidate": "balanced"}],
             {"train.method": None},
             "search 'tiny' names no train.method in its base",
+        ),
+        ([{"search": "tiny", "candidate": "plain"}], {}, "candidate 'plain' of 'tiny' changes"),
+        (
+            [{"search": "tiny", "candidate": "balanced"}] * 2,
+            {},
+            "independent (balanced) is listed twice",
         ),
     ],
 )
@@ -399,7 +407,7 @@ def test_quality_bench_refuses_a_tuned_row_it_cannot_trace_to_its_recipe(
 ):
     command = bench_command("quality.py", validated_tiny, tmp_path)
     studies = yaml.safe_load((tmp_path / "studies.yaml").read_text())
-    studies["regimes"]["tiny-single"]["tuned"] = [tuned]
+    studies["regimes"]["tiny-single"]["tuned"] = tuned
     base = {**studies["searches"]["tiny"]["base"], **base_change}
     studies["searches"]["tiny"]["base"] = {k: v for k, v in base.items() if v is not None}
     (tmp_path / "studies.yaml").write_text(yaml.safe_dump(studies))
@@ -466,7 +474,7 @@ def test_search_bench_scores_candidates_on_the_validation_split_only_and_borrows
     unseen = [*command, "--no-train", "--seeds", "0", "7"]
     subprocess.run(unseen, check=True, capture_output=True, text=True, timeout=300)
     assert (
-        "Choice: none yet (no candidate has run every seed)."
+        "Choice: none yet (no candidate has a current run at every seed)."
         in (tmp_path / "results.md").read_text()
     )
 

@@ -12,10 +12,12 @@ from tests.conftest import REPO_ROOT, tiny_params_file
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 from paired import paired_interval
+from search import choice_line
 from study import (
     SNAPSHOTS,
     RunSpec,
     Scoring,
+    claimed,
     run,
     run_identity,
     spec_params,
@@ -70,3 +72,44 @@ def test_a_result_counts_only_for_the_configuration_it_was_made_with(validated_t
     ):
         assert run_identity(spec_params(changed, params_file), prepared, scoring) != identity
     assert run_identity(spec_params(spec, params_file), prepared, Scoring(score_last=2)) != identity
+
+
+def test_a_run_another_process_is_training_is_skipped_not_trained_twice(
+    validated_tiny, tmp_path, capsys
+):
+    prepared, _ = validated_tiny
+    params_file = tiny_params_file(tmp_path, "independent", iterations=2, checkpoint_every=1)
+    spec = RunSpec("independent-seed0", "independent", 0, {"train.num_workers": 0})
+    scoring = Scoring(score_last=1, splits=("val",))
+    work, results = tmp_path / "work", tmp_path / "res"
+    with claimed(work / spec.key) as held:
+        assert held
+        with claimed(work / spec.key) as again:
+            assert not again  # a second holder is refused, even within one process
+        skipped = run(spec, params_file, prepared, work, results, scoring, torch.device("cpu"))
+    assert skipped is None
+    assert "independent-seed0: another process is training it; skipped" in capsys.readouterr().out
+    assert not (work / spec.key).exists() and not results.exists()
+
+
+def search_result(key: str, seed: int, cnn: float, vit: float) -> dict:
+    scores = {"cnn": {"miou": cnn / 100}, "vit": {"miou": vit / 100}}
+    return {"key": key, "seed": seed, "scores": {"val": scores}}
+
+
+def test_a_search_chooses_by_the_mean_over_students_and_seeds_of_current_runs_only():
+    search = {"candidates": {"default": {}, "steady": {}, "lucky": {}, "stale": {}, "half": {}}}
+    results = {
+        "default": [search_result("default-seed0", 0, 40, 38), search_result("d1", 1, 40, 38)],
+        # the best single run, but the lower mean
+        "lucky": [search_result("l0", 0, 46, 44), search_result("l1", 1, 34, 32)],
+        "steady": [search_result("s0", 0, 41, 39), search_result("s1", 1, 41, 39)],
+        # the best mean, but one run made with other code
+        "stale": [search_result("x0", 0, 50, 50), search_result("x1", 1, 50, 50)],
+        "half": [search_result("h0", 0, 60, 60)],  # seed 1 not run
+    }
+    current = {r["key"] for runs in results.values() for r in runs} - {"x1"}
+    line = choice_line(search, results, [0, 1], current)
+    assert "**steady**, 40.00 against default 39.00; 2 candidate(s) without one yet." in line
+    nothing = choice_line(search, {name: [] for name in search["candidates"]}, [0], set())
+    assert nothing == "Choice: none yet (no candidate has a current run at every seed)."
