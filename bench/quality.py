@@ -159,6 +159,8 @@ def tuned_variants(
     """
     variants: list[Variant] = []
     for entry in regime.get("tuned", []):
+        if not isinstance(entry, dict) or {"search", "candidate"} - set(entry):
+            raise SystemExit(f"tuned: {entry!r} is not a mapping with search and candidate")
         name, candidate = entry["search"], entry["candidate"]
         search = searches.get(name)
         if search is None:

@@ -334,7 +334,7 @@ def borrow(
     the file it came from. Returns that file, or None where there is none (or the run
     already has a current result).
     """
-    if has_current_result(spec, params, prepared, scoring, results):
+    if current_result(spec, params, prepared, scoring, results) is not None:
         return None
     wider = accepted_identities(params, prepared, replace(scoring, splits=STUDY_SPLITS))
     for candidate in sorted(source.rglob("*.json")):
@@ -372,7 +372,7 @@ def extend(
     if (
         found is None
         or scoring.score_last != 1
-        or has_current_result(spec, params, prepared, scoring, results)
+        or current_result(spec, params, prepared, scoring, results) is not None
     ):
         return False
     narrower = replace(scoring, splits=tuple(found["scores"]))
@@ -399,12 +399,12 @@ def extend(
     return True
 
 
-def has_current_result(
+def current_result(
     spec: RunSpec, params: Params, prepared: Path, scoring: Scoring, results: Path
-) -> bool:
-    """Whether ``results`` holds this run's result with a current identity."""
-    identities = accepted_identities(params, prepared, scoring)
-    return is_current(read_result(results / f"{spec.key}.json"), identities)
+) -> dict[str, Any] | None:
+    """The run's result in ``results`` if its identity is current, else None."""
+    found = read_result(results / f"{spec.key}.json")
+    return found if is_current(found, accepted_identities(params, prepared, scoring)) else None
 
 
 def adopt(
@@ -465,12 +465,9 @@ def run(
     params = spec_params(spec, params_file)
 
     def finished() -> dict[str, Any] | None:
-        existing = read_result(path)
-        if existing is not None and (
-            accept_older or is_current(existing, accepted_identities(params, prepared, scoring))
-        ):
-            return existing
-        return None
+        if accept_older:
+            return read_result(path)
+        return current_result(spec, params, prepared, scoring, results)
 
     if (existing := finished()) is not None:
         return existing

@@ -400,6 +400,7 @@ def test_quality_bench_adds_a_row_for_the_setting_a_search_chose_from_the_search
             {},
             "independent (balanced) is listed twice",
         ),
+        ([{"search": "tiny"}], {}, "{'search': 'tiny'} is not a mapping with search and"),
     ],
 )
 def test_quality_bench_refuses_a_tuned_row_it_cannot_trace_to_its_recipe(

@@ -98,7 +98,8 @@ def search_result(key: str, seed: int, cnn: float, vit: float) -> dict:
 
 
 def test_a_search_chooses_by_the_mean_over_students_and_seeds_of_current_runs_only():
-    search = {"candidates": {"default": {}, "steady": {}, "lucky": {}, "stale": {}, "half": {}}}
+    names = ("default", "steady", "lucky", "stale", "half", "cnn-first")
+    search = {"candidates": {name: {} for name in names}}
     results = {
         "default": [search_result("default-seed0", 0, 40, 38), search_result("d1", 1, 40, 38)],
         # the best single run, but the lower mean
@@ -107,6 +108,8 @@ def test_a_search_chooses_by_the_mean_over_students_and_seeds_of_current_runs_on
         # the best mean, but one run made with other code
         "stale": [search_result("x0", 0, 50, 50), search_result("x1", 1, 50, 50)],
         "half": [search_result("h0", 0, 60, 60)],  # seed 1 not run
+        # the best CNN, but the ViT counts as much
+        "cnn-first": [search_result("c0", 0, 45, 30), search_result("c1", 1, 45, 30)],
     }
     current = {r["key"] for runs in results.values() for r in runs} - {"x1"}
     line = choice_line(search, results, [0, 1], current)
