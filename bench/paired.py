@@ -50,12 +50,17 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def paired_interval(ours: dict[int, float], reference: dict[int, float]) -> Interval | None:
     """The 95 % t-interval of ``ours - reference`` over the seeds both have, or None."""
-    seeds = sorted(set(ours) & set(reference))
-    if not seeds:
+    differences = paired_differences(ours, reference)
+    if not differences:
         return None
-    differences = [ours[s] - reference[s] for s in seeds]
+    n = len(differences)
     mean, std = mean_std(differences)
-    if len(seeds) < 2:
-        return Interval(mean, math.nan, math.nan, len(seeds))
-    half = t_quantile_975(len(seeds) - 1) * std / math.sqrt(len(seeds))
-    return Interval(mean, mean - half, mean + half, len(seeds))
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, n)
+    half = t_quantile_975(n - 1) * std / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def paired_differences(ours: dict[int, float], reference: dict[int, float]) -> list[float]:
+    """``ours - reference`` seed by seed, over the seeds both have, in seed order."""
+    return [ours[s] - reference[s] for s in sorted(set(ours) & set(reference))]

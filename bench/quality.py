@@ -34,6 +34,7 @@ from quality_tables import (
     STUDENT_NAMES,
     Results,
     ablation_rows,
+    checkpoint_choice_lines,
     diagnostics_lines,
     diagnostics_summary,
     headline,
@@ -296,7 +297,9 @@ def write_tables(
     results[ALL_TERMS] = results["ours"]
     ablation_seeds = regime["ablation_seeds"]
     methods = [v.label for v in regime["methods"]]
-    lines = ["### Probe: `independent` against iterations", "", *probe_lines(results)]
+    lines = ["### Probe: `independent` against iterations", "", *probe_lines(results, regime)]
+    choice = checkpoint_choice_lines(results, regime.get("score_last", 1))
+    lines += ["", *choice] if choice else []
     for role in ("cnn", "vit"):
         lines += [
             "",

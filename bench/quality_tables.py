@@ -13,12 +13,13 @@ from typing import Any
 from codistill.config import ROLES, TERM_NAMES
 from codistill.distill.objective import DIRECTION_SHARES
 from environment import markdown_table, new_figure, save_figure
-from paired import Interval, mean_std, paired_interval
+from paired import Interval, mean_std, paired_differences, paired_interval
 from study import miou_by_seed, seconds_per_step
 
 STUDENT_NAMES = {"cnn": "CNN (DeepLabV3+ R18)", "vit": "ViT (SegFormer-style)"}
 REFERENCE = "independent"
 BASELINES = ("dml", "kdcl")
+FLAT_GAIN = 1.0  # points of validation mIoU over the last quarter of the schedule
 Results = dict[str, list[dict[str, Any]]]
 
 
@@ -96,8 +97,8 @@ def ablation_rows(results: Results, labels: list[str], seeds: list[int]) -> list
     return rows
 
 
-def probe_lines(results: Results) -> list[str]:
-    """`independent`'s validation mIoU per checkpoint, its late gain, and seconds per step."""
+def probe_lines(results: Results, regime: dict[str, Any]) -> list[str]:
+    """`independent`'s validation mIoU per checkpoint, its late gain, and what the study costs."""
     runs = results[REFERENCE]
     if not runs:
         return ["No `independent` run yet."]
@@ -110,27 +111,114 @@ def probe_lines(results: Results) -> list[str]:
             cells.append(spread(values))
         rows.append(cells)
     late = max((i for i, it in enumerate(iterations) if it <= 0.75 * iterations[-1]), default=0)
-    gains = ", ".join(
-        f"{role} {statistics.fmean(_gain(r, late, role) for r in runs):+.2f} points"
-        for role in ROLES
-    )
-    timing = []
-    for label, group in results.items():
-        seconds = [s for r in group if (s := seconds_per_step(r)) is not None]
-        if seconds and label in (REFERENCE, *BASELINES, "ours"):
-            timing.append(f"{label} {statistics.median(seconds):.2f} s")
+    gains = {role: statistics.fmean(_gain(r, late, role) for r in runs) for role in ROLES}
+    timing = {
+        label: statistics.median(seconds)
+        for label in (REFERENCE, *BASELINES, "ours")
+        if (seconds := [s for r in results.get(label, []) if (s := seconds_per_step(r))])
+    }
+    flat = all(gain < FLAT_GAIN for gain in gains.values())
     return [
         f"`independent`, validation mIoU (%), mean ± sd over {len(runs)} seed(s):",
         "",
         *markdown_table(["iteration", *(f"{r} val mIoU (%)" for r in ROLES)], rows),
         "",
         f"Gain from iteration {iterations[late]} to {iterations[-1]} (the last "
-        f"{1 - iterations[late] / iterations[-1]:.0%} of the schedule): {gains}.",
+        f"{1 - iterations[late] / iterations[-1]:.0%} of the schedule): "
+        + ", ".join(f"{role} {gain:+.2f} points" for role, gain in gains.items())
+        + (
+            f": flat (under {FLAT_GAIN:g} point)."
+            if flat
+            else f": not flat (a gain of {FLAT_GAIN:g} point or more)."
+        ),
         "",
         "Seconds per training step, median over uninterrupted runs: "
-        + (", ".join(timing) or "-")
+        + (", ".join(f"{label} {s:.2f} s" for label, s in timing.items()) or "-")
         + ".",
+        *budget_lines(runs[0], timing, len(regime["seeds"]), regime.get("budget_hours"), flat),
     ]
+
+
+def budget_lines(
+    run: dict[str, Any],
+    timing: dict[str, float],
+    seeds: int,
+    budget_hours: float | None,
+    flat: bool,
+) -> list[str]:
+    """The main table's training hours at the measured step times, against the study's budget."""
+    if len(timing) < 1 + len(BASELINES) + 1:
+        return []
+    machine = run["machine"]
+    at_once = max(1, machine["cores"] // machine["torch_threads"])
+    hours = seeds * run["iterations"] * sum(timing.values()) / at_once / 3600
+    line = (
+        f"At these step times the main table ({len(timing)} methods × {seeds} seeds × "
+        f"{run['iterations']} iterations, {at_once} run(s) at a time on {machine['cores']} "
+        f"cores) takes about {hours:.1f} hours of training on this machine"
+    )
+    if budget_hours is None:
+        return ["", line + "."]
+    if hours <= budget_hours:
+        return ["", line + f", within the study's budget of {budget_hours:g} hours."]
+    verdict = (
+        "so a longer schedule, which the curve would need to flatten, does not fit: the "
+        "study runs at this length and its curve is not flat."
+        if not flat
+        else "so the study runs over its budget."
+    )
+    return ["", line + f", beyond the study's budget of {budget_hours:g} hours, {verdict}"]
+
+
+def checkpoint_choice_lines(results: Results, score_last: int, deepest: int = 3) -> list[str]:
+    """How steady each method's gap to `independent` is when scored by its last k checkpoints.
+
+    The gap is in validation mIoU; its spread is the standard deviation over the seeds of the
+    paired difference, the noise that the study's t-intervals pay for.
+    """
+    reference = results[REFERENCE]
+    labels = [label for label in (*BASELINES, "ours") if results.get(label)]
+    counts = range(1, deepest + 1)
+    rows, spreads = [], {k: [] for k in counts}
+    for role in ROLES:
+        for label in labels:
+            cells = [STUDENT_NAMES[role], label]
+            for k in counts:
+                differences = paired_differences(
+                    validation_by_seed(results[label], role, k),
+                    validation_by_seed(reference, role, k),
+                )
+                if len(differences) < 2:
+                    cells.append("-")
+                    continue
+                mean, sd = mean_std(differences)
+                spreads[k].append(sd)
+                cells.append(f"{mean:+.2f} (sd {sd:.2f})")
+            rows.append(cells)
+    if not all(spreads.values()):
+        return []
+    means = {k: statistics.fmean(values) for k, values in spreads.items()}
+    steadiest = min(means, key=means.__getitem__)
+    return [
+        "Which checkpoints to score: each method's paired difference to `independent` in "
+        "validation mIoU (points), with the standard deviation of that difference over the "
+        "seeds, when a run is scored by the mean of its last 1, 2 or 3 checkpoints.",
+        "",
+        *markdown_table(
+            ["student", "method", *(f"last {k}" for k in counts)],
+            [*rows, ["mean sd", "", *(f"{means[k]:.2f}" for k in counts)]],
+        ),
+        "",
+        f"The steadiest is the last {steadiest}; the study scores the last {score_last}.",
+    ]
+
+
+def validation_by_seed(runs: list[dict[str, Any]], role: str, last: int) -> dict[int, float]:
+    """Each run's validation mIoU of ``role`` (points), averaged over its last checkpoints."""
+    return {
+        r["seed"]: 100 * statistics.fmean(c["val"][role]["miou"] for c in r["checkpoints"][-last:])
+        for r in runs
+    }
 
 
 def _gain(result: dict[str, Any], start: int, role: str) -> float:

@@ -1,0 +1,69 @@
+"""The quality study's probe text, built from per-run results (bench/quality_tables.py)."""
+
+import sys
+
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+from quality_tables import checkpoint_choice_lines, probe_lines
+
+
+def study_run(seed: int, val: list[float], seconds_per_step: float = 1.0, threads: int = 1):
+    """A finished run whose students both scored ``val`` (fractions) at its checkpoints."""
+    iterations = 2 * len(val)
+    return {
+        "seed": seed,
+        "iterations": iterations,
+        "iterations_this_run": iterations,
+        "train_seconds_this_run": seconds_per_step * iterations,
+        "machine": {"cores": 2, "torch_threads": threads},
+        "checkpoints": [
+            {"iteration": 2 * (i + 1), "val": {"cnn": {"miou": v}, "vit": {"miou": v}}}
+            for i, v in enumerate(val)
+        ],
+    }
+
+
+def test_the_checkpoint_choice_takes_the_spread_of_the_paired_difference():
+    # Seed offsets shared by both methods cancel in the pairing; kdcl's own noise has the
+    # opposite sign at its last two checkpoints, so their mean is the steadiest score.
+    offsets, noise = [0.00, 0.05, -0.04, 0.02], [0.010, -0.004, 0.006, -0.012]
+    results = {
+        "independent": [
+            study_run(s, [0.25 + o, 0.30 + o, 0.30 + o]) for s, o in enumerate(offsets)
+        ],
+        "kdcl": [
+            study_run(s, [0.32 + o + 3 * n, 0.32 + o - n, 0.32 + o + n])
+            for s, (o, n) in enumerate(zip(offsets, noise, strict=True))
+        ],
+    }
+    lines = checkpoint_choice_lines(results, score_last=1)
+    cnn_row = next(line for line in lines if line.startswith("| CNN") and "kdcl" in line)
+    last_one, last_two, last_three = cnn_row.strip("|").split("|")[2:]
+    assert last_two.strip() == "+2.00 (sd 0.00)"
+    assert "(sd 0.00)" not in last_one and "(sd 0.00)" not in last_three
+    assert lines[-1] == "The steadiest is the last 2; the study scores the last 1."
+    assert checkpoint_choice_lines({"independent": results["independent"]}, 1) == []
+
+
+def test_the_probe_says_whether_the_curve_is_flat_and_what_the_main_table_costs():
+    def results(late_gain: float, threads: int = 1):
+        curve = [0.20, 0.30, 0.36, 0.36 + late_gain / 100]
+        return {
+            label: [
+                study_run(seed, curve, seconds_per_step=900.0, threads=threads) for seed in (0, 1)
+            ]
+            for label in ("independent", "dml", "kdcl", "ours")
+        }
+
+    regime = {"seeds": [0, 1], "budget_hours": 6}
+    # 2 seeds × 8 iterations × 4 methods × 900 s, two single-thread runs at a time: 8 hours
+    steep = "\n".join(probe_lines(results(3.0), regime))
+    assert "cnn +3.00 points, vit +3.00 points: not flat" in steep
+    assert "takes about 8.0 hours" in steep
+    assert "beyond the study's budget of 6 hours" in steep and "does not fit" in steep
+    flat = "\n".join(probe_lines(results(0.5), {**regime, "budget_hours": 10}))
+    assert ": flat (under 1 point)" in flat
+    assert "within the study's budget of 10 hours" in flat
+    one_at_a_time = "\n".join(probe_lines(results(0.5, threads=2), regime))
+    assert "1 run(s) at a time" in one_at_a_time and "about 16.0 hours" in one_at_a_time
