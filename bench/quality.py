@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from codistill.config import METHODS, RUN_ONLY_KEYS
+from codistill.data.base import dataset_spec
 from codistill.data.gate import require_validated
 from environment import markdown_table, publish_table, write_section
 from quality_tables import (
@@ -35,6 +36,7 @@ from quality_tables import (
     Results,
     ablation_rows,
     checkpoint_choice_lines,
+    class_lines,
     diagnostics_lines,
     diagnostics_summary,
     headline,
@@ -290,6 +292,12 @@ def main() -> None:
         write_tables(args, name, regime, results, stale)
 
 
+def class_names(results: Results) -> tuple[str, ...]:
+    """The class names of the dataset the study's runs were trained on."""
+    run = next((r for runs in results.values() for r in runs), None)
+    return dataset_spec(run["config"]["data"]["dataset"]).class_names if run else ()
+
+
 def write_tables(
     args: argparse.Namespace, name: str, regime: dict[str, Any], results: Results, stale: list
 ) -> None:
@@ -334,6 +342,9 @@ def write_tables(
             ],
             ablation_rows(results, labels, ablation_seeds),
         ),
+        "",
+        "### Per class: where `ours` gains and loses",
+        *class_lines(results, "ours", class_names(results)),
         "",
         "### Diagnostics of `ours`",
         "",

@@ -78,6 +78,41 @@ def main_rows(results: Results, role: str, labels: list[str]) -> list[list[str]]
     return rows
 
 
+def class_lines(results: Results, label: str, class_names: tuple[str, ...]) -> list[str]:
+    """Per class and student: `independent`'s test IoU and ``label``'s paired differences."""
+    if not results.get(label) or not results[REFERENCE]:
+        return []
+    lines, intervals = [], 0
+    for role in ROLES:
+        best = best_baseline(results, role)
+        references = [REFERENCE, *([best] if best else [])]
+        rows = []
+        for index, name in enumerate(class_names):
+            own = class_scores(results[label], role, index)
+            cells = [name, spread(class_scores(results[REFERENCE], role, index))]
+            for reference in references:
+                interval = paired_interval(own, class_scores(results[reference], role, index))
+                cells.append(" ".join(interval_cells(interval)))
+            rows.append(cells)
+            intervals += len(references)
+        header = ["class", "independent IoU (%)"]
+        header += [f"{label} − {reference}" for reference in references]
+        lines += ["", f"{STUDENT_NAMES[role]}:", "", *markdown_table(header, rows)]
+    return [
+        "",
+        f"Test IoU (%) per class, mean ± sd over the seeds, and the paired differences of "
+        f"`{label}` with their 95 % t-intervals. Of these {intervals} intervals about "
+        f"{0.05 * intervals:.0f} would exclude 0 by chance alone: read the pattern across "
+        "classes, not one cell.",
+        *lines,
+    ]
+
+
+def class_scores(runs: list[dict[str, Any]], role: str, index: int) -> dict[int, float]:
+    """Test IoU of one class (points), by seed."""
+    return {r["seed"]: 100 * r["scores"]["test"][role]["per_class_iou"][index] for r in runs}
+
+
 def ablation_rows(results: Results, labels: list[str], seeds: list[int]) -> list[list[str]]:
     """Each ablation row on ``seeds``: both students' scores and paired differences."""
     rows = []

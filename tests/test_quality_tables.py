@@ -5,7 +5,7 @@ import sys
 from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from quality_tables import checkpoint_choice_lines, probe_lines
+from quality_tables import checkpoint_choice_lines, class_lines, probe_lines
 
 
 def study_run(seed: int, val: list[float], seconds_per_step: float = 1.0, threads: int = 1):
@@ -67,3 +67,31 @@ def test_the_probe_says_whether_the_curve_is_flat_and_what_the_main_table_costs(
     assert "within the study's budget of 10 hours" in flat
     one_at_a_time = "\n".join(probe_lines(results(0.5, threads=2), regime))
     assert "1 run(s) at a time" in one_at_a_time and "about 16.0 hours" in one_at_a_time
+
+
+def scored_run(seed: int, per_class: list[float]):
+    """A run whose students both scored ``per_class`` IoU (fractions) on the test split."""
+    test = {"miou": sum(per_class) / len(per_class), "per_class_iou": per_class}
+    return {"seed": seed, "scores": {"test": {"cnn": test, "vit": test}}}
+
+
+def test_the_class_table_pairs_each_class_against_independent_and_the_better_baseline():
+    jitter = [0.0, 0.01, -0.01]
+    results = {
+        "independent": [scored_run(s, [0.50 + j, 0.10 + j]) for s, j in enumerate(jitter)],
+        "dml": [scored_run(s, [0.40 + j, 0.10 + j]) for s, j in enumerate(jitter)],
+        # kdcl is the better baseline: better on "thin", level on "road"
+        "kdcl": [scored_run(s, [0.50 + j, 0.16 + j]) for s, j in enumerate(jitter)],
+        # ours: +4 points on "road" against both, -3 points on "thin" against kdcl
+        "ours": [scored_run(s, [0.54 + j, 0.13 + j]) for s, j in enumerate(jitter)],
+    }
+    lines = class_lines(results, "ours", ("road", "thin"))
+    assert "Of these 8 intervals" in lines[1]
+    assert "| class | independent IoU (%) | ours − independent | ours − kdcl |" in lines
+    road = next(line for line in lines if line.startswith("| road"))
+    thin = next(line for line in lines if line.startswith("| thin"))
+    assert "+4.00 [+4.00, +4.00] (n=3) gain" in road.split("|")[3]
+    assert "+4.00 [+4.00, +4.00] (n=3) gain" in road.split("|")[4]
+    assert "+3.00 [+3.00, +3.00] (n=3) gain" in thin.split("|")[3]
+    assert "-3.00 [-3.00, -3.00] (n=3) loss" in thin.split("|")[4]
+    assert class_lines({**results, "ours": []}, "ours", ("road", "thin")) == []
