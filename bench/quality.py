@@ -55,7 +55,9 @@ from study import (
     load_studies,
     parse_overrides,
     read_result,
+    result_path,
     run,
+    run_key,
     spec_params,
 )
 
@@ -210,7 +212,7 @@ def plan(regime: dict[str, Any], ablations: bool) -> Plan:
 def spec(variant: Variant, seed: int, regime: dict[str, Any]) -> RunSpec:
     """The run of ``variant`` at ``seed`` under the regime's overrides."""
     return RunSpec(
-        f"{variant.slug}-seed{seed}",
+        run_key(variant.slug, seed),
         variant.label,
         seed,
         {**regime.get("params", {}), **variant.overrides()},
@@ -225,7 +227,7 @@ def collect(
     results.update({v.label: [] for v, _ in runs})
     stale = []
     for variant, run_spec in runs:
-        result = read_result(regime_dir / f"{run_spec.key}.json")
+        result = read_result(result_path(regime_dir, run_spec.key))
         identity = accepted_identities(spec_params(run_spec, args.params), args.prepared, scoring)
         if is_current(result, identity):
             results[variant.label].append(result)
@@ -264,15 +266,15 @@ def extend_from_search(
     """Make a tuned row's run from the search's run at its seed, if that has this configuration."""
     if not variant.search:
         return False
-    searched = f"{variant.search}/{variant.candidate}-seed{run_spec.seed}"
+    key = run_key(variant.candidate, run_spec.seed)
     return extend(
         run_spec,
         spec_params(run_spec, args.params),
         args.prepared,
         scoring,
         out,
-        args.search_results / f"{searched}.json",
-        args.search_workdir / searched,
+        result_path(args.search_results / variant.search, key),
+        args.search_workdir / variant.search / key,
         device,
     )
 

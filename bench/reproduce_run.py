@@ -25,6 +25,7 @@ from codistill.artifacts import write_json_atomic
 from codistill.config import ROLES
 from environment import cpu_model
 from replay_code import Side, code_digest_of, resolved_commit, train, worktree
+from study import result_path
 
 REPRODUCTIONS_FILE = Path("bench/results/reproductions.json")
 
@@ -61,7 +62,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    path = args.results / args.regime / f"{args.key}.json"
+    path = result_path(args.results / args.regime, args.key)
     if not path.is_file():
         raise SystemExit(f"{path}: no committed result to reproduce")
     result = json.loads(path.read_text())

@@ -31,7 +31,9 @@ from study import (
     load_studies,
     miou_by_seed,
     read_result,
+    result_path,
     run,
+    run_key,
     seconds_per_step,
     spec_params,
 )
@@ -64,7 +66,7 @@ def parse_args() -> argparse.Namespace:
 def specs(search: dict[str, Any], seeds: list[int]) -> list[RunSpec]:
     """One run per candidate and seed, the search's base overrides under each candidate's."""
     return [
-        RunSpec(f"{name}-seed{seed}", name, seed, {**search.get("base", {}), **overrides})
+        RunSpec(run_key(name, seed), name, seed, {**search.get("base", {}), **overrides})
         for name, overrides in search["candidates"].items()
         for seed in seeds
     ]
@@ -193,7 +195,7 @@ def main() -> None:
         train_missing(args, search, scoring, results_dir)
     current = set()
     for spec in specs(search, args.seeds):
-        result = read_result(results_dir / f"{spec.key}.json")
+        result = read_result(result_path(results_dir, spec.key))
         if result is not None:
             results[spec.label].append(result)
             identity = accepted_identities(spec_params(spec, args.params), args.prepared, scoring)

@@ -67,6 +67,16 @@ class RunSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
+def run_key(name: str, seed: int) -> str:
+    """The key of ``name``'s run at ``seed``: its result file's stem and its folder's name."""
+    return f"{name}-seed{seed}"
+
+
+def result_path(results: Path, key: str) -> Path:
+    """The result file of the run ``key`` under the folder ``results``."""
+    return results / f"{key}.json"
+
+
 @dataclass(frozen=True)
 class Scoring:
     """How a run is scored: its reported score averages the last ``score_last`` checkpoints.
@@ -403,7 +413,7 @@ def current_result(
     spec: RunSpec, params: Params, prepared: Path, scoring: Scoring, results: Path
 ) -> dict[str, Any] | None:
     """The run's result in ``results`` if its identity is current, else None."""
-    found = read_result(results / f"{spec.key}.json")
+    found = read_result(result_path(results, spec.key))
     return found if is_current(found, accepted_identities(params, prepared, scoring)) else None
 
 
@@ -420,7 +430,7 @@ def adopt(
 ) -> None:
     """Write another study's run as this run's result, with its scores and where it came from."""
     write_json_atomic(
-        results / f"{spec.key}.json",
+        result_path(results, spec.key),
         {
             **found,
             "key": spec.key,
@@ -461,7 +471,7 @@ def run(
     A result from other weight-shaping code is trained again, unless ``accept_older``. A run
     that another process is training (its lock is held) is skipped: None.
     """
-    path = results / f"{spec.key}.json"
+    path = result_path(results, spec.key)
     params = spec_params(spec, params_file)
 
     def finished() -> dict[str, Any] | None:
