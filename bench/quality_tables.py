@@ -113,21 +113,30 @@ def class_scores(runs: list[dict[str, Any]], role: str, index: int) -> dict[int,
     return {r["seed"]: 100 * r["scores"]["test"][role]["per_class_iou"][index] for r in runs}
 
 
-def ablation_rows(results: Results, labels: list[str], seeds: list[int]) -> list[list[str]]:
-    """Each ablation row on ``seeds``: both students' scores and paired differences."""
+def ablation_rows(
+    results: Results, labels: list[str], seeds: list[int], whole: str
+) -> list[list[str]]:
+    """Each ablation row on ``seeds``: both students' scores, paired to `independent` and ``whole``.
+
+    ``whole`` is the row with every term on: pairing a row with it says what the terms that
+    row leaves out are worth.
+    """
     rows = []
     for label in labels:
         runs = [r for r in results[label] if r["seed"] in seeds]
         if not runs:
-            rows.append([label, "0", "not run", "not run", "-", "-"])
+            rows.append([label, "0", "not run", "not run", "-", "-", "-", "-"])
             continue
         cells = [label, str(len(runs))]
         cells += [spread(test_scores(runs, role)) for role in ROLES]
-        for role in ROLES:
-            interval = paired_interval(
-                test_scores(runs, role), test_scores(results[REFERENCE], role)
-            )
-            cells.append(" ".join(interval_cells(interval)))
+        for reference in (REFERENCE, whole):
+            for role in ROLES:
+                interval = None
+                if label != reference:
+                    interval = paired_interval(
+                        test_scores(runs, role), test_scores(results[reference], role)
+                    )
+                cells.append(" ".join(interval_cells(interval)).strip())
         rows.append(cells)
     return rows
 

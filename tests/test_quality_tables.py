@@ -5,7 +5,7 @@ import sys
 from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from quality_tables import checkpoint_choice_lines, class_lines, probe_lines
+from quality_tables import ablation_rows, checkpoint_choice_lines, class_lines, probe_lines
 
 
 def study_run(seed: int, val: list[float], seconds_per_step: float = 1.0, threads: int = 1):
@@ -95,3 +95,23 @@ def test_the_class_table_pairs_each_class_against_independent_and_the_better_bas
     assert "+3.00 [+3.00, +3.00] (n=3) gain" in thin.split("|")[3]
     assert "-3.00 [-3.00, -3.00] (n=3) loss" in thin.split("|")[4]
     assert class_lines({**results, "ours": []}, "ours", ("road", "thin")) == []
+
+
+def test_an_ablation_row_is_paired_with_independent_and_with_every_term_on():
+    jitter = [0.0, 0.02, -0.01]
+    results = {
+        "independent": [scored_run(s, [0.30 + j]) for s, j in enumerate(jitter)],
+        # one term alone: +1 point over independent, 2 points under every term on
+        "one term": [scored_run(s, [0.31 + j]) for s, j in enumerate(jitter)],
+        "all": [scored_run(s, [0.33 + j]) for s, j in enumerate([*jitter, 0.5])],
+        "never run": [],
+    }
+    rows = ablation_rows(results, ["one term", "all", "never run"], [0, 1, 2], "all")
+    one_term, whole, never = rows
+    assert one_term[:2] == ["one term", "3"]
+    assert one_term[4] == one_term[5] == "+1.00 [+1.00, +1.00] (n=3) gain"
+    assert one_term[6] == one_term[7] == "-2.00 [-2.00, -2.00] (n=3) loss"
+    # the seed outside the ablation's seeds is left out of the row's own count and scores
+    assert whole[1] == "3" and whole[4] == "+3.00 [+3.00, +3.00] (n=3) gain"
+    assert whole[6] == whole[7] == "-"
+    assert never[2] == "not run"
