@@ -43,6 +43,7 @@ from quality_tables import (
     main_rows,
     plot_curves,
     probe_lines,
+    tuned_lines,
 )
 from study import (
     RunSpec,
@@ -328,6 +329,10 @@ def write_tables(
                 main_rows(results, role, methods),
             ),
         ]
+    against_default = tuned_lines(
+        results, {v.label: v.method for v in regime["methods"] if v.search}
+    )
+    lines += ["", *against_default] if against_default else []
     labels = [v.label for v in ABLATIONS] + [ALL_TERMS]
     lines += [
         "",

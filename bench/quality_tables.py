@@ -78,6 +78,22 @@ def main_rows(results: Results, role: str, labels: list[str]) -> list[list[str]]
     return rows
 
 
+def tuned_lines(results: Results, tuned: dict[str, str]) -> list[str]:
+    """Each tuned row (label → its method) paired with its method's default, on the test split."""
+    lines = []
+    for label, method in tuned.items():
+        if not results.get(label) or not results.get(method):
+            continue
+        cells = []
+        for role in ROLES:
+            interval = paired_interval(
+                test_scores(results[label], role), test_scores(results[method], role)
+            )
+            cells.append(f"{STUDENT_NAMES[role]} {' '.join(interval_cells(interval))}")
+        lines.append(f"`{label}` − `{method}` (the default), test mIoU: {'; '.join(cells)}.")
+    return lines
+
+
 def class_lines(results: Results, label: str, class_names: tuple[str, ...]) -> list[str]:
     """Per class and student: `independent`'s test IoU and ``label``'s paired differences."""
     if not results.get(label) or not results[REFERENCE]:

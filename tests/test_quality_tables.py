@@ -5,7 +5,13 @@ import sys
 from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from quality_tables import ablation_rows, checkpoint_choice_lines, class_lines, probe_lines
+from quality_tables import (
+    ablation_rows,
+    checkpoint_choice_lines,
+    class_lines,
+    probe_lines,
+    tuned_lines,
+)
 
 
 def study_run(seed: int, val: list[float], seconds_per_step: float = 1.0, threads: int = 1):
@@ -115,3 +121,16 @@ def test_an_ablation_row_is_paired_with_independent_and_with_every_term_on():
     assert whole[1] == "3" and whole[4] == "+3.00 [+3.00, +3.00] (n=3) gain"
     assert whole[6] == whole[7] == "-"
     assert never[2] == "not run"
+
+
+def test_a_tuned_row_is_paired_with_its_method_default():
+    jitter = [0.0, 0.02, -0.01]
+    results = {
+        "ours": [scored_run(s, [0.30 + j]) for s, j in enumerate(jitter)],
+        "ours (tuned)": [scored_run(s, [0.305 + j]) for s, j in enumerate(jitter)],
+        "ours (untried)": [],
+    }
+    (line,) = tuned_lines(results, {"ours (tuned)": "ours", "ours (untried)": "ours"})
+    assert line.startswith("`ours (tuned)` − `ours` (the default)")
+    assert "CNN (DeepLabV3+ R18) +0.50 [+0.50, +0.50] (n=3) gain" in line
+    assert "ViT (SegFormer-style) +0.50 [+0.50, +0.50] (n=3) gain" in line
