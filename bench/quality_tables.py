@@ -28,6 +28,13 @@ def test_scores(runs: list[dict[str, Any]], role: str) -> dict[int, float]:
     return miou_by_seed(runs, role, "test")
 
 
+def test_interval(
+    runs: list[dict[str, Any]], reference: list[dict[str, Any]], role: str
+) -> Interval | None:
+    """The paired test-mIoU difference of ``runs`` to ``reference`` over their shared seeds."""
+    return paired_interval(test_scores(runs, role), test_scores(reference, role))
+
+
 def spread(values: dict[int, float]) -> str:
     """``mean ± sd`` of the values, or the value alone for one run."""
     mean, std = mean_std(list(values.values()))
@@ -72,7 +79,7 @@ def main_rows(results: Results, role: str, labels: list[str]) -> list[list[str]]
         cells += interval_cells(vs_reference)
         vs_best = None
         if best is not None and label not in (REFERENCE, *BASELINES):
-            vs_best = paired_interval(own, test_scores(results[best], role))
+            vs_best = test_interval(runs, results[best], role)
         cells += interval_cells(vs_best, best or "")
         rows.append(cells)
     return rows
@@ -86,9 +93,7 @@ def tuned_lines(results: Results, tuned: dict[str, str]) -> list[str]:
             continue
         cells = []
         for role in ROLES:
-            interval = paired_interval(
-                test_scores(results[label], role), test_scores(results[method], role)
-            )
+            interval = test_interval(results[label], results[method], role)
             cells.append(f"{STUDENT_NAMES[role]} {' '.join(interval_cells(interval))}")
         lines.append(f"`{label}` − `{method}` (the default), test mIoU: {'; '.join(cells)}.")
     return lines
@@ -149,9 +154,7 @@ def ablation_rows(
             for role in ROLES:
                 interval = None
                 if label != reference:
-                    interval = paired_interval(
-                        test_scores(runs, role), test_scores(results[reference], role)
-                    )
+                    interval = test_interval(runs, results[reference], role)
                 cells.append(" ".join(interval_cells(interval)).strip())
         rows.append(cells)
     return rows
@@ -385,7 +388,7 @@ def headline(results: Results, description: str, labels: list[str]) -> list[str]
                 continue
             own = test_scores(runs, role)
             cell = spread(own)
-            interval = paired_interval(own, test_scores(results[REFERENCE], role))
+            interval = test_interval(runs, results[REFERENCE], role)
             if label != REFERENCE and interval is not None:
                 cell += f" ({interval.mean:+.2f}, {interval.verdict()})"
             cells.append(cell)
