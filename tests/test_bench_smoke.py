@@ -339,6 +339,7 @@ def test_quality_bench_adds_a_row_for_the_setting_a_search_chose_from_the_search
     # the tuned row's seed-0 run is the search's, its kept students scored on the test split
     assert trained_keys(result.stdout) == ["independent-seed0"]
     assert "ours-balanced-seed0: its search run scored on the test split" in result.stdout
+    assert not (tmp_path / "README.md").exists()  # only the first regime writes the headline
     made = tmp_path / "results/tiny-single/ours-balanced-seed0.json"
     tuned = json.loads(made.read_text())
     assert tuned["extended_from"] == str(tmp_path / "results/tiny-ours/balanced-seed0.json")
@@ -352,6 +353,13 @@ def test_quality_bench_adds_a_row_for_the_setting_a_search_chose_from_the_search
     score = 100 * tuned["scores"]["test"]["cnn"]["miou"]
     assert f"| ours (balanced) | 1 | {score:.2f} |" in text.split("### CNN")[1]
     assert "| ours | 0 | not run |" in text.split("### CNN")[1]
+    # listed first, the same regime states the headline, tuned row included
+    studies = tmp_path / "studies.yaml"
+    entries = yaml.safe_load(studies.read_text())
+    regimes = entries["regimes"]
+    entries["regimes"] = {"tiny-single": regimes.pop("tiny-single"), **regimes}
+    studies.write_text(yaml.safe_dump(entries, sort_keys=False))
+    subprocess.run([*command, "--no-train"], check=True, capture_output=True, timeout=900)
     assert "| ours (balanced) | " in (tmp_path / "README.md").read_text()
 
     # students that are not the ones the search scored are refused, and nothing is written
