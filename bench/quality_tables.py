@@ -218,12 +218,18 @@ def budget_lines(
     line = (
         f"At these step times the main table ({len(timing)} methods × {seeds} seeds × "
         f"{run['iterations']} iterations, {at_once} run(s) at a time on {machine['cores']} "
-        f"cores) takes about {hours:.1f} hours of training on this machine"
+        f"cores) takes about {hours:.1f} hours of training on the runs' CPU ({machine['cpu']})"
     )
     if budget_hours is None:
         return ["", line + "."]
     if hours <= budget_hours:
-        return ["", line + f", within the study's budget of {budget_hours:g} hours."]
+        longest = int(run["iterations"] * budget_hours / hours)
+        room = (
+            ""
+            if flat
+            else f" The curve is not flat, and the budget would hold about {longest} iterations."
+        )
+        return ["", line + f", within the study's budget of {budget_hours:g} hours.{room}"]
     verdict = (
         "so a longer schedule, which the curve would need to flatten, does not fit: the "
         "study runs at this length and its curve is not flat."

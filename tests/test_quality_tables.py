@@ -22,7 +22,7 @@ def study_run(seed: int, val: list[float], seconds_per_step: float = 1.0, thread
         "iterations": iterations,
         "iterations_this_run": iterations,
         "train_seconds_this_run": seconds_per_step * iterations,
-        "machine": {"cores": 2, "torch_threads": threads},
+        "machine": {"cpu": "Test CPU", "cores": 2, "torch_threads": threads},
         "checkpoints": [
             {"iteration": 2 * (i + 1), "val": {"cnn": {"miou": v}, "vit": {"miou": v}}}
             for i, v in enumerate(val)
@@ -66,11 +66,14 @@ def test_the_probe_says_whether_the_curve_is_flat_and_what_the_main_table_costs(
     # 2 seeds × 8 iterations × 4 methods × 900 s, two single-thread runs at a time: 8 hours
     steep = "\n".join(probe_lines(results(3.0), regime))
     assert "cnn +3.00 points, vit +3.00 points: not flat" in steep
-    assert "takes about 8.0 hours" in steep
+    assert "takes about 8.0 hours of training on the runs' CPU (Test CPU)" in steep
     assert "beyond the study's budget of 6 hours" in steep and "does not fit" in steep
     flat = "\n".join(probe_lines(results(0.5), {**regime, "budget_hours": 10}))
     assert ": flat (under 1 point)" in flat
-    assert "within the study's budget of 10 hours" in flat
+    assert "within the study's budget of 10 hours" in flat and "would hold" not in flat
+    # 8 iterations take 8 hours, so a 10-hour budget holds 10 iterations
+    roomy = "\n".join(probe_lines(results(3.0), {**regime, "budget_hours": 10}))
+    assert "not flat, and the budget would hold about 10 iterations" in roomy
     one_at_a_time = "\n".join(probe_lines(results(0.5, threads=2), regime))
     assert "1 run(s) at a time" in one_at_a_time and "about 16.0 hours" in one_at_a_time
 
