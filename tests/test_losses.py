@@ -236,13 +236,13 @@ def test_distillation_weights_ramp_from_zero_over_warmup():
     assert [warmup_factor(i, 4) for i in (0, 2, 4, 9)] == [0.0, 0.5, 1.0, 1.0]
     pair = seeded_pair()
     torch.manual_seed(0)
-    objective = CoDistillationObjective(
-        train_with({"method": "ours"}), distill_with({"warmup_iters": 10}), CHANNELS
-    )
+    distill = distill_with({"warmup_iters": 10})
+    objective = CoDistillationObjective(train_with({"method": "ours"}), distill, CHANNELS)
     at_start, parts = objective(pair, iteration=0)
     assert at_start.item() == pytest.approx(parts["sup"].item())
     halfway, parts = objective(pair, iteration=5)
-    expected = parts["sup"] + 0.5 * (parts["hfd"] + parts["rbsd"] + parts["pbsd"])
+    weighted = sum(distill.weights[term] * parts[term] for term in ("hfd", "rbsd", "pbsd"))
+    expected = parts["sup"] + 0.5 * weighted
     assert halfway.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
