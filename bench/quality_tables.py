@@ -239,6 +239,12 @@ def budget_lines(
     return ["", line + f", beyond the study's budget of {budget_hours:g} hours, {verdict}"]
 
 
+REGIME_FIXES_SCORING = (
+    "its regime fixed before the first run: a run scores the test split at the checkpoints it "
+    "keeps, so another count takes a new regime."
+)
+
+
 def checkpoint_choice_lines(results: Results, score_last: int, deepest: int = 3) -> list[str]:
     """How steady each method's gap to `independent` is when scored by its last k checkpoints.
 
@@ -278,7 +284,8 @@ def checkpoint_choice_lines(results: Results, score_last: int, deepest: int = 3)
             [*rows, ["mean sd", "", *(f"{means[k]:.2f}" for k in counts)]],
         ),
         "",
-        f"The steadiest is the last {steadiest}; the study scores the last {score_last}.",
+        f"The steadiest is the last {steadiest}; the study scores the last {score_last}"
+        + ("." if steadiest == score_last else f", as {REGIME_FIXES_SCORING}"),
     ]
 
 

@@ -6,6 +6,7 @@ from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 from quality_tables import (
+    REGIME_FIXES_SCORING,
     ablation_rows,
     checkpoint_choice_lines,
     class_lines,
@@ -48,7 +49,12 @@ def test_the_checkpoint_choice_takes_the_spread_of_the_paired_difference():
     last_one, last_two, last_three = cnn_row.strip("|").split("|")[2:]
     assert last_two.strip() == "+2.00 (sd 0.00)"
     assert "(sd 0.00)" not in last_one and "(sd 0.00)" not in last_three
-    assert lines[-1] == "The steadiest is the last 2; the study scores the last 1."
+    assert lines[-1] == (
+        "The steadiest is the last 2; the study scores the last 1, as " + REGIME_FIXES_SCORING
+    )
+    assert checkpoint_choice_lines(results, score_last=2)[-1] == (
+        "The steadiest is the last 2; the study scores the last 2."
+    )
     assert checkpoint_choice_lines({"independent": results["independent"]}, 1) == []
 
 
