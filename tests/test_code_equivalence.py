@@ -13,7 +13,17 @@ from tests.conftest import REPO_ROOT, TINY_TRAIN, tiny_params_file
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 from code_equivalence import append_record, equivalent_codes, read_records
 from replay_code import Side, code_digest_of, mismatches, replay, train, worktree
-from study import RunSpec, Scoring, accepted_identities, is_current, run_identity, spec_params
+from study import (
+    RunSpec,
+    Scoring,
+    accepted_identities,
+    is_current,
+    load_studies,
+    run_identity,
+    spec_params,
+)
+
+STUDIES = REPO_ROOT / "bench" / "studies.yaml"
 
 
 def test_codes_linked_by_a_chain_of_records_either_way_are_equivalent(tmp_path):
@@ -100,7 +110,10 @@ def test_the_earlier_code_comes_from_a_worktree_that_is_removed_afterwards():
     ("flags", "message"),
     [
         (["--from", "no-such-commit"], "--from no-such-commit: not a commit of this repository"),
-        (["--from", "HEAD", "--regime", "nope"], "no regime 'nope' (found: cpu-640"),
+        (
+            ["--from", "HEAD", "--regime", "nope"],
+            f"no regime 'nope' (found: {', '.join(load_studies(STUDIES)['regimes'])})",
+        ),
     ],
 )
 def test_a_bad_commit_or_regime_is_named_before_any_training(flags, message):
