@@ -20,6 +20,11 @@ STUDENT_NAMES = {"cnn": "CNN (DeepLabV3+ R18)", "vit": "ViT (SegFormer-style)"}
 REFERENCE = "independent"
 BASELINES = ("dml", "kdcl")
 FLAT_GAIN = 1.0  # points of validation mIoU over the last quarter of the schedule
+# Why a study keeps its scored checkpoint count when another would be steadier.
+REGIME_FIXES_SCORING = (
+    "its regime fixed before the first run: a run scores the test split at the checkpoints it "
+    "keeps, so another count takes a new regime."
+)
 Results = dict[str, list[dict[str, Any]]]
 
 
@@ -237,12 +242,6 @@ def budget_lines(
         else "so the study runs over its budget."
     )
     return ["", line + f", beyond the study's budget of {budget_hours:g} hours, {verdict}"]
-
-
-REGIME_FIXES_SCORING = (
-    "its regime fixed before the first run: a run scores the test split at the checkpoints it "
-    "keeps, so another count takes a new regime."
-)
 
 
 def checkpoint_choice_lines(results: Results, score_last: int, deepest: int = 3) -> list[str]:
