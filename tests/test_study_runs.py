@@ -18,6 +18,8 @@ from study import (
     RunSpec,
     Scoring,
     claimed,
+    load_studies,
+    resolve_params,
     run,
     run_identity,
     spec_params,
@@ -90,6 +92,20 @@ def test_a_run_another_process_is_training_is_skipped_not_trained_twice(
     assert skipped is None
     assert "independent-seed0: another process is training it; skipped" in capsys.readouterr().out
     assert not (work / spec.key).exists() and not results.exists()
+
+
+def test_a_regime_described_as_the_make_run_recipe_trains_exactly_params_yaml():
+    params_file = REPO_ROOT / "params.yaml"
+    regimes = load_studies(REPO_ROOT / "bench" / "studies.yaml")["regimes"]
+    claims = [
+        name
+        for name, regime in regimes.items()
+        if regime["description"].startswith("The default recipe of `make run`:")
+    ]
+    assert claims, "no regime studies the recipe `make run` trains"
+    for name in claims:
+        studied = resolve_params(params_file, regimes[name]["params"])
+        assert studied == resolve_params(params_file, {}), name
 
 
 def search_result(key: str, seed: int, cnn: float, vit: float) -> dict:
