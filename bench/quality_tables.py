@@ -214,16 +214,28 @@ def budget_lines(
     budget_hours: float | None,
     flat: bool,
 ) -> list[str]:
-    """The main table's training hours at the measured step times, against the study's budget."""
-    if len(timing) < 1 + len(BASELINES) + 1:
+    """The main table's training hours at the measured step times, against the study's budget.
+
+    A method not yet timed counts at `independent`'s step time, and the line says so.
+    """
+    if REFERENCE not in timing:
         return []
+    methods = (REFERENCE, *BASELINES, "ours")
+    untimed = [label for label in methods if label not in timing]
+    per_round = sum(timing.get(label, timing[REFERENCE]) for label in methods)
     machine = run["machine"]
     at_once = max(1, machine["cores"] // machine["torch_threads"])
-    hours = seeds * run["iterations"] * sum(timing.values()) / at_once / 3600
+    hours = seeds * run["iterations"] * per_round / at_once / 3600
+    assumed = (
+        f"; {', '.join(untimed)} not yet run, counted at `independent`'s step time"
+        if untimed
+        else ""
+    )
     line = (
-        f"At these step times the main table ({len(timing)} methods × {seeds} seeds × "
+        f"At these step times the main table ({len(methods)} methods × {seeds} seeds × "
         f"{run['iterations']} iterations, {at_once} run(s) at a time on {machine['cores']} "
-        f"cores) takes about {hours:.1f} hours of training on the runs' CPU ({machine['cpu']})"
+        f"cores{assumed}) takes about {hours:.1f} hours of training on the runs' CPU "
+        f"({machine['cpu']})"
     )
     if budget_hours is None:
         return ["", line + "."]

@@ -82,6 +82,11 @@ def test_the_probe_says_whether_the_curve_is_flat_and_what_the_main_table_costs(
     assert "not flat, and the budget would hold about 10 iterations" in roomy
     one_at_a_time = "\n".join(probe_lines(results(0.5, threads=2), regime))
     assert "1 run(s) at a time" in one_at_a_time and "about 16.0 hours" in one_at_a_time
+    # only `independent` timed: the other methods count at its step time, and the text says so
+    probe_only = "\n".join(probe_lines({"independent": results(3.0)["independent"]}, regime))
+    assert "dml, kdcl, ours not yet run, counted at `independent`'s step time" in probe_only
+    assert "takes about 8.0 hours" in probe_only
+    assert "counted at" not in steep
 
 
 def scored_run(seed: int, per_class: list[float]):
