@@ -107,7 +107,7 @@ def tuned_lines(results: Results, tuned: dict[str, str]) -> list[str]:
 def class_lines(results: Results, label: str, class_names: tuple[str, ...]) -> list[str]:
     """Per class and student: `independent`'s test IoU and ``label``'s paired differences."""
     if not results.get(label) or not results[REFERENCE]:
-        return []
+        return ["", f"No paired `{label}` and `{REFERENCE}` runs yet."]
     lines, intervals = [], 0
     for role in ROLES:
         best = best_baseline(results, role)
@@ -227,7 +227,7 @@ def budget_lines(
     at_once = max(1, machine["cores"] // machine["torch_threads"])
     hours = seeds * run["iterations"] * per_round / at_once / 3600
     assumed = (
-        f"; {', '.join(untimed)} not yet run, counted at `independent`'s step time"
+        f"; {', '.join(untimed)} not yet timed, counted at `independent`'s step time"
         if untimed
         else ""
     )

@@ -82,10 +82,11 @@ def test_the_probe_says_whether_the_curve_is_flat_and_what_the_main_table_costs(
     assert "not flat, and the budget would hold about 10 iterations" in roomy
     one_at_a_time = "\n".join(probe_lines(results(0.5, threads=2), regime))
     assert "1 run(s) at a time" in one_at_a_time and "about 16.0 hours" in one_at_a_time
-    # only `independent` timed: the other methods count at its step time, and the text says so
-    probe_only = "\n".join(probe_lines({"independent": results(3.0)["independent"]}, regime))
-    assert "dml, kdcl, ours not yet run, counted at `independent`'s step time" in probe_only
-    assert "takes about 8.0 hours" in probe_only
+    # a method without a step time counts at `independent`'s, and the text names it
+    partial = {k: v for k, v in results(3.0).items() if k in ("independent", "ours")}
+    partial_text = "\n".join(probe_lines(partial, regime))
+    assert "; dml, kdcl not yet timed, counted at `independent`'s step time" in partial_text
+    assert "takes about 8.0 hours" in partial_text
     assert "counted at" not in steep
 
 
@@ -114,7 +115,10 @@ def test_the_class_table_pairs_each_class_against_independent_and_the_better_bas
     assert "+4.00 [+4.00, +4.00] (n=3) gain" in road.split("|")[4]
     assert "+3.00 [+3.00, +3.00] (n=3) gain" in thin.split("|")[3]
     assert "-3.00 [-3.00, -3.00] (n=3) loss" in thin.split("|")[4]
-    assert class_lines({**results, "ours": []}, "ours", ("road", "thin")) == []
+    assert class_lines({**results, "ours": []}, "ours", ("road", "thin")) == [
+        "",
+        "No paired `ours` and `independent` runs yet.",
+    ]
 
 
 def test_an_ablation_row_is_paired_with_independent_and_with_every_term_on():

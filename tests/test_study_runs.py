@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from scipy.stats import t
 
 from tests.conftest import REPO_ROOT, tiny_params_file
@@ -94,9 +95,12 @@ def test_a_run_another_process_is_training_is_skipped_not_trained_twice(
     assert not (work / spec.key).exists() and not results.exists()
 
 
-def test_a_regime_described_as_the_make_run_recipe_trains_exactly_params_yaml():
+def test_the_recipe_and_regimes_described_as_make_runs_train_exactly_params_yaml():
     params_file = REPO_ROOT / "params.yaml"
-    regimes = load_studies(REPO_ROOT / "bench" / "studies.yaml")["regimes"]
+    studies_file = REPO_ROOT / "bench" / "studies.yaml"
+    shared = yaml.safe_load(studies_file.read_text())["recipes"]["default"]
+    assert resolve_params(params_file, shared) == resolve_params(params_file, {})
+    regimes = load_studies(studies_file)["regimes"]
     claims = [
         name
         for name, regime in regimes.items()
