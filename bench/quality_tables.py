@@ -19,6 +19,7 @@ from study import miou_by_seed, seconds_per_step
 STUDENT_NAMES = {"cnn": "CNN (DeepLabV3+ R18)", "vit": "ViT (SegFormer-style)"}
 REFERENCE = "independent"
 BASELINES = ("dml", "kdcl")
+MAIN_METHODS = (REFERENCE, *BASELINES, "ours")  # the main table's rows, in order
 FLAT_GAIN = 1.0  # points of validation mIoU over the last quarter of the schedule
 # Why a study keeps its scored checkpoint count when another would be steadier.
 REGIME_FIXES_SCORING = (
@@ -182,7 +183,7 @@ def probe_lines(results: Results, regime: dict[str, Any]) -> list[str]:
     gains = {role: statistics.fmean(_gain(r, late, role) for r in runs) for role in ROLES}
     timing = {
         label: statistics.median(seconds)
-        for label in (REFERENCE, *BASELINES, "ours")
+        for label in MAIN_METHODS
         if (seconds := [s for r in results.get(label, []) if (s := seconds_per_step(r))])
     }
     flat = all(gain < FLAT_GAIN for gain in gains.values())
@@ -220,9 +221,8 @@ def budget_lines(
     """
     if REFERENCE not in timing:
         return []
-    methods = (REFERENCE, *BASELINES, "ours")
-    untimed = [label for label in methods if label not in timing]
-    per_round = sum(timing.get(label, timing[REFERENCE]) for label in methods)
+    untimed = [label for label in MAIN_METHODS if label not in timing]
+    per_round = sum(timing.get(label, timing[REFERENCE]) for label in MAIN_METHODS)
     machine = run["machine"]
     at_once = max(1, machine["cores"] // machine["torch_threads"])
     hours = seeds * run["iterations"] * per_round / at_once / 3600
@@ -232,7 +232,7 @@ def budget_lines(
         else ""
     )
     line = (
-        f"At these step times the main table ({len(methods)} methods × {seeds} seeds × "
+        f"At these step times the main table ({len(MAIN_METHODS)} methods × {seeds} seeds × "
         f"{run['iterations']} iterations, {at_once} run(s) at a time on {machine['cores']} "
         f"cores{assumed}) takes about {hours:.1f} hours of training on the runs' CPU "
         f"({machine['cpu']})"

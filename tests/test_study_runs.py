@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import torch
-import yaml
 from scipy.stats import t
 
+from codistill.config.loader import load_yaml_mapping
 from tests.conftest import REPO_ROOT, tiny_params_file
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
@@ -98,8 +98,9 @@ def test_a_run_another_process_is_training_is_skipped_not_trained_twice(
 def test_the_recipe_and_regimes_described_as_make_runs_train_exactly_params_yaml():
     params_file = REPO_ROOT / "params.yaml"
     studies_file = REPO_ROOT / "bench" / "studies.yaml"
-    shared = yaml.safe_load(studies_file.read_text())["recipes"]["default"]
-    assert resolve_params(params_file, shared) == resolve_params(params_file, {})
+    make_run = resolve_params(params_file, {})
+    shared = load_yaml_mapping(studies_file)["recipes"]["default"]
+    assert resolve_params(params_file, shared) == make_run
     regimes = load_studies(studies_file)["regimes"]
     claims = [
         name
@@ -109,7 +110,7 @@ def test_the_recipe_and_regimes_described_as_make_runs_train_exactly_params_yaml
     assert claims, "no regime studies the recipe `make run` trains"
     for name in claims:
         studied = resolve_params(params_file, regimes[name]["params"])
-        assert studied == resolve_params(params_file, {}), name
+        assert studied == make_run, name
 
 
 def search_result(key: str, seed: int, cnn: float, vit: float) -> dict:
