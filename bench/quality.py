@@ -14,8 +14,10 @@ files alone (``--no-train``).
 
 A regime's ``tuned`` entries add rows of a method under a setting that a validation search
 (``bench/search.py``) chose; at the seeds the search ran, such a row's run is the search's
-run, its kept students scored on the test split. Sharded processes (``--shard``) must read
-the same studies file; a run another process is training is skipped, never trained twice.
+run, its kept students scored on the test split. A run with the identity of another run of
+the regime (a tuned row that sets what an ablation row sets) is a copy of that run. Sharded
+processes (``--shard``) must read the same studies file; a run another process is training is
+skipped, never trained twice.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from study import (
     Scoring,
     accepted_identities,
     add_shard_argument,
+    borrow,
     extend,
     in_shard,
     is_current,
@@ -257,6 +260,11 @@ def train_missing(
     for index, (variant, run_spec) in enumerate(runs):
         if not in_shard(index, args.shard) or (args.only and run_spec.key not in args.only):
             continue
+        params = spec_params(run_spec, args.params)
+        twin = borrow(run_spec, params, args.prepared, scoring, regime_dir, regime_dir)
+        if twin is not None:
+            print(f"{run_spec.key}: the same run as {twin.name}, copied", flush=True)
+            continue
         if extend_from_search(args, variant, run_spec, scoring, regime_dir, device):
             print(f"{run_spec.key}: its search run scored on the test split", flush=True)
             continue
@@ -391,6 +399,11 @@ def write_tables(
         for v in regime["methods"]
         if v.search
     )
+    if tuned:
+        tuned += (
+            " A run with the configuration of another row's run at its seed (an ablation's) "
+            "is that run, copied with the file it came from (`borrowed_from`)."
+        )
     publish_table(
         args.out,
         f"CamVid: co-distillation against the baselines (regime `{name}`)",

@@ -383,6 +383,33 @@ def test_quality_bench_adds_a_row_for_the_setting_a_search_chose_from_the_search
         assert direct[key] == tuned[key], key
 
 
+def test_quality_bench_copies_a_tuned_run_that_an_ablation_row_made_instead_of_training_it(
+    validated_tiny, tmp_path
+):
+    command = bench_command("quality.py", validated_tiny, tmp_path)
+    studies = yaml.safe_load((tmp_path / "studies.yaml").read_text())
+    terms = {"train.hfd": False, "train.rbsd": True, "train.pbsd": True}
+    studies["searches"]["tiny-ours"]["candidates"]["hfd-off"] = terms
+    regime = studies["regimes"]["tiny-single"]
+    regime.update(ablation_seeds=[0], tuned=[{"search": "tiny-ours", "candidate": "hfd-off"}])
+    (tmp_path / "studies.yaml").write_text(yaml.safe_dump(studies))
+    command += ["--regime", "tiny-single", "--search-results", str(tmp_path / "no-search")]
+    command += ["--only", "ours-seed0", "ours-hfd-off-seed0", "bsd-seed0"]
+    done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
+    # the tuned row trains (`ours`' run has other terms); the ablation row is its copy
+    assert trained_keys(done.stdout) == ["ours-hfd-off-seed0", "ours-seed0"]
+    assert "bsd-seed0: the same run as ours-hfd-off-seed0.json, copied" in done.stdout
+    results = tmp_path / "results/tiny-single"
+    tuned = json.loads((results / "ours-hfd-off-seed0.json").read_text())
+    ablation = json.loads((results / "bsd-seed0.json").read_text())
+    assert ablation["borrowed_from"] == str(results / "ours-hfd-off-seed0.json")
+    assert ablation["label"] == "BSD (region + pixel)" and ablation["terms"] == ["rbsd", "pbsd"]
+    for key in ("weights_sha256", "scores", "checkpoints", "identity"):
+        assert ablation[key] == tuned[key], key
+    ours = json.loads((results / "ours-seed0.json").read_text())
+    assert ours["weights_sha256"] != tuned["weights_sha256"]
+
+
 @pytest.mark.parametrize(
     ("tuned", "base_change", "message"),
     [
