@@ -394,6 +394,7 @@ def test_quality_bench_copies_a_tuned_run_that_an_ablation_row_made_instead_of_t
     regime.update(ablation_seeds=[0], tuned=[{"search": "tiny-ours", "candidate": "hfd-off"}])
     (tmp_path / "studies.yaml").write_text(yaml.safe_dump(studies))
     command += ["--regime", "tiny-single", "--search-results", str(tmp_path / "no-search")]
+    command += ["--curves-png", str(tmp_path / "curves.png")]
     command += ["--only", "ours-seed0", "ours-hfd-off-seed0", "bsd-seed0"]
     done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
     # the tuned row trains (`ours`' run has other terms); the ablation row is its copy
