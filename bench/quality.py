@@ -13,11 +13,12 @@ is not counted, is listed as stale, and is trained again. The tables are rewritt
 files alone (``--no-train``).
 
 A regime's ``tuned`` entries add rows of a method under a setting that a validation search
-(``bench/search.py``) chose; at the seeds the search ran, such a row's run is the search's
-run, its kept students scored on the test split. A run with the identity of another run of
-the regime (a tuned row that sets what an ablation row sets) is a copy of that run. Sharded
-processes (``--shard``) must read the same studies file; a run another process is training is
-skipped, never trained twice.
+(``bench/search.py``) chose. A run is made the first way that applies: a copy of a finished
+run of the regime with the same identity under another row (a tuned row that sets what an
+ablation row sets); for a tuned row, the search's run at that seed, its kept students scored
+on the test split; else training. Sharded processes (``--shard``) must read the same studies
+file; a run another process is training is skipped, never trained twice (but its twin under
+another row, which has no finished result to copy yet, is trained).
 """
 
 from __future__ import annotations
@@ -399,10 +400,10 @@ def write_tables(
         for v in regime["methods"]
         if v.search
     )
-    if tuned:
+    if any("borrowed_from" in r for runs in results.values() for r in runs):
         tuned += (
-            " A run with the configuration of another row's run at its seed (an ablation's) "
-            "is that run, copied with the file it came from (`borrowed_from`)."
+            " A run with the configuration of another row's run at its seed is that run, "
+            "copied with the file it came from (`borrowed_from`)."
         )
     publish_table(
         args.out,

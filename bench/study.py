@@ -337,7 +337,7 @@ def is_current(result: dict[str, Any] | None, identities: Collection[str]) -> bo
 def borrow(
     spec: RunSpec, params: Params, prepared: Path, scoring: Scoring, results: Path, source: Path
 ) -> Path | None:
-    """Copy in a finished run of another study under ``source`` that has this run's identity.
+    """Copy in a finished run under ``source`` (another study's, or a twin row's) of this identity.
 
     A quality study's run scores the validation split at the same checkpoints as a search
     run, and the test split too: the copy keeps only the splits of ``scoring``, and names

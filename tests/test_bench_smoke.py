@@ -405,6 +405,11 @@ def test_quality_bench_copies_a_tuned_run_that_an_ablation_row_made_instead_of_t
     ablation = json.loads((results / "bsd-seed0.json").read_text())
     assert ablation["borrowed_from"] == str(results / "ours-hfd-off-seed0.json")
     assert ablation["label"] == "BSD (region + pixel)" and ablation["terms"] == ["rbsd", "pbsd"]
+    assert ablation["key"] == "bsd-seed0" and ablation["overrides"]["train.hfd"] is False
+    assert (
+        "copied with the file it came from (`borrowed_from`)"
+        in (tmp_path / "results.md").read_text()
+    )
     for key in ("weights_sha256", "scores", "checkpoints", "identity"):
         assert ablation[key] == tuned[key], key
     ours = json.loads((results / "ours-seed0.json").read_text())
