@@ -380,8 +380,10 @@ def diagnostics_summary(runs: list[dict[str, Any]]) -> list[str]:
         return f"{100 * early[key]:.0f} % → {100 * late[key]:.0f} %"
 
     ratios = {t: late[f"loss_{t}"] / max(late["loss_sup"], 1e-12) for t in terms}
-    weigh = ", ".join(f"{t} {r:.2f}" for t, r in ratios.items())
-    below = "every one below 1" if max(ratios.values()) < 1 else "not all below 1"
+    weights = runs[0]["config"]["distill"]["weights"]
+    weighted = {t: weights[t] * r for t, r in ratios.items()}
+    weigh = ", ".join(f"{t} {ratios[t]:.2f} (×{weights[t]:g} = {weighted[t]:.2f})" for t in terms)
+    below = "every one below 1" if max(weighted.values()) < 1 else "not all below 1"
     return [
         f"What the diagnostics of `ours` show (mean over {len(runs)} seed(s), first → last "
         "quarter of the schedule; per-window figures in [docs/results.md](docs/results.md)). "
@@ -389,8 +391,8 @@ def diagnostics_summary(runs: list[dict[str, Any]]) -> list[str]:
         f"ViT in {shift('rbsd_vit_teaches')}. Pixel-BSD: the CNN taught at "
         f"{shift('pbsd_cnn_teaches')} of the labelled pixels, the ViT at "
         f"{shift('pbsd_vit_teaches')}; at the rest nothing flowed (mostly pixels both students "
-        f"got wrong). Each term's loss over the supervised loss, last quarter: {weigh} "
-        f"({below}).",
+        f"got wrong). Each term's unweighted loss over the supervised loss, last quarter, "
+        f"and times its weight, its pull in the total: {weigh} ({below}).",
     ]
 
 

@@ -10,6 +10,7 @@ from quality_tables import (
     ablation_rows,
     checkpoint_choice_lines,
     class_lines,
+    diagnostics_summary,
     probe_lines,
     tuned_lines,
 )
@@ -152,3 +153,26 @@ def test_a_tuned_row_is_paired_with_its_method_default():
     assert line.startswith("`ours (tuned)` − `ours` (the default)")
     assert "CNN (DeepLabV3+ R18) +0.50 [+0.50, +0.50] (n=3) gain" in line
     assert "ViT (SegFormer-style) +0.50 [+0.50, +0.50] (n=3) gain" in line
+
+
+def logged_run(sup: float, terms: dict[str, float], weights: dict[str, float]):
+    """An `ours` run of 8 iterations logged every 2 with constant losses and even shares."""
+    shares = {f"{b}_{r}_teaches": 0.5 for b in ("rbsd", "pbsd") for r in ("cnn", "vit")}
+    row = {"loss_sup": sup, **{f"loss_{t}": v for t, v in terms.items()}, **shares}
+    return {
+        "iterations": 8,
+        "terms": list(terms),
+        "config": {"distill": {"weights": weights}},
+        "curves": [{"iteration": i, **row} for i in (2, 4, 6, 8)],
+    }
+
+
+def test_the_diagnostics_summary_weighs_each_term_by_its_weight_in_the_total():
+    weights = {"hfd": 0.3, "rbsd": 1.0, "pbsd": 6.0, "dml": 1.0, "kdcl": 1.0}
+    terms = {"hfd": 0.4, "rbsd": 0.2, "pbsd": 0.1}
+    (line,) = diagnostics_summary([logged_run(2.0, terms, weights)])
+    assert "hfd 0.20 (×0.3 = 0.06), rbsd 0.10 (×1 = 0.10), pbsd 0.05 (×6 = 0.30)" in line
+    assert "(every one below 1)" in line
+    heavy = {**weights, "pbsd": 30.0}
+    (line,) = diagnostics_summary([logged_run(2.0, terms, heavy)])
+    assert "pbsd 0.05 (×30 = 1.50) (not all below 1)" in line
