@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from codistill.config import METHODS, RUN_ONLY_KEYS
+from codistill.config import METHODS, RUN_ONLY_KEYS, Params
 from codistill.data.base import dataset_spec
 from codistill.data.gate import require_validated
 from environment import markdown_table, publish_table, write_section
@@ -266,7 +266,7 @@ def train_missing(
         if twin is not None:
             print(f"{run_spec.key}: the same run as {twin.name}, copied", flush=True)
             continue
-        if extend_from_search(args, variant, run_spec, scoring, regime_dir, device):
+        if extend_from_search(args, variant, run_spec, params, scoring, regime_dir, device):
             print(f"{run_spec.key}: its search run scored on the test split", flush=True)
             continue
         run(run_spec, args.params, args.prepared, args.workdir / name, regime_dir, scoring, device)
@@ -276,6 +276,7 @@ def extend_from_search(
     args: argparse.Namespace,
     variant: Variant,
     run_spec: RunSpec,
+    params: Params,
     scoring: Scoring,
     out: Path,
     device: torch.device,
@@ -286,7 +287,7 @@ def extend_from_search(
     key = run_key(variant.candidate, run_spec.seed)
     return extend(
         run_spec,
-        spec_params(run_spec, args.params),
+        params,
         args.prepared,
         scoring,
         out,
@@ -400,17 +401,18 @@ def write_tables(
         for v in regime["methods"]
         if v.search
     )
-    if any("borrowed_from" in r for runs in results.values() for r in runs):
-        tuned += (
-            " A run with the configuration of another row's run at its seed is that run, "
-            "copied with the file it came from (`borrowed_from`)."
-        )
+    copied = (
+        " A run with the configuration of another row's run at its seed is that run, copied "
+        "with the file it came from (`borrowed_from`)."
+        if any("borrowed_from" in r for runs in results.values() for r in runs)
+        else ""
+    )
     publish_table(
         args.out,
         f"CamVid: co-distillation against the baselines (regime `{name}`)",
-        f"Regime `{name}` of `{args.studies}`: {summary}{tuned} Seeds {regime['seeds']} (ablations "
-        f"{ablation_seeds}); each seed fixes both students' initial weights and the batch "
-        "stream for every method. Score: test split, logits at the native size, mean over "
+        f"Regime `{name}` of `{args.studies}`: {summary}{tuned}{copied} Seeds {regime['seeds']} "
+        f"(ablations {ablation_seeds}); each seed fixes both students' initial weights and the "
+        "batch stream for every method. Score: test split, logits at the native size, mean over "
         f"the last {regime.get('score_last', 1)} checkpoint(s). A difference counts only where "
         "its 95 % t-interval over the paired seeds excludes 0; otherwise: no separation. "
         f"Per-run results: `{args.results / name}`.",
