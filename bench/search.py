@@ -18,6 +18,7 @@ import torch
 
 from codistill.config import ROLES
 from codistill.data.gate import require_validated
+from codistill.engine.precision import FLOAT32
 from environment import bench_parser, publish_table
 from paired import mean_std, paired_interval
 from study import (
@@ -83,13 +84,13 @@ def table_rows(
 ) -> list[list[str]]:
     """Per candidate: its settings, seeds, validation mIoU of each student, and seconds/step.
 
-    With two or more seeds, each candidate's paired difference to the first candidate
-    follows its mean, with the 95 % t-interval. ``current`` holds the keys of results made
-    with the present identity; the others are marked.
+    With two or more seeds, each candidate's paired difference to its reference follows its
+    mean, with the 95 % t-interval: the first candidate, or the one the search's ``compare``
+    maps it to. ``current`` holds the keys of results made with the present identity; the
+    others are marked.
     """
     base = search.get("base", {})
     names = list(search["candidates"])
-    reference = {role: miou_by_seed(results[names[0]], role, "val") for role in ROLES}
     rows = []
     for name in names:
         runs = results[name]
@@ -98,17 +99,19 @@ def table_rows(
             rows.append([name, settings, "0", "-", "-", "-", ""])
             continue
         cells = [name, settings, str(len(runs))]
+        reference = search.get("compare", {}).get(name, names[0])
         for role in ROLES:
             own = miou_by_seed(runs, role, "val")
             mean, std = mean_std(list(own.values()))
             cell = f"{mean:.2f}" + (f" ± {std:.2f}" if len(runs) > 1 else "")
-            interval = paired_interval(own, reference[role])
-            if name != names[0] and interval is not None and interval.n > 1:
-                cell += f" (vs {names[0]}: {interval.cell()})"
+            interval = paired_interval(own, miou_by_seed(results[reference], role, "val"))
+            if name != reference and interval is not None and interval.n > 1:
+                cell += f" (vs {reference}: {interval.cell()})"
             cells.append(cell)
         seconds = [s for r in runs if (s := seconds_per_step(r)) is not None]
         threads = "/".join(str(t) for t in sorted({r["machine"]["torch_threads"] for r in runs}))
-        cells.append(f"{statistics.median(seconds):.2f} ({threads})" if seconds else "-")
+        modes = "/".join(sorted({r.get("precision", FLOAT32) for r in runs}))
+        cells.append(f"{statistics.median(seconds):.2f} ({threads}, {modes})" if seconds else "-")
         older = sum(r["key"] not in current for r in runs)
         made = f"{older} of {len(runs)} made otherwise" if older else "current"
         borrowed = sum("borrowed_from" in r for r in runs)
@@ -134,6 +137,8 @@ def choice_line(
             100 * r["scores"]["val"][role]["miou"] for r in runs for role in ROLES
         )
 
+    if not search.get("choose", True):
+        return "This search measures the paired differences above (`compare`); it chooses nothing."
     complete = {}
     for name, runs in results.items():
         made_now = [r for r in runs if r["key"] in current]
@@ -218,7 +223,7 @@ def main() -> None:
             "runs",
             "CNN val mIoU (%)",
             "ViT val mIoU (%)",
-            "s / step (threads)",
+            "s / step (threads, mode)",
             "made with",
         ],
         table_rows(search, results, current),

@@ -47,6 +47,7 @@ from codistill.engine.checkpoint import (
 )
 from codistill.engine.code_digest import code_digest
 from codistill.engine.hooks import CURVES, LAST, Hook
+from codistill.engine.precision import FLOAT32, cpu_bf16_engine, resolve_precision
 from codistill.engine.trainer import CoTrainer, train_students, weights_digest
 from codistill.evaluation.evaluate import evaluate_students
 from codistill.models import build_student
@@ -242,6 +243,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu_bf16": cpu_bf16_engine(),
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
@@ -294,20 +296,57 @@ def read_result(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def run_identity(params: Params, prepared: Path, scoring: Scoring, code: str | None = None) -> str:
+def study_device() -> torch.device:
+    """The device study runs train and score on: the GPU if there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_identity(
+    params: Params,
+    prepared: Path,
+    scoring: Scoring,
+    code: str | None = None,
+    precision: str | None = None,
+) -> str:
     """What a result must have been made with to count: code, shaping config, data, scoring.
 
-    ``code`` is a weight-shaping code digest (default: the present code's).
+    ``code`` is a weight-shaping code digest (default: the present code's). ``precision`` is
+    the numeric mode (default: what ``train.amp`` resolves to on this machine); it stands in
+    for the flag, so a study never counts a bf16 run as a float32 one.
     """
     train = asdict(params.train)
-    for key in RUN_ONLY_KEYS:
+    for key in (*RUN_ONLY_KEYS, "train.amp"):
         train.pop(key.removeprefix("train."))
+    mode = precision or resolve_precision(params.train.amp, study_device()).mode
+    return _identity_hash(params, prepared, scoring, code, {"train": train, "precision": mode})
+
+
+def legacy_float32_identities(
+    params: Params, prepared: Path, scoring: Scoring, code: str | None = None
+) -> set[str]:
+    """The identities of float32 results made before runs recorded their numeric mode.
+
+    Those runs trained in float32 on the CPU whatever ``train.amp`` said (it acted on CUDA
+    only), and their identity hashed the flag instead of the mode.
+    """
+    identities = set()
+    for amp in (True, False):
+        train = asdict(replace(params.train, amp=amp))
+        for key in RUN_ONLY_KEYS:
+            train.pop(key.removeprefix("train."))
+        identities.add(_identity_hash(params, prepared, scoring, code, {"train": train}))
+    return identities
+
+
+def _identity_hash(
+    params: Params, prepared: Path, scoring: Scoring, code: str | None, shaping: dict[str, Any]
+) -> str:
     dataset = json.loads((prepared / DATASET_JSON).read_text())
     identity = {
         "version": RESULT_VERSION,
         "code": code or code_digest(),
         "models": asdict(params.models),
-        "train": train,
+        **shaping,
         "distill": asdict(params.distill),
         "evaluate_scale": params.evaluate.scale,
         "manifest": dataset["manifest_sha256"],
@@ -324,9 +363,19 @@ def spec_params(spec: RunSpec, params_file: Path) -> Params:
 def accepted_identities(
     params: Params, prepared: Path, scoring: Scoring, equivalence: Path = EQUIVALENCE_FILE
 ) -> frozenset[str]:
-    """The run's identity with the present code, and with each code shown to train alike."""
+    """The run's identity with the present code, and with each code shown to train alike.
+
+    A float32 run on the CPU also accepts the identities of results made before runs
+    recorded their numeric mode (``legacy_float32_identities``).
+    """
     codes = equivalent_codes(code_digest(), read_records(equivalence))
-    return frozenset(run_identity(params, prepared, scoring, code) for code in codes)
+    device = study_device()
+    mode = resolve_precision(params.train.amp, device).mode
+    accepted = {run_identity(params, prepared, scoring, code, mode) for code in codes}
+    if mode == FLOAT32 and device.type == "cpu":
+        for code in codes:
+            accepted |= legacy_float32_identities(params, prepared, scoring, code)
+    return frozenset(accepted)
 
 
 def is_current(result: dict[str, Any] | None, identities: Collection[str]) -> bool:
@@ -438,7 +487,9 @@ def adopt(
             "overrides": spec.overrides,
             "scores": scores,
             "checkpoints": checkpoints,
-            "identity": run_identity(params, prepared, scoring, found["code_digest"]),
+            "identity": run_identity(
+                params, prepared, scoring, found["code_digest"], found.get("precision", FLOAT32)
+            ),
             **provenance,
         },
     )
@@ -487,7 +538,32 @@ def run(
             print(f"{spec.key}: another process is training it; skipped", flush=True)
             return None
         # the process that held the lock may have finished the run meanwhile
-        return finished() or train_and_score(spec, params, prepared, folder, path, scoring, device)
+        if (existing := finished()) is not None:
+            return existing
+        require_one_machine_kind(results, device)
+        return train_and_score(spec, params, prepared, folder, path, scoring, device)
+
+
+def machine_kind(recorded: dict[str, Any]) -> str:
+    """The kind of machine a result's ``machine`` record names: its GPU, else its CPU model."""
+    return recorded["gpu"] if str(recorded["device"]).startswith("cuda") else recorded["cpu"]
+
+
+def require_one_machine_kind(results: Path, device: torch.device) -> None:
+    """Refuse to train into ``results`` if its runs were made on another kind of machine.
+
+    Step times, and in bf16 the arithmetic itself, differ from one kind to another: a study
+    (or search) goes on where it started.
+    """
+    here = machine_kind(machine(device))
+    for path in sorted(results.glob("*.json")):
+        found = read_result(path)
+        if found is not None and "machine" in found and machine_kind(found["machine"]) != here:
+            raise SystemExit(
+                f"{results}: its runs were made on {machine_kind(found['machine'])} ({path.name}),"
+                f" this machine is {here}: a study goes on on the kind of machine it started on;"
+                " give it another results folder to run it here"
+            )
 
 
 @contextmanager
@@ -551,7 +627,8 @@ def train_and_score(
         "iterations_this_run": metrics["iterations_this_run"],
         "wall_seconds_this_run": round(time.time() - started, 1),
         "weights_sha256": metrics["weights_sha256"],
-        "identity": run_identity(params, prepared, scoring),
+        "identity": run_identity(params, prepared, scoring, precision=metrics["precision"]),
+        "precision": metrics["precision"],
         "code_digest": code_digest(),
         **git_commit(),
         "machine": machine(device),

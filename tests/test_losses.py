@@ -12,7 +12,7 @@ from codistill.config import active_terms
 from codistill.distill import CoDistillationObjective, build_term, warmup_factor
 from codistill.distill.adapters import FeatureAdapter
 from codistill.distill.mutual import min_logit_teacher
-from codistill.distill.pair import channel_rows, kl_map, normalized_rows
+from codistill.distill.pair import channel_rows, normalized_rows
 from codistill.distill.pixel_bsd import select_pixels
 from codistill.distill.supervised import supervised_loss
 from tests.conftest import repo_params
@@ -30,6 +30,13 @@ def train_with(changes: dict):
 
 
 GOLDEN = Path(__file__).parent / "fixtures" / "losses" / "golden.json"
+
+
+def kl_map(teacher: torch.Tensor, student: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Reference per-pixel KL(sg(softmax(teacher/T)) ‖ softmax(student/T)), N×H×W, by F.kl_div."""
+    target = F.log_softmax(teacher.detach() / temperature, dim=1)
+    inputs = F.log_softmax(student / temperature, dim=1)
+    return F.kl_div(inputs, target, reduction="none", log_target=True).sum(dim=1)
 
 
 def logits_from_probs(rows: list[list[float]]) -> torch.Tensor:

@@ -70,10 +70,17 @@ def test_crossfeed_mode_trains(validated_tiny, tmp_path):
     assert metrics["iterations"] == 2 and metrics["final"]["loss_hfd"] > 0
 
 
-def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(validated_tiny, tmp_path):
+@pytest.mark.parametrize("mode", ["float32", "bf16"])
+def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
+    validated_tiny, tmp_path, mode
+):
     prepared, report = validated_tiny
-    params = tiny_params_file(tmp_path, iterations=30, log_every=3, checkpoint_every=3)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    params = tiny_params_file(
+        tmp_path, iterations=30, log_every=3, checkpoint_every=3, changes={"train.amp": True}
+    )
+    # bf16 on any CPU: the detection is forced either way
+    forced = "1" if mode == "bf16" else "0"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CODISTILL_CPU_BF16": forced}
     subprocess.run(
         train_command(params, prepared, report, tmp_path / "whole"),
         check=True,
@@ -110,6 +117,8 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(validate
     assert f"resuming from {killed / 'last.pt'} at iteration {stopped_at}" in resumed.stdout
     metrics = json.loads((killed / "train_metrics.json").read_text())
     assert metrics["iterations_this_run"] == 30 - stopped_at
+    assert metrics["precision"] == mode
+    assert f"train: {mode} (" in resumed.stdout
     for role in ("cnn", "vit"):
         assert state_dicts_equal(tmp_path / "whole" / f"{role}.pt", killed / f"{role}.pt")
 
@@ -146,7 +155,7 @@ def test_a_checkpoint_of_code_shown_equivalent_resumes_and_one_of_other_code_doe
     # the checkpoint as code with digest "earlier" would have left it
     state = torch.load(out / "last.pt", weights_only=True)
     manifest = json.loads((prepared / "dataset.json").read_text())["manifest_sha256"]
-    state["fingerprint"] = config_fingerprint(params, manifest, 1, code="earlier")
+    state["fingerprint"] = config_fingerprint(params, manifest, "float32", 1, code="earlier")
     torch.save(state, out / "last.pt")
     (out / "last.previous.pt").unlink()
     capsys.readouterr()
@@ -243,12 +252,20 @@ def test_bad_train_values_are_named(tmp_path, bad):
         load_params(path)
 
 
-def test_resume_fingerprint_depends_on_world_size():
+def test_resume_fingerprint_depends_on_world_size_and_numeric_mode_not_the_amp_flag():
     from codistill.engine.trainer import config_fingerprint
 
     params = repo_params()
-    assert config_fingerprint(params, "m", 1) != config_fingerprint(params, "m", 2)
-    assert config_fingerprint(params, "m", 2) == config_fingerprint(params, "m", 2)
+    assert config_fingerprint(params, "m", "float32", 1) != config_fingerprint(
+        params, "m", "float32", 2
+    )
+    assert config_fingerprint(params, "m", "float32", 2) == config_fingerprint(
+        params, "m", "float32", 2
+    )
+    assert config_fingerprint(params, "m", "bf16") != config_fingerprint(params, "m", "float32")
+    # amp asked for on a CPU without bf16 trains the same float32 weights as amp off
+    flipped = repo_params({"train.amp": not params.train.amp})
+    assert config_fingerprint(flipped, "m", "float32") == config_fingerprint(params, "m", "float32")
 
 
 def test_nproc_relaunches_the_stage_through_torchrun_inside_one_stage_run(validated_tiny, tmp_path):

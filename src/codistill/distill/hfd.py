@@ -75,7 +75,7 @@ class HeterogeneousFeatureDistillation(nn.Module):
         size = pair.labels.shape[-2:]
         return sum(
             F.cross_entropy(
-                upsample_logits(out.logits, size).float(),
+                upsample_logits(out.logits.float(), size),
                 pair.labels,
                 ignore_index=IGNORE_INDEX,
                 reduction="sum",

@@ -39,13 +39,13 @@ class StudentPair:
 
     @cached_property
     def cnn_logits(self) -> torch.Tensor:
-        """CNN logits at label resolution (N×K×H×W)."""
-        return upsample_logits(self.cnn.logits, self.labels.shape[-2:]).float()
+        """CNN logits at label resolution (N×K×H×W), float32 under any autocast."""
+        return upsample_logits(self.cnn.logits.float(), self.labels.shape[-2:])
 
     @cached_property
     def vit_logits(self) -> torch.Tensor:
-        """ViT logits at label resolution (N×K×H×W)."""
-        return upsample_logits(self.vit.logits, self.labels.shape[-2:]).float()
+        """ViT logits at label resolution (N×K×H×W), float32 under any autocast."""
+        return upsample_logits(self.vit.logits.float(), self.labels.shape[-2:])
 
     @cached_property
     def cnn_log_probs(self) -> torch.Tensor:
@@ -106,11 +106,3 @@ def kl_between(teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor)
     """
     teacher = teacher_log_probs.detach()
     return (teacher.exp() * (teacher - student_log_probs)).sum(dim=1)
-
-
-def kl_map(
-    teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Per-pixel KL(softmax(t/T) ‖ softmax(s/T)), N×H×W; the teacher side is detached."""
-    teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
-    return kl_between(teacher, F.log_softmax(student_logits / temperature, dim=1))

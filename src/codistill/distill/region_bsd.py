@@ -20,7 +20,7 @@ def _window_mean(values: torch.Tensor, weights: torch.Tensor, window: int) -> to
 
 
 def _entropy(logits: torch.Tensor) -> torch.Tensor:
-    log_p = F.log_softmax(logits.float(), dim=1)
+    log_p = F.log_softmax(logits, dim=1)
     return -(log_p.exp() * log_p).sum(dim=1, keepdim=True)
 
 
@@ -56,8 +56,8 @@ class RegionSelectiveDistillation(nn.Module):
         """(cnn score, vit score, scored) per window, each N×1×H'×W' (lower score = better)."""
         grid = pair.cnn.dec.shape[-2:]
         if self.score == "entropy":
-            cnn_entropy = _entropy(resize_to(pair.cnn.logits, grid))
-            vit_entropy = _entropy(resize_to(pair.vit.logits, grid))
+            cnn_entropy = _entropy(resize_to(pair.cnn.logits.float(), grid))
+            vit_entropy = _entropy(resize_to(pair.vit.logits.float(), grid))
             ones = torch.ones_like(cnn_entropy)
             cnn = _window_mean(cnn_entropy, ones, self.window)
             vit = _window_mean(vit_entropy, ones, self.window)

@@ -151,7 +151,9 @@ class ProgressHook(Hook):
     """A progress bar on a terminal; one line per log row elsewhere (logs, CI, ``dvc repro``)."""
 
     def before_run(self, trainer: CoTrainer) -> None:
-        """Open the bar at the resumed iteration."""
+        """Say which numeric mode the run trains in, and open the bar at the resumed iteration."""
+        if trainer.context.is_main:
+            print(f"train: {trainer.precision.mode} ({trainer.precision.reason})", flush=True)
         self.bar = tqdm(
             total=trainer.cfg.iterations,
             initial=trainer.iteration,
@@ -209,6 +211,7 @@ class TrackingHook(Hook):
         trainer.run_id = self.tracker.run_id
         params = trainer.params
         config = {k: asdict(getattr(params, k)) for k in ("models", "train", "distill")}
+        config["train"]["precision"] = trainer.precision.mode
         self.tracker.log_params(flatten(config))
         write_json_atomic(self.out_dir / CONFIG_JSON, asdict(params))
         self.tracker.log_artifact(self.out_dir / CONFIG_JSON)

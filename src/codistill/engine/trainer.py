@@ -8,7 +8,6 @@ for everything else: resuming and checkpoints, progress, curves, MLflow and the 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -47,22 +46,30 @@ from codistill.engine.hooks import (
 )
 from codistill.engine.host_memory import reuse_freed_host_memory
 from codistill.engine.optim import cnn_optimizer, poly_schedule, vit_optimizer
+from codistill.engine.precision import Precision, resolve_precision
 from codistill.engine.progress import CURVE_TERMS, WindowMeans
 
 
 def config_fingerprint(
-    params: Params, manifest_sha256: str, world_size: int = 1, code: str | None = None
+    params: Params,
+    manifest_sha256: str,
+    precision: str,
+    world_size: int = 1,
+    code: str | None = None,
 ) -> str:
     """Hash of everything that shapes the weights; a checkpoint resumes only under the same.
 
-    The world size counts: it sets the global batch and which samples each step reads. So
-    does the code (``code``, default the present code's digest): a checkpoint left by a
-    finished run must not stand in for a run of changed losses or models.
+    The numeric mode counts (``precision``, as resolved from ``train.amp`` on this device),
+    not the flag: a float32 checkpoint must not go on in bf16 on another machine. The world
+    size counts: it sets the global batch and which samples each step reads. So does the
+    code (``code``, default the present code's digest): a checkpoint left by a finished run
+    must not stand in for a run of changed losses or models.
     """
     shaping = {k: asdict(getattr(params, k)) for k in ("models", "train", "distill")}
     # A run also resumes across a new checkpoint cadence or compilation setting.
-    for key in (*RUN_ONLY_KEYS, "train.checkpoint_every", "train.compile"):
+    for key in (*RUN_ONLY_KEYS, "train.checkpoint_every", "train.compile", "train.amp"):
         shaping["train"].pop(key.removeprefix("train."))
+    shaping["precision"] = precision
     shaping["manifest"] = manifest_sha256
     shaping["world_size"] = world_size
     shaping["code"] = code or code_digest()
@@ -87,6 +94,7 @@ class TrainingSetup:
     model: CoTrainingModel
     optimizers: dict[str, Optimizer]
     schedulers: dict[str, LRScheduler]
+    precision: Precision
     fingerprint: str
 
 
@@ -120,8 +128,33 @@ def build_setup(params: Params, prepared_dir: str | Path) -> TrainingSetup:
         )
         for role, optimizer in optimizers.items()
     }
-    fingerprint = config_fingerprint(params, data.info["manifest_sha256"], context.world_size)
-    return TrainingSetup(context, data, model, optimizers, schedulers, fingerprint)
+    precision = resolve_precision(cfg.amp, context.device)
+    fingerprint = config_fingerprint(
+        params, data.info["manifest_sha256"], precision.mode, context.world_size
+    )
+    return TrainingSetup(context, data, model, optimizers, schedulers, precision, fingerprint)
+
+
+def train_step(
+    model: nn.Module,
+    optimizers: dict[str, Optimizer],
+    precision: Precision,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    iteration: int,
+) -> dict[str, torch.Tensor]:
+    """One co-training step: forward (under ``precision``), one backward, both optimizers.
+
+    Returns the objective's detached parts. The schedulers are the caller's.
+    """
+    with precision.context(images.device):
+        total, parts = model(images, labels, iteration)
+    for optimizer in optimizers.values():
+        optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    for role in ROLES:
+        optimizers[role].step()
+    return parts
 
 
 class CoTrainer:
@@ -135,6 +168,7 @@ class CoTrainer:
         self.model = setup.model
         self.optimizers = setup.optimizers
         self.schedulers = setup.schedulers
+        self.precision = setup.precision
         self.fingerprint = setup.fingerprint
         self.hooks = list(hooks)
         self.iteration = 0
@@ -242,11 +276,6 @@ class CoTrainer:
             generator=torch.Generator().manual_seed(self.cfg.seed),
         )
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.cfg.amp and self.context.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _step(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
@@ -255,14 +284,9 @@ class CoTrainer:
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
-        with self._autocast():
-            total, parts = model(images, labels, self.iteration)
-        for optimizer in self.optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        for role in ROLES:
-            self.optimizers[role].step()
-            self.schedulers[role].step()
+        parts = train_step(model, self.optimizers, self.precision, images, labels, self.iteration)
+        for scheduler in self.schedulers.values():
+            scheduler.step()
         return parts
 
     def _metrics(self, seconds: float, start_iteration: int) -> dict[str, Any]:
@@ -282,6 +306,8 @@ class CoTrainer:
             "iterations_this_run": steps,
             "world_size": self.context.world_size,
             "device": str(self.context.device),
+            "precision": self.precision.mode,
+            "precision_reason": self.precision.reason,
             "seconds_this_run": round(seconds, 2),
             "images_per_s": round(images / seconds, 3) if steps else None,
             "final": self.curves[-1] if self.curves else {},
@@ -336,7 +362,8 @@ def train_students(
     checkpoints = Path(checkpoint_dir) if checkpoint_dir else None
     setup = build_setup(params, prepared_dir)
     manifest, world_size = setup.data.info["manifest_sha256"], setup.context.world_size
-    also = {config_fingerprint(params, manifest, world_size, c) for c in equivalent_codes}
+    mode = setup.precision.mode
+    also = {config_fingerprint(params, manifest, mode, world_size, c) for c in equivalent_codes}
     tracked = tracking and setup.context.is_main
     every = [*hooks, *standard_hooks(out_dir, checkpoints, tracked, also)]
     return CoTrainer(params, setup, every).run()
