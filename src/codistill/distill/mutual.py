@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from codistill.config import TemperatureConfig
-from codistill.distill.pair import StudentPair, kl_between
+from codistill.distill.pair import StudentPair, kl_map
 from codistill.distill.registry import register_term
 
 
@@ -19,19 +18,14 @@ class DenseDistillation(nn.Module):
         self.temperature = temperature
 
     def teachers(self, pair: StudentPair) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher log-probabilities at ``temperature`` for the CNN and for the ViT."""
+        """Teacher logits for the CNN and for the ViT (detached inside ``kl_map``)."""
         raise NotImplementedError
 
     def forward(self, pair: StudentPair) -> torch.Tensor:
-        """The loss of one batch, averaged over |Ω|.
-
-        The students' log-probabilities are the pair's shared ones (computed once per batch).
-        """
+        """The loss of one batch, averaged over |Ω|."""
         t = self.temperature
         for_cnn, for_vit = self.teachers(pair)
-        both = kl_between(for_cnn, pair.log_probs("cnn", t)) + kl_between(
-            for_vit, pair.log_probs("vit", t)
-        )
+        both = kl_map(for_cnn, pair.cnn_logits, t) + kl_map(for_vit, pair.vit_logits, t)
         return t * t * (both * pair.valid).sum() / pair.valid_count()
 
 
@@ -40,8 +34,7 @@ class DeepMutualLearning(DenseDistillation):
 
     def teachers(self, pair: StudentPair) -> tuple[torch.Tensor, torch.Tensor]:
         """The ViT teaches the CNN and the CNN teaches the ViT."""
-        t = self.temperature
-        return pair.log_probs("vit", t), pair.log_probs("cnn", t)
+        return pair.vit_logits, pair.cnn_logits
 
 
 def min_logit_teacher(pair: StudentPair) -> torch.Tensor:
@@ -57,7 +50,7 @@ class KnowledgeDistillationCollaborative(DenseDistillation):
 
     def teachers(self, pair: StudentPair) -> tuple[torch.Tensor, torch.Tensor]:
         """The MinLogit ensemble teaches both students."""
-        teacher = F.log_softmax(min_logit_teacher(pair) / self.temperature, dim=1)
+        teacher = min_logit_teacher(pair)
         return teacher, teacher
 
 

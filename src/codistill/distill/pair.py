@@ -106,3 +106,11 @@ def kl_between(teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor)
     """
     teacher = teacher_log_probs.detach()
     return (teacher.exp() * (teacher - student_log_probs)).sum(dim=1)
+
+
+def kl_map(
+    teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Per-pixel KL(softmax(t/T) ‖ softmax(s/T)), N×H×W; the teacher side is detached."""
+    teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    return kl_between(teacher, F.log_softmax(student_logits / temperature, dim=1))
