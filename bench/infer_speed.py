@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from codistill.config import ROLES, load_params
 from codistill.evaluation.students import load_students
+from codistill.export.folding import inference_form
 from codistill.export.onnx_graph import INPUT_NAME, DeployableStudent, Normalization
 from codistill.export.onnx_scoring import cpu_session, evenly_spaced_images
 from codistill.export.parity import resized_batch
@@ -36,6 +38,7 @@ from environment import (
 )
 
 Engine = Callable[[np.ndarray], object]
+PROFILED_OPERATORS = 10
 
 
 def parse_args() -> argparse.Namespace:
@@ -201,6 +204,61 @@ def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list
     return rows
 
 
+def operator_times(path: Path, batch: np.ndarray, runs: int) -> dict[str, float]:
+    """Milliseconds per call that each ONNX operator type takes in ``path`` (ORT's profiler)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="codistill-ort-profile-") as folder:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder) / "profile")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session.run(None, {INPUT_NAME: batch})  # warm-up, counted out below
+        for _ in range(runs):
+            session.run(None, {INPUT_NAME: batch})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    per_call = len(kernels) // (runs + 1)
+    totals: dict[str, float] = {}
+    for event in kernels[per_call:]:
+        op = event["args"]["op_name"]
+        totals[op] = totals.get(op, 0.0) + event["dur"] / 1000 / runs
+    return totals
+
+
+def profile_lines(onnx_dir: Path, images: list[np.ndarray], size: tuple[int, int]) -> list[str]:
+    """Per student, where its FP32 and INT8 graphs spend one image's time, by operator type."""
+    batch = batch_of(images, size, 1)
+    lines = []
+    for role in ROLES:
+        graphs = {"FP32": onnx_dir / f"{role}.onnx", "INT8": onnx_dir / variant_file(role, "int8")}
+        times = {
+            name: operator_times(path, batch, 5) for name, path in graphs.items() if path.is_file()
+        }
+        names = list(times)
+
+        def heaviest(op: str, times: dict[str, dict[str, float]] = times) -> float:
+            return max(t.get(op, 0.0) for t in times.values())
+
+        operators = sorted({op for t in times.values() for op in t}, key=heaviest, reverse=True)
+        totals = {name: sum(t.values()) for name, t in times.items()}
+        rows = [
+            [op, *(f"{times[n].get(op, 0.0):.2f}" for n in names)]
+            + [f"{100 * times[n].get(op, 0.0) / totals[n]:.1f}%" for n in names]
+            for op in operators[:PROFILED_OPERATORS]
+        ]
+        rows.append(["all operators", *(f"{totals[n]:.2f}" for n in names), *["100%"] * len(names)])
+        header = ["operator", *(f"{n} ms" for n in names), *(f"{n} share" for n in names)]
+        lines += [
+            "",
+            f"`{role}`: the top {PROFILED_OPERATORS} operator types, one {size[0]}x{size[1]} "
+            "image (ONNX Runtime's profiler, kernel time, mean of 5 calls after a warm-up):",
+            "",
+            *markdown_table(header, rows),
+        ]
+    return lines
+
+
 def speed_chart(rows: list[list[str]], path: Path) -> None:
     """p50 latency against throughput, one marker per student, engine and batch size."""
     figure, axis = new_figure(figsize=(7, 4.5))
@@ -225,14 +283,18 @@ def main() -> None:
     peak = matmul_peak_gflops()
     rows = []
     flops = {}
+    exported = {}
     for role, student in students.items():
         student.eval()
         flops[role] = forward_gflop(deployable(student, args.onnx), size)
+        exported[role] = forward_gflop(deployable(inference_form(student), args.onnx), size)
         found = engines(role, student, args.onnx)
         for batch in args.batches:
             times = time_engines(found, batch_of(images, size, batch), args.rounds)
             rows += speed_rows(role, times, batch, flops[role], peak)
-    flop_text = ", ".join(f"{r} {g:.1f} GFLOP" for r, g in flops.items())
+    flop_text = ", ".join(
+        f"{r} {g:.1f} GFLOP (its exported form {exported[r]:.1f})" for r, g in flops.items()
+    )
     speed_chart(rows, args.chart)
     extra = [
         "",
@@ -244,6 +306,11 @@ def main() -> None:
             ["student", "variant", "FP32 mIoU", "variant mIoU", "drop (points)", "gate"],
             variant_rows(args.onnx),
         ),
+    ]
+    extra += [
+        "",
+        "### Where the graphs spend their time: FP32 against INT8",
+        *profile_lines(args.onnx, images, size),
     ]
     if args.triton:
         extra += [
@@ -276,7 +343,10 @@ def main() -> None:
         f"CPU ({torch.get_num_threads()} intra-op threads for PyTorch; ONNX Runtime default). "
         f"Median (p50) and p95 of {args.rounds} interleaved calls after one warm-up call each. "
         f"Forward cost per image (torch FlopCounterMode, 2 FLOP per multiply-add): "
-        f"{flop_text}. This machine's measured float32 matmul peak: {peak:.0f} GFLOP/s; "
+        f"{flop_text}. The exported graphs compute the trained function with less work where "
+        "a student's head folds (`codistill.export.folding`); GFLOP/s and the share of the peak "
+        "count the trained student's FLOPs for every engine (an effective rate), so engines "
+        f"compare on one scale. This machine's measured float32 matmul peak: {peak:.0f} GFLOP/s; "
         "INT8 rows do the same operations in 8-bit integer arithmetic and can exceed it.",
         ("torch", "onnxruntime"),
         [

@@ -174,6 +174,15 @@ def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, t
                 assert within_rounding(float(speedup), 0.005, truediv, eager, engine, 0.05)
         drop = variants[role]["int8"]["miou_drop_points"]
         assert f"| {role} | INT8 | " in text and f"| {drop:.2f} |" in text
+    # the operator profile: per student, operator rows whose times add up to at most the total
+    profile = text.split("Where the graphs spend their time", 1)[1].split("Local Triton", 1)[0]
+    for role, section in zip(("cnn", "vit"), profile.split("`")[1::2][:2], strict=True):
+        assert section == role
+    for block in profile.split("operator types")[1:]:
+        rows = re.findall(r"\| (\w+) \| ([\d.]+) \|", block)
+        total = float(re.search(r"\| all operators \| ([\d.]+) \|", block).group(1))
+        assert len(rows) >= 3 and sum(float(ms) for _, ms in rows) <= total + 0.01 * len(rows)
+        assert any(op in {"Conv", "MatMul", "QLinearConv", "QLinearMatMul"} for op, _ in rows)
     endpoint = re.findall(r"\| (cnn|vit) \| (on|off) \| 2 \| .* \| (\d+) \|\n", text)
     assert sorted((r, b) for r, b, _ in endpoint) == [
         ("cnn", "off"),
