@@ -8,18 +8,23 @@ import pytest
 import torch
 from scipy.stats import t
 
+from codistill.artifacts import write_json_atomic
 from codistill.config.loader import load_yaml_mapping
 from tests.conftest import REPO_ROOT, tiny_params_file
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 from paired import paired_interval
-from search import choice_line
+from search import choice_line, table_rows
 from study import (
     SNAPSHOTS,
     RunSpec,
     Scoring,
+    accepted_identities,
     claimed,
+    legacy_float32_identities,
     load_studies,
+    machine,
+    require_one_machine_kind,
     resolve_params,
     run,
     run_identity,
@@ -75,6 +80,42 @@ def test_a_result_counts_only_for_the_configuration_it_was_made_with(validated_t
     ):
         assert run_identity(spec_params(changed, params_file), prepared, scoring) != identity
     assert run_identity(spec_params(spec, params_file), prepared, Scoring(score_last=2)) != identity
+
+
+def test_the_identity_holds_the_numeric_mode_and_older_float32_results_still_count(
+    validated_tiny, tmp_path, monkeypatch
+):
+    prepared, _ = validated_tiny
+    params_file = tiny_params_file(tmp_path, "ours", iterations=2)
+    scoring = Scoring()
+    asked = spec_params(RunSpec("ours-seed0", "ours", 0, {"train.amp": True}), params_file)
+    off = spec_params(RunSpec("ours-seed0", "ours", 0, {"train.amp": False}), params_file)
+    # the flag is not the identity, the mode it resolves to is
+    assert run_identity(asked, prepared, scoring, precision="float32") == run_identity(
+        off, prepared, scoring, precision="float32"
+    )
+    assert run_identity(asked, prepared, scoring, precision="bf16") != run_identity(
+        asked, prepared, scoring, precision="float32"
+    )
+    older = {"identity": next(iter(legacy_float32_identities(asked, prepared, scoring)))}
+    monkeypatch.setenv("CODISTILL_CPU_BF16", "0")  # amp asked for, float32 on this CPU
+    assert older["identity"] in accepted_identities(asked, prepared, scoring)
+    monkeypatch.setenv("CODISTILL_CPU_BF16", "1")  # a bf16 run: an older result does not count
+    accepted = accepted_identities(asked, prepared, scoring)
+    assert older["identity"] not in accepted
+    assert run_identity(asked, prepared, scoring, precision="bf16") in accepted
+
+
+def test_a_study_made_on_another_kind_of_machine_is_not_continued_here(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    here = machine(torch.device("cpu"))
+    write_json_atomic(results / "a-seed0.json", {"key": "a-seed0", "machine": here})
+    require_one_machine_kind(results, torch.device("cpu"))  # the same kind: goes on
+    elsewhere = {**here, "cpu": "Some Other CPU 9000"}
+    write_json_atomic(results / "b-seed0.json", {"key": "b-seed0", "machine": elsewhere})
+    with pytest.raises(SystemExit, match=r"made on Some Other CPU 9000 \(b-seed0\.json\)"):
+        require_one_machine_kind(results, torch.device("cpu"))
 
 
 def test_a_run_another_process_is_training_is_skipped_not_trained_twice(
@@ -137,3 +178,28 @@ def test_a_search_chooses_by_the_mean_over_students_and_seeds_of_current_runs_on
     assert "**steady**, 40.00 against default 39.00; 2 candidate(s) without one yet." in line
     nothing = choice_line(search, {name: [] for name in search["candidates"]}, [0], set())
     assert nothing == "Choice: none yet (no candidate has a current run at every seed)."
+
+
+def test_a_comparing_search_pairs_each_candidate_with_its_twin_and_chooses_nothing():
+    def timed(result: dict, mode: str) -> dict:
+        work = {"iterations": 10, "iterations_this_run": 10, "train_seconds_this_run": 5.0}
+        return {**result, **work, "machine": {"torch_threads": 1}, "precision": mode}
+
+    search = {
+        "candidates": {"a-float32": {}, "b-float32": {}, "b-bf16": {}},
+        "compare": {"b-bf16": "b-float32"},
+        "choose": False,
+    }
+    results = {
+        "a-float32": [timed(search_result(f"a{s}", s, 30, 30), "float32") for s in (0, 1)],
+        "b-float32": [timed(search_result(f"b{s}", s, 40 + s, 40), "float32") for s in (0, 1)],
+        "b-bf16": [timed(search_result(f"c{s}", s, 41 + s, 39), "bf16") for s in (0, 1)],
+    }
+    current = {r["key"] for runs in results.values() for r in runs}
+    rows = {row[0]: row for row in table_rows(search, results, current)}
+    # b-bf16 against its float32 twin (+1 CNN, -1 ViT), not against the first candidate
+    assert "(vs b-float32: +1.00" in rows["b-bf16"][3]
+    assert "(vs b-float32: -1.00" in rows["b-bf16"][4]
+    assert "(vs a-float32: +10.50" in rows["b-float32"][3]
+    assert rows["b-bf16"][5] == "0.50 (1, bf16)" and rows["a-float32"][5] == "0.50 (1, float32)"
+    assert "chooses nothing" in choice_line(search, results, [0, 1], current)
