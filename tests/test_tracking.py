@@ -34,6 +34,8 @@ def test_training_run_is_logged_and_read_back(validated_tiny, tmp_path, tracking
     assert client.get_experiment(run.info.experiment_id).name == "codistill-test"
     assert run.data.params["train.method"] == "ours"
     assert run.data.params["distill.pbsd.rule"] == "correct_or_more_confident"
+    # the numeric mode the run resolved, beside the flag that asked for it
+    assert run.data.params["train.precision"] == metrics["precision"]
     history = client.get_metric_history(run.info.run_id, "loss_pbsd")
     assert [m.step for m in history] == [2, 4]
     curves = (tmp_path / "run" / "curves.csv").read_text().splitlines()
