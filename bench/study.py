@@ -390,15 +390,17 @@ def borrow(
 
     A quality study's run scores the validation split at the same checkpoints as a search
     run, and the test split too: the copy keeps only the splits of ``scoring``, and names
-    the file it came from. Returns that file, or None where there is none (or the run
-    already has a current result).
+    the file it came from. Only a run made on this kind of machine is copied
+    (``require_one_machine_kind``). Returns that file, or None where there is none (or the
+    run already has a current result).
     """
     if current_result(spec, params, prepared, scoring, results) is not None:
         return None
     wider = accepted_identities(params, prepared, replace(scoring, splits=STUDY_SPLITS))
+    here = machine_kind(machine(study_device()))
     for candidate in sorted(source.rglob("*.json")):
         found = read_result(candidate)
-        if not is_current(found, wider):
+        if not is_current(found, wider) or machine_kind(found["machine"]) != here:
             continue
         kept = {"iteration", *scoring.splits}
         checkpoints = [{k: v for k, v in c.items() if k in kept} for c in found["checkpoints"]]

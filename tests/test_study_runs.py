@@ -20,6 +20,7 @@ from study import (
     RunSpec,
     Scoring,
     accepted_identities,
+    borrow,
     claimed,
     legacy_float32_identities,
     load_studies,
@@ -116,6 +117,37 @@ def test_a_study_made_on_another_kind_of_machine_is_not_continued_here(tmp_path)
     write_json_atomic(results / "b-seed0.json", {"key": "b-seed0", "machine": elsewhere})
     with pytest.raises(SystemExit, match=r"made on Some Other CPU 9000 \(b-seed0\.json\)"):
         require_one_machine_kind(results, torch.device("cpu"))
+
+
+def test_a_run_made_on_another_kind_of_machine_is_not_borrowed(validated_tiny, tmp_path):
+    from codistill.engine.code_digest import code_digest
+
+    prepared, _ = validated_tiny
+    params_file = tiny_params_file(tmp_path, "independent", iterations=2)
+    spec = RunSpec("plain-seed0", "plain", 0)
+    params = spec_params(spec, params_file)
+    study = Scoring(score_last=1, splits=("val", "test"))
+    scores = {"val": {"cnn": {"miou": 0.3}}, "test": {"cnn": {"miou": 0.2}}}
+    made = {
+        "identity": run_identity(params, prepared, study),
+        "code_digest": code_digest(),
+        "checkpoints": [{"iteration": 2, **scores}],
+        "scores": scores,
+        "machine": machine(torch.device("cpu")),
+    }
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_json_atomic(
+        elsewhere / "independent-seed0.json",
+        {**made, "machine": {**made["machine"], "cpu": "Some Other CPU 9000"}},
+    )
+    search = Scoring(score_last=1, splits=("val",))
+    results = tmp_path / "search"
+    assert borrow(spec, params, prepared, search, results, elsewhere) is None
+    here = tmp_path / "here"
+    here.mkdir()
+    write_json_atomic(here / "independent-seed0.json", made)
+    assert borrow(spec, params, prepared, search, results, here) == here / "independent-seed0.json"
 
 
 def test_a_run_another_process_is_training_is_skipped_not_trained_twice(
