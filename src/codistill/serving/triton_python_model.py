@@ -36,6 +36,9 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         # Without the arena, the memory a large image needed goes back once it is answered.
         options.enable_cpu_mem_arena = False
+        # ONNX Runtime's workers would otherwise spin between calls, on the cores that Triton's
+        # front end and the batcher need to hand over the next request.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             _parameter(config, "onnx_path"),
             sess_options=options,
