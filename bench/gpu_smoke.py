@@ -51,7 +51,7 @@ def main() -> None:
     report = {
         "device": metrics["device"],
         "world_size": metrics["world_size"],
-        "amp_bf16": params.train.amp and metrics["device"].startswith("cuda"),
+        "precision": metrics["precision"],
         "channels_last": params.train.channels_last,
         "compile": params.train.compile,
         "method": params.train.method,
