@@ -64,6 +64,7 @@ from study import (
     run,
     run_key,
     spec_params,
+    study_device,
 )
 
 
@@ -257,7 +258,7 @@ def train_missing(
     if unknown:
         raise SystemExit(f"--only: {', '.join(unknown)} not in the plan of regime {name}")
     require_validated(args.prepared, args.validation)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = study_device()
     for index, (variant, run_spec) in enumerate(runs):
         if not in_shard(index, args.shard) or (args.only and run_spec.key not in args.only):
             continue

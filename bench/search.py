@@ -37,6 +37,7 @@ from study import (
     run_key,
     seconds_per_step,
     spec_params,
+    study_device,
 )
 
 
@@ -166,7 +167,7 @@ def train_missing(
     A run the quality study already made is borrowed from its results instead.
     """
     require_validated(args.prepared, args.validation)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = study_device()
     chosen = set(args.candidates or search["candidates"])
     todo = [spec for spec in specs(search, args.seeds) if spec.label in chosen]
     for index, spec in enumerate(todo):

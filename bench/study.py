@@ -400,7 +400,7 @@ def borrow(
     here = machine_kind(machine(study_device()))
     for candidate in sorted(source.rglob("*.json")):
         found = read_result(candidate)
-        if not is_current(found, wider) or machine_kind(found["machine"]) != here:
+        if not is_current(found, wider) or machine_kind(found.get("machine", {})) != here:
             continue
         kept = {"iteration", *scoring.splits}
         checkpoints = [{k: v for k, v in c.items() if k in kept} for c in found["checkpoints"]]
@@ -548,7 +548,9 @@ def run(
 
 def machine_kind(recorded: dict[str, Any]) -> str:
     """The kind of machine a result's ``machine`` record names: its GPU, else its CPU model."""
-    return recorded["gpu"] if str(recorded["device"]).startswith("cuda") else recorded["cpu"]
+    if str(recorded.get("device")).startswith("cuda"):
+        return recorded["gpu"]
+    return recorded.get("cpu", "an unrecorded machine")
 
 
 def require_one_machine_kind(results: Path, device: torch.device) -> None:
@@ -560,7 +562,7 @@ def require_one_machine_kind(results: Path, device: torch.device) -> None:
     here = machine_kind(machine(device))
     for path in sorted(results.glob("*.json")):
         found = read_result(path)
-        if found is not None and "machine" in found and machine_kind(found["machine"]) != here:
+        if found is not None and machine_kind(found.get("machine", {})) != here:
             raise SystemExit(
                 f"{results}: its runs were made on {machine_kind(found['machine'])} ({path.name}),"
                 f" this machine is {here}: a study goes on on the kind of machine it started on;"

@@ -1,9 +1,12 @@
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from codistill.config import load_params
+from codistill.config import ConfigError, load_params
 from codistill.engine import precision as precision_module
 from codistill.engine.precision import (
     FORCE_ENV,
@@ -43,8 +46,23 @@ def test_the_detection_can_be_forced_both_ways_and_a_bad_value_is_named(monkeypa
     monkeypatch.setenv(FORCE_ENV, "0")
     assert resolve_precision(True, CPU, XEON_AMX).mode == "float32"
     monkeypatch.setenv(FORCE_ENV, "yes")
-    with pytest.raises(ValueError, match=f"{FORCE_ENV}='yes'"):
+    with pytest.raises(ConfigError, match=f"{FORCE_ENV}='yes'"):
         cpu_bf16_engine(XEON_AMX)
+
+
+def test_a_bad_forcing_value_stops_training_in_one_line_naming_it(validated_tiny, tmp_path):
+    prepared, report = validated_tiny
+    params = tiny_params_file(tmp_path, "independent", iterations=2, changes={"train.amp": True})
+    command = [sys.executable, "-m", "codistill.cli", "train", "--params", str(params)]
+    command += ["--prepared", str(prepared), "--validation", str(report)]
+    command += ["--out", str(tmp_path / "run")]
+    env = {**os.environ, FORCE_ENV: "yes", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"codistill train: error: {FORCE_ENV}='yes': expected 0 or 1"
+    ]
+    assert not (tmp_path / "run" / "cnn.pt").exists()
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from codistill.config import ConfigError
+
 FLOAT32 = "float32"
 BF16 = "bf16"
 # /proc/cpuinfo flags of x86 instructions that multiply bf16 matrices in hardware.
@@ -66,7 +68,7 @@ def cpu_bf16_engine(flags: frozenset[str] | None = None) -> str | None:
     forced = os.environ.get(FORCE_ENV)
     if forced is not None:
         if forced not in {"0", "1"}:
-            raise ValueError(f"{FORCE_ENV}={forced!r}: expected 0 or 1")
+            raise ConfigError(f"{FORCE_ENV}={forced!r}: expected 0 or 1")
         return "forced" if forced == "1" else None
     present = cpu_flags() if flags is None else flags
     return next((flag for flag in CPU_BF16_FLAGS if flag in present), None)
