@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -191,23 +193,30 @@ def variant_rows(onnx_dir: Path) -> list[list[str]]:
     return rows
 
 
+def direct_seconds(graph: Path, images: np.ndarray) -> float:
+    """Seconds per image of plain ONNX Runtime on ``graph``, in a fresh process (direct_rate)."""
+    with tempfile.TemporaryDirectory(prefix="codistill-direct-") as folder:
+        stored = Path(folder) / "images.npy"
+        np.save(stored, images)
+        script = Path(__file__).with_name("direct_rate.py")
+        command = [sys.executable, str(script), str(graph), str(stored)]
+        command += ["--passes", str(DIRECT_PASSES)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)["seconds_per_image"]
+
+
 def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list[str]]:
     """Closed-loop load on the local endpoint against direct ONNX Runtime on one image."""
     from codistill.serving.loadtest import format_ms, load_local_server
 
     resized = [batch_of([x], tuple(args.size), 1) for x in images]
+    # before the server starts, each graph alone in a process of its own
+    stacked = np.concatenate(resized)
+    direct = {role: direct_seconds(args.onnx / f"{role}.onnx", stacked) for role in ROLES}
     names = {served_name(role): role for role in ROLES}
     reports = load_local_server(
         args.repository, resized, list(names), args.concurrency, args.duration
     )
-    direct = {}
-    for role in ROLES:  # the same graph in this process, one image per call, after a warm-up
-        session = cpu_session(args.onnx / f"{role}.onnx")
-        session.run(None, {INPUT_NAME: resized[0]})
-        calls = resized * DIRECT_PASSES
-        direct[role] = statistics.median(
-            _seconds(lambda x=x, s=session: s.run(None, {INPUT_NAME: x})) for x in calls
-        )
     rows = []
     for report in reports:
         role = names[report.model]
@@ -341,9 +350,10 @@ def main() -> None:
             "### Local Triton endpoint (`codistill serve`) against direct ONNX Runtime FP32",
             "",
             f"Closed-loop clients, one {size[0]}x{size[1]} image per request over HTTP, "
-            f"{args.duration:g} s per row; direct = one ONNX Runtime call per image in this "
-            f"process (the median of {DIRECT_PASSES} passes over the images); ratio = endpoint "
-            "images/s over direct images/s.",
+            f"{args.duration:g} s per row; direct = one plain ONNX Runtime call per image, in a "
+            "process of its own started before the server (`bench/direct_rate.py`: numpy and "
+            f"ONNX Runtime only, the median of {DIRECT_PASSES} passes over the images); "
+            "ratio = endpoint images/s over direct images/s.",
             "",
             *markdown_table(
                 [

@@ -191,6 +191,16 @@ def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, t
         ("vit", "on"),
     ]
     assert all(errors == "0" for _, _, errors in endpoint)
+    # ratio = endpoint images/s over the direct rate measured in its own process
+    assert "process of its own started before the server" in text
+    rates = re.findall(
+        r"\| (?:cnn|vit) \| (?:on|off) \| 2 \|[^|]+\|[^|]+\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|",
+        text,
+    )
+    assert len(rates) == 4
+    for served, direct, ratio in rates:
+        assert float(direct) > 0
+        assert within_rounding(float(ratio), 0.005, truediv, float(served), float(direct), 0.005)
     assert (tmp_path / "speed.png").stat().st_size > 0
 
 

@@ -186,6 +186,49 @@ def test_the_recipe_and_regimes_described_as_make_runs_train_exactly_params_yaml
         assert studied == make_run, name
 
 
+def dotted_keys(mapping: dict, prefix: str = "") -> set[str]:
+    """Every key path of a nested mapping, dotted (``train.vit_optimizer.lr``)."""
+    keys = set()
+    for key, value in mapping.items():
+        keys.add(prefix + key)
+        if isinstance(value, dict):
+            keys |= dotted_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def test_every_override_in_the_studies_file_names_an_option_of_params_yaml():
+    # a misspelled key would be set beside the real one and change nothing: a candidate
+    # identical to the default under another name
+    known = dotted_keys(load_yaml_mapping(REPO_ROOT / "params.yaml"))
+    studies = load_studies(REPO_ROOT / "bench" / "studies.yaml")
+    used = {
+        f"{name}: {key}"
+        for name, search in studies["searches"].items()
+        for overrides in (search.get("base", {}), *search["candidates"].values())
+        for key in overrides
+    }
+    used |= {f"{name}: {key}" for name, r in studies["regimes"].items() for key in r["params"]}
+    assert "kdcl-960: distill.kdcl.temperature" in used and "dml-960: distill.weights.dml" in used
+    assert sorted(u for u in used if u.split(": ")[1] not in known) == []
+    assert "distill.kdcl.temprature" not in known
+
+
+def test_the_baselines_get_a_search_as_wide_as_ours():
+    searches = load_studies(REPO_ROOT / "bench" / "studies.yaml")["searches"]
+    ours = searches["ours-960"]["candidates"]
+    for method in ("kdcl", "dml"):
+        search = searches[f"{method}-960"]
+        assert search["base"]["train.method"] == method
+        # eight fixed candidates; the ninth combines the best weight and temperature
+        assert len(search["candidates"]) >= len(ours) - 1
+        knobs = {key for c in search["candidates"].values() for key in c}
+        assert knobs == {
+            f"distill.weights.{method}",
+            f"distill.{method}.temperature",
+            "distill.warmup_iters",
+        }
+
+
 def search_result(key: str, seed: int, cnn: float, vit: float) -> dict:
     scores = {"cnn": {"miou": cnn / 100}, "vit": {"miou": vit / 100}}
     return {"key": key, "seed": seed, "scores": {"val": scores}}
