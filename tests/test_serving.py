@@ -369,6 +369,75 @@ def test_infer_refuses_two_inputs_that_would_write_one_result_before_any_request
     assert not (tmp_path / "out").exists()
 
 
+def file_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every regular file under ``folder`` that is not a link, by relative path."""
+    import hashlib
+
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+def test_infer_never_destroys_a_file_and_still_segments_the_other_images(
+    server, preprocessing, tmp_path, capsys
+):
+    from PIL import Image
+
+    from codistill.cli import main
+
+    images = tmp_path / "in"
+    images.mkdir()
+    rgb = np.random.default_rng(5).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    for name in ("road.png", "road.mask.png", "good.png"):
+        Image.fromarray(rgb).save(images / name)
+    kept = tmp_path / "kept.txt"
+    kept.write_text("a file a link at an output path points to")
+    (images / "good.mask.png").symlink_to(kept)
+    before = file_hashes(tmp_path)
+    inputs = [str(images / n) for n in ("road.png", "road.mask.png", "good.png")]
+    common = ["--url", server["urls"]["http"], "--preprocessing", str(preprocessing)]
+    assert main(["infer", *inputs, "--out", str(images), *common]) == 2
+    err = capsys.readouterr().err
+    assert f"{images / 'road.mask.png'} is one of the input images" in err
+    assert f"{images / 'good.mask.png'} is a symbolic link; not followed" in err
+    assert len(err.strip().splitlines()) == 2
+    after = file_hashes(tmp_path)
+    assert {k: after[k] for k in before} == before  # inputs and the link's target untouched
+    assert (images / "good.mask.png").is_symlink()
+    # the one image with a free output was segmented
+    assert set(after) - set(before) == {"in/road.mask.mask.png", "in/road.mask.overlay.png"}
+    result = images / "road.mask.mask.png"
+    written = result.stat().st_ino
+    # a second run keeps the earlier result unless told to replace it
+    again = ["infer", inputs[1], "--out", str(images), *common]
+    assert main(again) == 2
+    assert f"{result} exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert result.stat().st_ino == written
+    assert main([*again, "--overwrite"]) == 0
+    assert result.stat().st_ino != written and file_hashes(tmp_path) == after
+    # --overwrite never reaches an input or a link's target
+    assert main(["infer", *inputs, "--out", str(images), "--overwrite", *common]) == 2
+    assert {k: file_hashes(tmp_path)[k] for k in before} == before
+    assert (images / "good.mask.png").is_symlink()
+
+
+def test_an_output_hard_linked_to_an_input_is_refused_before_any_request(tmp_path):
+    from codistill.serving.client import plan_outputs
+
+    (tmp_path / "a.png").write_bytes(b"pixels")
+    (tmp_path / "b.png").write_bytes(b"pixels")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(tmp_path / "a.png", out / "b.mask.png")  # the same file under an output's name
+    planned, refused = plan_outputs([tmp_path / "a.png", tmp_path / "b.png"], out, True)
+    assert set(planned) == {tmp_path / "a.png"}
+    assert refused == {
+        tmp_path / "b.png": f"{out / 'b.mask.png'} is one of the input images; choose another --out"
+    }
+
+
 def test_infer_with_an_unknown_model_is_named_and_the_server_keeps_serving(
     server, preprocessing, tmp_path, capsys
 ):

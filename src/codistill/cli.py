@@ -92,15 +92,19 @@ def _infer(args: argparse.Namespace) -> int:
         ClientInputError,
         LabelsClient,
         Preprocessing,
-        output_stems,
+        plan_outputs,
         segment_file,
     )
 
     try:
         prep = Preprocessing.load(args.preprocessing)
-        stems = output_stems(args.images, args.out)
+        planned, refused = plan_outputs(args.images, args.out, args.overwrite)
     except ClientInputError as err:
         print(f"codistill infer: {err}", file=sys.stderr)
+        return 2
+    for path, reason in refused.items():
+        print(f"codistill infer: {path}: {reason}", file=sys.stderr)
+    if not planned:
         return 2
     client = LabelsClient(args.url, args.protocol)
     try:
@@ -110,15 +114,15 @@ def _infer(args: argparse.Namespace) -> int:
     if not reachable:
         print(f"codistill infer: no Triton server at {args.url} ({reason})", file=sys.stderr)
         return 2
-    failed = 0
-    for path in args.images:
+    failed = len(refused)
+    for path, outputs in planned.items():
         try:
-            mask, overlay = segment_file(path, stems[path], args.model, client, prep)
+            segment_file(path, outputs, args.model, client, prep, args.overwrite)
         except (ClientInputError, InferenceServerException, OSError) as err:
             print(f"codistill infer: {path}: {err}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{path}: {mask}, {overlay}")
+        print(f"{path}: {outputs[0]}, {outputs[1]}")
     client.close()
     return 2 if failed else 0
 
@@ -291,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--url", default="127.0.0.1:8000", help="server address (host:port)")
     infer.add_argument("--protocol", choices=("http", "grpc"), default="http")
     infer.add_argument("--out", type=Path, default=Path("build/infer"), help="output folder")
+    infer.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace results an earlier run wrote (never an input image, never through a link)",
+    )
     infer.add_argument(
         "--preprocessing",
         type=Path,

@@ -125,17 +125,89 @@ def output_stems(paths: list[Path], out_dir: Path) -> dict[Path, Path]:
     return stems
 
 
+def result_paths(stem: Path) -> tuple[Path, Path]:
+    """The mask and the overlay that an input with output ``stem`` writes."""
+    return stem.with_name(f"{stem.name}.mask.png"), stem.with_name(f"{stem.name}.overlay.png")
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_dev, status.st_ino
+
+
+def output_refusal(
+    outputs: tuple[Path, ...], inputs: set[tuple[int, int]], overwrite: bool
+) -> str | None:
+    """Why ``outputs`` must not be written, or None.
+
+    ``inputs`` are the (device, inode) identities of every input file of the run, so an input
+    reached by another path, a link or a later position in the run is recognised too.
+    """
+    for path in outputs:
+        if path.is_symlink():
+            return f"{path} is a symbolic link; not followed, nothing written"
+        if not path.exists():
+            continue
+        if path.is_file() and _file_identity(path) in inputs:
+            return f"{path} is one of the input images; choose another --out"
+        if not overwrite:
+            return f"{path} exists; pass --overwrite to replace it"
+    return None
+
+
+def plan_outputs(
+    paths: list[Path], out_dir: Path, overwrite: bool
+) -> tuple[dict[Path, tuple[Path, Path]], dict[Path, str]]:
+    """Each input's (mask, overlay) paths, and the inputs refused with the reason.
+
+    Raises ClientInputError, before any request, if two inputs would share a result.
+    """
+    inputs = {_file_identity(path) for path in paths if path.is_file()}
+    planned, refused = {}, {}
+    for path, stem in output_stems(paths, out_dir).items():
+        outputs = result_paths(stem)
+        reason = output_refusal(outputs, inputs, overwrite)
+        if reason is None:
+            planned[path] = outputs
+        else:
+            refused[path] = reason
+    return planned, refused
+
+
+def write_png(pixels: np.ndarray, path: Path, overwrite: bool) -> None:
+    """Write ``pixels`` as a PNG at ``path`` in one step, never through a symbolic link.
+
+    The image is written beside ``path`` first; without ``overwrite`` it then takes the name
+    only if nothing holds it (FileExistsError otherwise), with it it replaces the file (or
+    link) there, never the file a link points to.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        Image.fromarray(pixels).save(partial, format="PNG")
+        if overwrite:
+            os.replace(partial, path)
+        else:
+            os.link(partial, path)
+    except FileExistsError:
+        raise ClientInputError(f"{path} appeared meanwhile; kept, nothing written") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def segment_file(
-    path: Path, stem: Path, model: str, client: LabelsClient, prep: Preprocessing
-) -> tuple[Path, Path]:
-    """Segment one image file; write ``<stem>.mask.png`` and ``<stem>.overlay.png``."""
+    path: Path,
+    outputs: tuple[Path, Path],
+    model: str,
+    client: LabelsClient,
+    prep: Preprocessing,
+    overwrite: bool = False,
+) -> None:
+    """Segment one image file; write its colour mask and overlay to ``outputs``."""
     rgb = read_rgb(path)
     labels = client.labels(model, prep.tensor(rgb), prep.input_name)[0]
     colours = prep.colours(labels)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    mask_path = stem.with_name(f"{stem.name}.mask.png")
-    overlay_path = stem.with_name(f"{stem.name}.overlay.png")
-    Image.fromarray(colours).save(mask_path)
     blend = (rgb.astype(np.float32) * 0.5 + colours.astype(np.float32) * 0.5).astype(np.uint8)
-    Image.fromarray(blend).save(overlay_path)
-    return mask_path, overlay_path
+    mask_path, overlay_path = outputs
+    write_png(colours, mask_path, overwrite)
+    write_png(blend, overlay_path, overwrite)
