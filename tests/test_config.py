@@ -57,8 +57,51 @@ def test_wrongly_typed_value_names_key_and_value(tmp_path):
 
 
 def test_out_of_range_value_names_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"prepare\.jpeg_quality: 101 is outside 50\.\.100"):
+    with pytest.raises(ConfigError, match=r"prepare\.jpeg_quality: 101 must be within \[50, 100\]"):
         load_params(write(tmp_path, "prepare:\n  jpeg_quality: 101\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train: {cnn_optimizer: {lr: -0.01}}", "train.cnn_optimizer.lr: -0.01 must be positive"),
+        ("train: {vit_optimizer: {lr: 0}}", "train.vit_optimizer.lr: 0.0 must be positive"),
+        ("train: {seed: -1}", "train.seed: -1 must be within [0, 4.29497e+09]"),
+        ("train: {seed: 4294967296}", "train.seed: 4294967296 must be within [0, 4.29497e+09]"),
+        ("train: {cnn_optimizer: {momentum: 1.5}}", "momentum: 1.5 must be within [0, 1]"),
+        ("train: {vit_optimizer: {weight_decay: -1}}", "weight_decay: -1.0 must not be negative"),
+        ("train: {vit_optimizer: {head_lr_mult: 0}}", "head_lr_mult: 0.0 must be positive"),
+        ("train: {crop: [4, 180]}", "train.crop[0]: 4 must be at least 8"),
+        ("train: {scale: [-0.5, 1.0]}", "train.scale[0]: -0.5 must be positive"),
+        ("distill: {weights: {pbsd: -2}}", "distill.weights.pbsd: -2.0 must not be negative"),
+        ("distill: {kdcl: {temperature: 0}}", "distill.kdcl.temperature: 0.0 must be positive"),
+        ("distill: {rbsd: {window: 0}}", "distill.rbsd.window: 0 must be at least 1"),
+        (
+            "export: {parity: {min_label_agreement: 0}}",
+            "min_label_agreement: 0.0 must be within (0, 1]",
+        ),
+        ("serving: {instances: 0}", "serving.instances: 0 must be at least 1"),
+    ],
+)
+def test_every_numeric_knob_is_checked_against_the_range_declared_with_it(tmp_path, text, message):
+    with pytest.raises(ConfigError) as raised:
+        load_params(write(tmp_path, text))
+    assert str(raised.value) == message or str(raised.value).endswith(message)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_negative_learning_rate_stops_training_in_one_line_naming_the_key(tmp_path, capsys):
+    from codistill.cli import main
+
+    params = write(tmp_path, "train: {cnn_optimizer: {lr: -0.01}}")
+    argv = ["train", "--params", str(params), "--prepared", str(tmp_path / "none")]
+    argv += ["--validation", str(tmp_path / "none")]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"codistill train: error: {params}: train.cnn_optimizer.lr: -0.01 must be positive"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_literal_choice_is_enforced(tmp_path):
@@ -130,3 +173,26 @@ def test_a_number_that_is_no_finite_number_is_refused(tmp_path, value):
     text = f"train:\n  cnn_optimizer:\n    lr: {value}\n"
     with pytest.raises(ConfigError, match=r"train\.cnn_optimizer\.lr: expected a (finite )?number"):
         load_params(write(tmp_path, text))
+
+
+def test_the_params_check_reads_every_key_under_every_profile(tmp_path, capsys):
+    from codistill.cli import main
+    from codistill.pipeline.dvc_yaml import PARAMS_CHECK, render_dvc_yaml
+
+    good = write(tmp_path, "")
+    assert main(["pipeline", "params", "--params", str(good)]) == 0
+    assert "under profile gpu" in capsys.readouterr().out
+    for text, named in (
+        ("train: {batch_szie: 8}", "unknown key train.batch_szie"),
+        ("profiles: {gpu: {train: {batch_szie: 8}}}", "unknown key train.batch_szie"),
+        ("profiles: {gpu: {train: {seed: -3}}}", "train.seed: -3 must be within"),
+    ):
+        bad = write(tmp_path, text)
+        assert main(["pipeline", "params", "--params", str(bad)]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"codistill pipeline: error: {bad}: {named}")
+        assert line.endswith("(under profile gpu)") == text.startswith("profiles")
+    # in dvc.yaml: the whole file as a parameter dependency, the check as the command
+    stage = yaml.safe_load(render_dvc_yaml(repo_params_mapping()))["stages"][PARAMS_CHECK]
+    assert stage["params"] == [{"params.yaml": None}] and "outs" not in stage
+    assert stage["cmd"] == "codistill pipeline params --params params.yaml"

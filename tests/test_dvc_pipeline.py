@@ -197,9 +197,33 @@ def test_a_second_repro_runs_nothing(tiny_project):
         longer = json.loads(run([str(BIN / "dvc"), "status", "--json"], tiny_project).stdout)
     finally:
         params.write_text(good)
-    assert json.loads(logged) == {}
-    assert set(longer) == {"train"}
+    # only the one-second check of the whole file, which retrains nothing
+    assert set(json.loads(logged)) == {"params"}
+    assert set(longer) == {"params", "train"}
     assert longer["train"] == [{"changed deps": {"params.yaml": {"train.iterations": "modified"}}}]
+
+
+def test_a_misspelled_key_fails_repro_in_one_line_and_reruns_no_stage(tiny_project):
+    run([str(BIN / "dvc"), "repro"], tiny_project)
+    before = output_digests(tiny_project)
+    params = tiny_project / "params.yaml"
+    good = params.read_text()
+    assert "  batch_size: " in good
+    params.write_text(good.replace("train:\n", "train:\n  batch_szie: 8\n", 1))
+    try:
+        failed = run([str(BIN / "dvc"), "repro"], tiny_project, check=False)
+    finally:
+        params.write_text(good)
+    assert failed.returncode != 0
+    output = failed.stdout + failed.stderr
+    named = [line for line in output.splitlines() if "batch_szie" in line]
+    assert named[0].startswith(
+        "codistill pipeline: error: params.yaml: unknown key train.batch_szie"
+    )
+    assert stages_run(output) == {"params"}
+    assert output_digests(tiny_project) == before
+    # the file as it was: nothing to do
+    assert stages_run(run([str(BIN / "dvc"), "repro"], tiny_project).stdout) == set()
 
 
 def output_digests(root: Path) -> dict[str, str]:
@@ -235,7 +259,7 @@ def test_exp_run_of_another_method_reruns_only_train_and_what_follows_and_diffs(
     git(["add", "-A"], tiny_project)
     git(["commit", "-qm", "tiny run of ours"], tiny_project)
     exp = run([str(BIN / "dvc"), "exp", "run", "-S", "train.method=dml"], tiny_project).stdout
-    assert stages_run(exp) == {"train", "evaluate", "export", "publish"}
+    assert stages_run(exp) == {"params", "train", "evaluate", "export", "publish"}
     trained = json.loads((tiny_project / "build/train/train_metrics.json").read_text())
     assert trained["method"] == "dml"
     params = json.loads(run([str(BIN / "dvc"), "params", "diff", "--json"], tiny_project).stdout)

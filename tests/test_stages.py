@@ -97,7 +97,7 @@ def test_dvc_yaml_stages_read_the_declared_params_and_pass_the_declared_artifact
     assert {"build/train/curves.csv": {"persist": True, "cache": False}} in train_outs
     # DVC deletes no output before a stage runs: a failed stage keeps the previous ones
     for entry in document["stages"].values():
-        for out in [*entry["outs"], *entry.get("metrics", [])]:
+        for out in [*entry.get("outs", []), *entry.get("metrics", [])]:
             ((path, options),) = out.items()
             assert options["persist"] is True, path
     assert document["metrics"] == ["build/eval/metrics.json"]

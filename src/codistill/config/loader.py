@@ -18,6 +18,43 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid; the message names the key."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric option, declared with it: ``Annotated[float, Range(0)]``.
+
+    ``low`` and ``high`` are inclusive bounds (None: unbounded); ``above`` makes the low bound
+    exclusive (``Range(0, above=True)``: positive). The loader checks it as it converts.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+
+    def check(self, value: float, key: str) -> None:
+        """Raise ConfigError naming ``key`` if ``value`` is outside the range."""
+        too_low = self.low is not None and (value <= self.low if self.above else value < self.low)
+        if too_low or (self.high is not None and value > self.high):
+            raise ConfigError(f"{key}: {value!r} {self.describe()}")
+
+    def describe(self) -> str:
+        """The rule in words, e.g. ``must be positive``."""
+        if self.above and self.low == 0 and self.high is None:
+            return "must be positive"
+        if self.low == 0 and self.high is None:
+            return "must not be negative"
+        if self.high is None:
+            return f"must be {'above' if self.above else 'at least'} {self.low:g}"
+        if self.low is None:
+            return f"must be at most {self.high:g}"
+        opening = "(" if self.above else "["
+        return f"must be within {opening}{self.low:g}, {self.high:g}]"
+
+
+POSITIVE = Range(0, above=True)
+NON_NEGATIVE = Range(0)
+UNIT_INTERVAL = Range(0, 1)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -41,6 +78,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin is typing.Annotated:
+        converted = _convert(value, args[0], key)
+        for rule in args[1:]:
+            if isinstance(rule, Range):
+                rule.check(converted, key)
+        return converted
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -101,7 +144,7 @@ def from_mapping(cls: type[T], data: Any, key: str = "") -> T:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{key or '<root>'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:

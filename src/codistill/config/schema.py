@@ -6,9 +6,17 @@ import copy
 import typing
 from dataclasses import dataclass, fields, is_dataclass, make_dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from codistill.config.loader import ConfigError, from_mapping, load_yaml_mapping
+from codistill.config.loader import (
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT_INTERVAL,
+    ConfigError,
+    Range,
+    from_mapping,
+    load_yaml_mapping,
+)
 from codistill.config.terms import METHODS, SWITCHABLE_TERMS, TERM_NAMES, TERMS
 
 DatasetName = Literal["camvid", "cityscapes", "voc"]
@@ -25,17 +33,9 @@ class DataConfig:
 class PrepareConfig:
     """How raw images and masks are encoded into shards."""
 
-    jpeg_quality: int
-    shard_mib: int
-    max_total_mib: float
-
-    def __post_init__(self) -> None:
-        if not 50 <= self.jpeg_quality <= 100:
-            raise ConfigError(f"jpeg_quality: {self.jpeg_quality} is outside 50..100")
-        if self.shard_mib < 1:
-            raise ConfigError(f"shard_mib: {self.shard_mib} must be at least 1")
-        if self.max_total_mib <= 0:
-            raise ConfigError(f"max_total_mib: {self.max_total_mib} must be positive")
+    jpeg_quality: Annotated[int, Range(50, 100)]
+    shard_mib: Annotated[int, Range(1)]
+    max_total_mib: Annotated[float, POSITIVE]
 
 
 @dataclass(frozen=True)
@@ -60,16 +60,9 @@ class ClassShareBounds:
 class ValidateConfig:
     """What the data gate expects of the prepared dataset."""
 
-    split_sizes: dict[str, int]
+    split_sizes: dict[str, Annotated[int, NON_NEGATIVE]]
     class_share: ClassShareBounds
-    image_size: tuple[int, int] | None
-
-    def __post_init__(self) -> None:
-        for split, size in self.split_sizes.items():
-            if size < 0:
-                raise ConfigError(f"split_sizes.{split}: {size} must not be negative")
-        if self.image_size is not None and min(self.image_size) < 1:
-            raise ConfigError(f"image_size: {list(self.image_size)} must be positive")
+    image_size: tuple[Annotated[int, Range(1)], Annotated[int, Range(1)]] | None
 
 
 @dataclass(frozen=True)
@@ -85,14 +78,12 @@ class StudentConfig:
     encoder: str
     pretrained: bool
     weights_file: str | None
-    decoder_channels: int
+    decoder_channels: Annotated[int, Range(1)]
     output_stride: int | None = None
-    aspp_rates: tuple[int, ...] = (6, 12, 18)
-    low_level_channels: int = 48
+    aspp_rates: tuple[Annotated[int, Range(1)], ...] = (6, 12, 18)
+    low_level_channels: Annotated[int, Range(1)] = 48
 
     def __post_init__(self) -> None:
-        if self.decoder_channels < 1:
-            raise ConfigError(f"decoder_channels: {self.decoder_channels} must be positive")
         if self.output_stride not in (None, 8, 16, 32):
             raise ConfigError(f"output_stride: {self.output_stride} is not one of 8, 16, 32")
         if self.weights_file is not None and self.pretrained is False:
@@ -120,16 +111,14 @@ def _check_distill(self: DistillConfig) -> None:
             + ("not a distillation term" if unknown else "missing")
             + f" (one weight per term: {', '.join(TERM_NAMES)})"
         )
-    if self.warmup_iters < 0:
-        raise ConfigError(f"warmup_iters: {self.warmup_iters} must not be negative")
 
 
 # One section of options per registered term, after the weights and the warm-up.
 DistillConfig = make_dataclass(
     "DistillConfig",
     [
-        ("weights", dict[str, float]),
-        ("warmup_iters", int),
+        ("weights", dict[str, Annotated[float, NON_NEGATIVE]]),
+        ("warmup_iters", Annotated[int, NON_NEGATIVE]),
         *((term.name, term.options) for term in TERMS),
     ],
     namespace={
@@ -155,49 +144,38 @@ _MethodChoice.__module__ = __name__
 class SGDConfig:
     """The CNN student's optimizer: SGD with momentum and a poly schedule."""
 
-    lr: float
-    momentum: float
-    weight_decay: float
-    poly_power: float
-    warmup_iters: int
-
-    def __post_init__(self) -> None:
-        _check_warmup(self.warmup_iters)
+    lr: Annotated[float, POSITIVE]
+    momentum: Annotated[float, UNIT_INTERVAL]
+    weight_decay: Annotated[float, NON_NEGATIVE]
+    poly_power: Annotated[float, NON_NEGATIVE]
+    warmup_iters: Annotated[int, NON_NEGATIVE]
 
 
 @dataclass(frozen=True)
 class AdamWConfig:
     """The ViT student's optimizer: AdamW, a faster head, and a poly schedule."""
 
-    lr: float
-    head_lr_mult: float
-    weight_decay: float
-    poly_power: float
-    warmup_iters: int
-
-    def __post_init__(self) -> None:
-        _check_warmup(self.warmup_iters)
-
-
-def _check_warmup(warmup_iters: int) -> None:
-    if warmup_iters < 0:
-        raise ConfigError(f"warmup_iters: {warmup_iters} must not be negative")
+    lr: Annotated[float, POSITIVE]
+    head_lr_mult: Annotated[float, POSITIVE]
+    weight_decay: Annotated[float, NON_NEGATIVE]
+    poly_power: Annotated[float, NON_NEGATIVE]
+    warmup_iters: Annotated[int, NON_NEGATIVE]
 
 
 @dataclass(frozen=True)
 class TrainConfig(_MethodChoice):
     """The co-training run: method, ablation switches, schedule and augmentation."""
 
-    seed: int
-    iterations: int
-    batch_size: int
-    crop: tuple[int, int]
-    scale: tuple[float, float]
+    seed: Annotated[int, Range(0, 2**32 - 1)]  # numpy's generators take 32-bit seeds
+    iterations: Annotated[int, Range(1)]
+    batch_size: Annotated[int, Range(1)]
+    crop: tuple[Annotated[int, Range(8)], Annotated[int, Range(8)]]
+    scale: tuple[Annotated[float, POSITIVE], Annotated[float, POSITIVE]]
     flip: bool
-    class_balance: float
-    num_workers: int
-    log_every: int
-    checkpoint_every: int
+    class_balance: Annotated[float, UNIT_INTERVAL]
+    num_workers: Annotated[int, NON_NEGATIVE]
+    log_every: Annotated[int, Range(1)]
+    checkpoint_every: Annotated[int, Range(1)]
     amp: bool
     channels_last: bool
     compile: bool
@@ -207,17 +185,8 @@ class TrainConfig(_MethodChoice):
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"method: {self.method!r} is not one of {', '.join(METHODS)}")
-        for name in ("iterations", "batch_size", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: {getattr(self, name)} must be at least 1")
-        if self.num_workers < 0:
-            raise ConfigError(f"num_workers: {self.num_workers} must not be negative")
-        if min(self.crop) < 8:
-            raise ConfigError(f"crop: {list(self.crop)} must be at least 8 pixels each way")
-        if not 0 < self.scale[0] <= self.scale[1]:
-            raise ConfigError(f"scale: {list(self.scale)} is not a range of positive factors")
-        if not 0 <= self.class_balance <= 1:
-            raise ConfigError(f"class_balance: {self.class_balance} must be within [0, 1]")
+        if self.scale[0] > self.scale[1]:
+            raise ConfigError(f"scale: {list(self.scale)} is not a range (low, high)")
 
     def switches(self) -> dict[str, bool | None]:
         """The ablation switch of each switchable term."""
@@ -241,14 +210,8 @@ class EvaluateConfig:
     """Whole-image, single-scale evaluation: the image resized by ``scale``, scored natively."""
 
     split: str
-    overlays: int
-    scale: float
-
-    def __post_init__(self) -> None:
-        if self.overlays < 0:
-            raise ConfigError(f"overlays: {self.overlays} must not be negative")
-        if not 0.1 <= self.scale <= 4:
-            raise ConfigError(f"scale: {self.scale} must be within [0.1, 4]")
+    overlays: Annotated[int, NON_NEGATIVE]
+    scale: Annotated[float, Range(0.1, 4)]
 
 
 @dataclass(frozen=True)
@@ -257,8 +220,8 @@ class ParityConfig:
 
     resolutions: tuple[tuple[int, int], ...]
     batch_sizes: tuple[int, ...]
-    max_abs_logit_diff: float
-    min_label_agreement: float
+    max_abs_logit_diff: Annotated[float, POSITIVE]
+    min_label_agreement: Annotated[float, Range(0, 1, above=True)]
 
     def __post_init__(self) -> None:
         if len(set(self.resolutions)) < 2 or min(min(r) for r in self.resolutions) < 32:
@@ -268,10 +231,6 @@ class ParityConfig:
             )
         if len(set(self.batch_sizes)) < 2 or min(self.batch_sizes) < 1:
             raise ConfigError(f"batch_sizes: {list(self.batch_sizes)} needs two or more sizes ≥ 1")
-        if self.max_abs_logit_diff <= 0:
-            raise ConfigError(f"max_abs_logit_diff: {self.max_abs_logit_diff} must be positive")
-        if not 0 < self.min_label_agreement <= 1:
-            raise ConfigError(f"min_label_agreement: {self.min_label_agreement} not in (0, 1]")
 
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -283,68 +242,49 @@ class ExportConfig:
     """ONNX export of each student."""
 
     exporter: str
-    opset: int
+    opset: Annotated[int, Range(13)]
     parity: ParityConfig
     variants: tuple[str, ...]
-    calibration_images: int
+    calibration_images: Annotated[int, Range(1)]
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
             raise ConfigError(f"exporter: {self.exporter!r} is not one of {', '.join(EXPORTERS)}")
-        if self.opset < 13:
-            raise ConfigError(f"opset: {self.opset} must be at least 13")
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise ConfigError(f"variants: {unknown[0]!r} is not one of {', '.join(VARIANTS)}")
         if len(set(self.variants)) != len(self.variants):
             raise ConfigError(f"variants: {list(self.variants)} names a variant twice")
-        if self.calibration_images < 1:
-            raise ConfigError(f"calibration_images: {self.calibration_images} must be at least 1")
 
 
 @dataclass(frozen=True)
 class GatesConfig:
     """Quality bars a student must clear before it is promoted."""
 
-    min_miou: float
-    max_quant_drop: float
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_miou <= 1:
-            raise ConfigError(f"min_miou: {self.min_miou} must be within [0, 1]")
-        if not 0 <= self.max_quant_drop <= 100:
-            raise ConfigError(f"max_quant_drop: {self.max_quant_drop} must be within [0, 100]")
+    min_miou: Annotated[float, UNIT_INTERVAL]
+    max_quant_drop: Annotated[float, Range(0, 100)]
 
 
 @dataclass(frozen=True)
 class ServingConfig:
     """How Triton serves each student: batching, instances, warm-up, the GPU accelerator."""
 
-    max_batch_size: int
+    max_batch_size: Annotated[int, Range(1)]
     preferred_batch_sizes: tuple[int, ...]
-    max_queue_delay_us: int
-    instances: int
+    max_queue_delay_us: Annotated[int, NON_NEGATIVE]
+    instances: Annotated[int, Range(1)]
     tensorrt_precision: Literal["FP32", "FP16"]
     tensorrt_cache: str
-    warmup_size: tuple[int, int]
+    warmup_size: tuple[Annotated[int, Range(32)], Annotated[int, Range(32)]]
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ConfigError(f"max_batch_size: {self.max_batch_size} must be at least 1")
         outside = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
         if outside:
             raise ConfigError(
                 f"preferred_batch_sizes: {outside} not within 1..{self.max_batch_size}"
             )
-        if min(self.warmup_size) < 32:
-            raise ConfigError(f"warmup_size: {list(self.warmup_size)} must be 32 pixels or more")
         if not self.tensorrt_cache.startswith("/"):
             raise ConfigError(f"tensorrt_cache: {self.tensorrt_cache!r} must be an absolute path")
-        if self.max_queue_delay_us < 0 or self.instances < 1:
-            raise ConfigError(
-                f"max_queue_delay_us ({self.max_queue_delay_us}) must not be negative and "
-                f"instances ({self.instances}) must be at least 1"
-            )
 
 
 @dataclass(frozen=True)
@@ -449,6 +389,23 @@ def apply_profile(data: dict) -> dict:
 def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
     """Parse and validate ``params.yaml`` under its profile; errors name the file and key."""
     return parse_params(load_yaml_mapping(path), str(path), profile)
+
+
+def check_params_file(path: str | Path) -> tuple[str, ...]:
+    """Validate ``path`` as it stands and under each profile it defines; the profiles checked.
+
+    A stage parses the file under one profile only, and ``dvc repro`` runs no stage for a key
+    none of them tracks: this check is what makes a misspelled key anywhere fail.
+    """
+    data = load_yaml_mapping(path)
+    profiles = tuple(data.get("profiles") or {})
+    parse_params(data, str(path))
+    for profile in profiles:
+        try:
+            parse_params(data, str(path), profile)
+        except ConfigError as err:
+            raise ConfigError(f"{err} (under profile {profile})") from None
+    return profiles
 
 
 def parse_params(data: dict, source: str, profile: str | None = None) -> Params:

@@ -10,9 +10,9 @@ proposed method's terms have an on/off switch each under ``train``, and the curv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from codistill.config.loader import ConfigError
+from codistill.config.loader import NON_NEGATIVE, POSITIVE, Range
 
 
 @dataclass(frozen=True)
@@ -26,26 +26,16 @@ class HFDConfig:
 class RegionBSDConfig:
     """Region-wise selective distillation on decoder features."""
 
-    window: int
-    margin: float
+    window: Annotated[int, Range(1)]
+    margin: Annotated[float, NON_NEGATIVE]
     score: Literal["ce", "entropy"]
-
-    def __post_init__(self) -> None:
-        if self.window < 1:
-            raise ConfigError(f"window: {self.window} must be at least 1")
-        if self.margin < 0:
-            raise ConfigError(f"margin: {self.margin} must not be negative")
 
 
 @dataclass(frozen=True)
 class TemperatureConfig:
     """A distillation term whose only knob is the softmax temperature."""
 
-    temperature: float
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature: {self.temperature} must be positive")
+    temperature: Annotated[float, POSITIVE]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``dvc``, ``compile`` and ``run`` under ``codistill pipeline``."""
+    """Add ``dvc``, ``compile``, ``params`` and ``run`` under ``codistill pipeline``."""
     actions = parser.add_subparsers(dest="action", required=True)
     for name, help_text in (
         ("dvc", "Write dvc.yaml from the stage registry."),
@@ -20,6 +20,11 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
             help="write nothing; exit 1 if the committed files differ from fresh ones",
         )
         sub.add_argument("--root", type=Path, default=Path("."), help="project root")
+    check = actions.add_parser(
+        "params",
+        help="Check params.yaml: every key known, every value in range, under every profile.",
+    )
+    check.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file")
     run = actions.add_parser("run", help="Run the Kubeflow pipeline.")
     run.add_argument(
         "--local",

@@ -20,6 +20,13 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
         for stage, path in result["artifacts"].items():
             print(f"  {stage}: {path}")
         return 0
+    if args.action == "params":
+        from codistill.config.schema import check_params_file
+
+        profiles = check_params_file(args.params)
+        under = f", as written and under profile {', '.join(profiles)}" if profiles else ""
+        print(f"{args.params}: every key known and every value in range{under}")
+        return 0
     if args.check:
         diffs = stale_files(args.root, args.action)
         for diff in diffs:

@@ -8,9 +8,9 @@ import yaml
 
 from codistill.config import ROLES, RUN_ONLY_KEYS, TERM_NAMES
 from codistill.config.schema import PROFILE_KEYS, value_keys
-from codistill.imports import PACKAGE_ROOT
+from codistill.imports import PACKAGE_ROOT, import_closure
 from codistill.stages import STAGES, ArtifactSpec, Stage, artifacts
-from codistill.stages.code_deps import stage_code
+from codistill.stages.code_deps import compact, stage_code
 
 HEADER = (
     "# Generated from the stage registry (codistill.stages) by `codistill pipeline dvc`.\n"
@@ -138,6 +138,22 @@ def _stage_entry(
     return entry
 
 
+# A stage that reads the whole of ``params.yaml``: any edit runs it (in a second), so a key
+# that no stage tracks, a typo among them, fails ``dvc repro`` instead of changing nothing.
+PARAMS_CHECK = "params"
+PARAMS_CHECK_MODULE = "codistill.config.schema"
+
+
+def params_check_entry() -> dict[str, Any]:
+    """The ``params`` stage: ``codistill pipeline params`` on the whole file; no outputs."""
+    code = compact(import_closure({PARAMS_CHECK_MODULE}, PACKAGE_ROOT), PACKAGE_ROOT)
+    return {
+        "cmd": "codistill pipeline params --params params.yaml",
+        "deps": [f"src/{path.relative_to(PACKAGE_ROOT.parent).as_posix()}" for path in code],
+        "params": [{"params.yaml": None}],
+    }
+
+
 def version_files() -> list[str]:
     """The ``.dvc`` files of the data sources, read as ``dvc.yaml`` variables."""
     return sorted({spec.version_file for spec in artifacts().values() if spec.version_file})
@@ -161,7 +177,10 @@ def render_dvc_yaml(params: dict[str, Any]) -> str:
         raise ValueError(f"one data source's .dvc file can be read as variables, not {sources}")
     document = {
         **({"vars": sources} if sources else {}),
-        "stages": {stage.name: _stage_entry(stage, known, params) for stage in STAGES},
+        "stages": {
+            PARAMS_CHECK: params_check_entry(),
+            **{stage.name: _stage_entry(stage, known, params) for stage in STAGES},
+        },
         "metrics": metric_files(),
         "plots": PLOTS,
     }
