@@ -88,3 +88,42 @@ def test_a_retried_stage_rejoins_its_failed_parent(sqlite_tracking):
         pass
     assert retried.parent_id == prepare.parent_id
     assert sqlite_tracking.get_run(prepare.parent_id).info.status == "FINISHED"
+
+
+def test_a_run_whose_process_died_is_marked_killed_at_the_next_start(sqlite_tracking):
+    import os
+    import socket
+    import subprocess
+
+    from codistill.engine.tracking import HOST_TAG, PID_TAG
+    from codistill.lineage.runs import STAGE_TAG
+
+    raw = {"train": {"method": "ours"}}
+    params = parse_params(over_repo(raw), "test")
+    with stage_run(params, raw, "prepare", "job-1", last=False) as prepare:
+        pass
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    experiment = sqlite_tracking.get_experiment_by_name("lineage").experiment_id
+    host = socket.gethostname()
+
+    def running(tags: dict) -> str:
+        return sqlite_tracking.create_run(experiment, tags=tags).info.run_id
+
+    lineage = {PARENT_TAG: prepare.parent_id, STAGE_TAG: "train", KEY_TAG: "job-1"}
+    orphan = running({**lineage, HOST_TAG: host, PID_TAG: str(gone.pid)})
+    alive = running({HOST_TAG: host, PID_TAG: str(os.getpid())})
+    elsewhere = running({HOST_TAG: "another-host", PID_TAG: str(gone.pid)})
+    with stage_run(params, raw, "prepare", "job-2", last=True):
+        pass
+
+    def status(run_id: str) -> str:
+        return sqlite_tracking.get_run(run_id).info.status
+
+    assert status(orphan) == status(prepare.parent_id) == "KILLED"
+    assert status(alive) == status(elsewhere) == "RUNNING"
+    # the killed stage, run again in its pipeline run, continues the run it opened
+    with stage_run(params, raw, "train", "job-1", last=True) as again:
+        assert again.run_id == orphan and again.parent_id == prepare.parent_id
+        assert sqlite_tracking.get_run(orphan).data.tags[PID_TAG] == str(os.getpid())
+    assert status(orphan) == status(prepare.parent_id) == "FINISHED"

@@ -75,3 +75,61 @@ def test_tracking_off_logs_nothing(validated_tiny, tmp_path, tracking_uri, monke
     metrics = train_students(params, prepared, tmp_path / "run", tracking=False)
     assert metrics["mlflow_run_id"] is None
     assert MlflowClient(tracking_uri).get_experiment_by_name("codistill-off") is None
+
+
+def test_a_killed_training_is_ended_and_its_resume_continues_the_same_run(
+    validated_tiny, tmp_path, tracking_uri
+):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import torch
+
+    from tests.test_trainer import train_command
+
+    prepared, report = validated_tiny
+    params = tiny_params_file(
+        tmp_path, iterations=24, log_every=2, checkpoint_every=2, tracking=True
+    )
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_EXPERIMENT_NAME": "codistill-killed",
+        "CODISTILL_PIPELINE_RUN": "killed-1",
+    }
+    env.pop("MLFLOW_RUN_ID", None)
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        train_command(params, prepared, report, out),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 180
+    while not (out / "last.pt").exists() and time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    checkpoint = torch.load(out / "last.pt", weights_only=False)
+    stopped_at, named = checkpoint["iteration"], checkpoint["run_id"]
+    assert 0 < stopped_at < 24
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(named).info.status == "RUNNING"  # nobody ended it
+
+    subprocess.run(train_command(params, prepared, report, out), env=env, check=True, timeout=300)
+    experiment = client.get_experiment_by_name("codistill-killed").experiment_id
+    runs = client.search_runs([experiment])
+    trained = [r for r in runs if r.data.tags.get("codistill.stage") == "train"]
+    assert [r.info.run_id for r in trained] == [named]  # continued, not a second run
+    assert client.get_run(named).info.status == "FINISHED"
+    # besides it only the pipeline run's parent, open until the last stage closes it
+    (parent,) = [r for r in runs if r.info.run_id != named]
+    assert parent.info.run_id == client.get_run(named).data.tags["mlflow.parentRunId"]
+    steps = [m.step for m in client.get_metric_history(named, "loss_total")]
+    assert min(steps) <= stopped_at < max(steps) == 24
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["mlflow_run_id"] == named

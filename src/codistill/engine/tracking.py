@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "codistill"
+# The process a RUNNING run belongs to, so that a later start can tell a run whose process
+# died (killed, out of memory, the machine rebooted) from one still going.
+HOST_TAG = "codistill.host"
+PID_TAG = "codistill.pid"
 
 
 def tracking_uri() -> str:
@@ -45,6 +50,42 @@ def mlflow_client() -> Any:
     return MlflowClient(tracking_uri())
 
 
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process as the owner of a run it starts or continues."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        return True
+    return True
+
+
+def end_abandoned_runs(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED every RUNNING run this host owned whose process is gone; their ids.
+
+    A run whose owner was killed never ends itself; its next start on the same host ends it
+    here (a run of another host is left to that host).
+    """
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = "
+        f"'{socket.gethostname()}'",
+        max_results=1000,
+    )
+    ended = []
+    for run in found:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and not _process_alive(int(pid)):
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    return ended
+
+
 class MlflowTracker:
     """One MLflow run, configured from the environment.
 
@@ -58,9 +99,15 @@ class MlflowTracker:
     ) -> None:
         run_id = os.environ.get("MLFLOW_RUN_ID") or resume_run_id
         self._mlflow = mlflow = mlflow_for_run(run_id)
+        experiment = mlflow.get_experiment_by_name(experiment_name()) if run_id is None else None
+        if experiment is not None:
+            end_abandoned_runs(mlflow_client(), experiment.experiment_id)
         nested = mlflow.active_run() is not None
         self._run = mlflow.start_run(
-            run_id=run_id, run_name=None if run_id else run_name, nested=nested, tags=tags
+            run_id=run_id,
+            run_name=None if run_id else run_name,
+            nested=nested,
+            tags={**(tags or {}), **owner_tags()},
         )
         self.run_id = self._run.info.run_id
 

@@ -20,7 +20,13 @@ from typing import Any
 import yaml
 
 from codistill.config import Params
-from codistill.engine.tracking import experiment_name, flatten, mlflow_client
+from codistill.engine.tracking import (
+    end_abandoned_runs,
+    experiment_name,
+    flatten,
+    mlflow_client,
+    owner_tags,
+)
 from codistill.stage_result import StageSummary
 
 PIPELINE_RUN_ENV = "CODISTILL_PIPELINE_RUN"
@@ -141,13 +147,37 @@ def _parent_run(
     return run.info.run_id
 
 
+def _stage_run(client: Any, experiment_id: str, key: str, stage: str, parent_id: str) -> str:
+    """The stage's run: its unfinished run of this pipeline run, continued, or a new one.
+
+    A killed or failed stage that runs again (a training resuming from its checkpoint)
+    thus goes on in the run its first attempt opened, the one its checkpoint names.
+    """
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{KEY_TAG}` = '{key}' and tags.`{STAGE_TAG}` = '{stage}' "
+        "and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        for name, value in owner_tags().items():
+            client.set_tag(run_id, name, value)
+        return run_id
+    tags = {PARENT_TAG: parent_id, STAGE_TAG: stage, KEY_TAG: key, **owner_tags()}
+    return client.create_run(experiment_id, run_name=stage, tags=tags).info.run_id
+
+
 @contextmanager
 def stage_run(
     params: Params, raw_params: dict, stage: str, pipeline_run: str | None, last: bool
 ) -> Iterator[StageLineage]:
     """A nested MLflow run for ``stage`` under its pipeline run's parent, closed on exit.
 
-    A failing stage marks both runs FAILED; the ``last`` stage finishes the parent.
+    A failing stage marks both runs FAILED; the ``last`` stage finishes the parent. Runs of
+    this host whose process died are marked KILLED first, with their parents.
     """
     client = mlflow_client()
     name = experiment_name()
@@ -156,17 +186,19 @@ def stage_run(
     home = project_home()
     data_md5 = data_hash(home)
     key = pipeline_key(raw_params, data_md5, git_commit(home), pipeline_run)
+    for run_id in end_abandoned_runs(client, experiment_id):
+        parent = client.get_run(run_id).data.tags.get(PARENT_TAG)
+        if parent is not None:
+            client.set_terminated(parent, "KILLED")
     parent_id = _parent_run(client, experiment_id, key, params, data_md5, home)
-    run = client.create_run(
-        experiment_id, run_name=stage, tags={PARENT_TAG: parent_id, STAGE_TAG: stage, KEY_TAG: key}
-    )
-    lineage = StageLineage(client, run.info.run_id, parent_id)
+    run_id = _stage_run(client, experiment_id, key, stage, parent_id)
+    lineage = StageLineage(client, run_id, parent_id)
     try:
         yield lineage
     except BaseException:
-        client.set_terminated(run.info.run_id, "FAILED")
+        client.set_terminated(run_id, "FAILED")
         client.set_terminated(parent_id, "FAILED")
         raise
-    client.set_terminated(run.info.run_id, "FINISHED")
+    client.set_terminated(run_id, "FINISHED")
     if last:
         client.set_terminated(parent_id, "FINISHED")
