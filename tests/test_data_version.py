@@ -103,3 +103,22 @@ def test_without_dvc_installed_the_check_says_what_to_install(project, monkeypat
     monkeypatch.setitem(sys.modules, "dvc.repo", None)  # an import of it now fails
     with pytest.raises(DataVersionError, match=r"needs DVC: install codistill\[pipeline\]"):
         require_recorded_version(project / "data" / "camvid", RecordedVersion(project / "data.dvc"))
+
+
+def test_a_symlink_loop_in_the_raw_data_is_named_in_one_line(project, capsys):
+    loop = project / "data" / "camvid" / "train" / "loop.png"
+    loop.symlink_to(loop.name)  # a link to itself
+    (project / "data" / "camvid" / "up").symlink_to("..")  # a folder link, not a loop
+    out = project / "build" / "prepared"
+    argv = ["prepare", "--data", str(project / "data" / "camvid"), "--out", str(out)]
+    assert main([*argv, "--data-version", str(project / "data.dvc")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith(f"symlink loop: {loop}; nothing was read")
+    assert not out.exists()
+
+
+def test_a_dvc_file_outside_a_dvc_repository_is_named(tmp_path):
+    (tmp_path / "camvid").mkdir()
+    (tmp_path / "data.dvc").write_text("outs:\n- md5: 0123.dir\n  path: camvid\n")
+    with pytest.raises(DataVersionError, match=r"data\.dvc: not inside a DVC repository$"):
+        require_recorded_version(tmp_path / "camvid", RecordedVersion(tmp_path / "data.dvc"))

@@ -273,6 +273,18 @@ def test_the_largest_allowed_image_leaves_the_servers_memory_where_it_was(reposi
     assert refused[-1] - after[MODELS[-1]][-1] < 32  # a refused request keeps nothing
 
 
+def test_only_shared_memory_of_servers_that_are_gone_is_removed(tmp_path):
+    from codistill.serving.local_server import remove_stale_regions, shm_prefix
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    names = [f"{shm_prefix(gone.pid)}a", f"{shm_prefix(os.getpid())}b", "codistill-notes"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"region")
+    assert remove_stale_regions(tmp_path) == [tmp_path / names[0]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
+
+
 def test_only_workspaces_of_servers_that_are_gone_are_removed(tmp_path):
     from codistill.serving.local_server import PID_FILE, WORKSPACE_PREFIX, remove_stale_workspaces
 
@@ -501,6 +513,45 @@ def test_loadtest_counts_failed_requests_and_bounds_its_settings(server, validat
     bad = ["loadtest", "--prepared", str(prepared), "--concurrency", "1", "100"]
     assert main(bad) == 2  # refused before any server starts
     assert "concurrency: 100 not within 1..64" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "127.0.0.1", "localhost:http"])
+def test_a_url_that_is_not_host_port_is_named_in_one_line(preprocessing, tmp_path, capsys, url):
+    from PIL import Image
+
+    from codistill.cli import main
+
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "a.png")
+    argv = ["infer", str(tmp_path / "a.png"), "--url", url, "--preprocessing", str(preprocessing)]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    expected = f"--url {url}: use host:port (for example 127.0.0.1:8000)"
+    assert capsys.readouterr().err.strip() == f"codistill infer: {expected}"
+    assert not (tmp_path / "out").exists()
+    assert main(["loadtest", "--url", url, "--duration", "1"]) == 2
+    assert capsys.readouterr().err.strip() == f"codistill loadtest: {expected}"
+
+
+def test_serve_on_a_busy_port_says_which_in_one_line_and_leaves_nothing(
+    repository, tmp_path, capsys, monkeypatch
+):
+    import socket
+    import tempfile
+
+    from codistill.cli import main
+    from codistill.serving.process import free_port
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where workspaces would go
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        argv = ["serve", "--repository", str(repository), "--http-port", str(free_port())]
+        argv += ["--grpc-port", str(busy), "--metrics-port", str(free_port())]
+        assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"codistill serve: error: address already in use: 127.0.0.1:{busy} (--grpc-port)"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_infer_without_a_server_says_so_by_address(preprocessing, tmp_path, capsys):

@@ -418,3 +418,41 @@ def test_training_off_a_terminal_prints_one_progress_line_per_log_row(validated_
     ]
     assert all("loss sup " in line and "images/s, ETA " in line for line in lines)
     assert lines[-1].endswith("ETA 0m00s")
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_training_in_one_line_keeping_the_last(
+    validated_tiny, tmp_path
+):
+    import resource
+
+    prepared, report = validated_tiny
+    params = tiny_params_file(tmp_path, iterations=4, log_every=2, checkpoint_every=2)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(
+        train_command(params, prepared, report, out), env=env, capture_output=True, timeout=300
+    )
+    assert first.returncode == 0, first.stderr
+    kept = (out / "last.pt").read_bytes()
+    # a longer schedule: a new run, whose first checkpoint would replace the one kept
+    params = tiny_params_file(tmp_path, iterations=8, log_every=2, checkpoint_every=2)
+
+    def small_files() -> None:  # a full disk, as far as writes that grow a file can tell
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(kept) // 2, len(kept) // 2))
+
+    again = subprocess.run(
+        train_command(params, prepared, report, out),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_files,
+    )
+    assert again.returncode == 2
+    (line,) = again.stderr.strip().splitlines()
+    assert line == (
+        f"codistill train: error: file too large: {out / 'last.pt'}; "
+        "the checkpoint before it is kept"
+    )
+    assert (out / "last.pt").read_bytes() == kept
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".last.pt.")]

@@ -92,11 +92,13 @@ def _infer(args: argparse.Namespace) -> int:
         ClientInputError,
         LabelsClient,
         Preprocessing,
+        check_address,
         plan_outputs,
         segment_file,
     )
 
     try:
+        check_address(args.url)
         prep = Preprocessing.load(args.preprocessing)
         planned, refused = plan_outputs(args.images, args.out, args.overwrite)
     except ClientInputError as err:
@@ -130,6 +132,7 @@ def _infer(args: argparse.Namespace) -> int:
 def _loadtest(args: argparse.Namespace) -> int:
     from codistill.artifacts import write_json_atomic
     from codistill.export.onnx_scoring import evenly_spaced_images
+    from codistill.serving.client import check_address
     from codistill.serving.loadtest import (
         TABLE_HEADER,
         check_load_settings,
@@ -140,6 +143,8 @@ def _loadtest(args: argparse.Namespace) -> int:
     from codistill.serving.model_repository import served_name
 
     try:
+        if args.url:
+            check_address(args.url)
         for concurrency in args.concurrency:
             check_load_settings(concurrency, args.duration)
         if args.images < 1:
@@ -344,8 +349,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from codistill.data.gate import UnvalidatedDataError
     from codistill.data.shards import EmptySplitError
     from codistill.engine.checkpoint import CheckpointError
+    from codistill.serving.errors import ServerError
 
     return (
+        ServerError,
         ConfigError,
         FileNotFoundError,
         KeyError,

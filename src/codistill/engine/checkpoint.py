@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
@@ -54,7 +55,7 @@ def _as_tuples(value: Any) -> Any:
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file exists but does not read back."""
+    """A checkpoint file does not read back, or could not be written."""
 
 
 def previous_path(path: str | Path) -> Path:
@@ -71,16 +72,32 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
+    # Serialized in memory first: torch's file writer reports a full disk as an internal
+    # assertion, a plain write names it (errno ENOSPC, EFBIG, EDQUOT).
+    serialized = io.BytesIO()
+    torch.save(state, serialized)
+    temporary = None
     try:
-        torch.save(state, temporary)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(handle, "wb") as file:
+            file.write(serialized.getbuffer())
         if keep_previous and path.is_file():
             os.replace(path, previous_path(path))
         os.replace(temporary, path)
+    except OSError as err:
+        _discard(temporary)
+        reason = err.strerror or type(err).__name__
+        raise CheckpointError(
+            f"{reason[0].lower()}{reason[1:]}: {path}; the checkpoint before it is kept"
+        ) from None
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        _discard(temporary)
         raise
+
+
+def _discard(temporary: str | None) -> None:
+    if temporary is not None:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

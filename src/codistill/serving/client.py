@@ -54,6 +54,14 @@ class Preprocessing:
         return table[labels]
 
 
+def check_address(url: str) -> str:
+    """``url`` if it is a ``host:port`` address, else a ClientInputError saying so."""
+    host, _, port = url.rpartition(":")
+    if "://" in url or "/" in url or not host or not port.isdigit():
+        raise ClientInputError(f"--url {url}: use host:port (for example 127.0.0.1:8000)")
+    return url
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """An image file as H×W×3 uint8, or a ClientInputError naming the file."""
     try:

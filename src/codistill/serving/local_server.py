@@ -10,10 +10,12 @@ the server accepts get a one-line 400 before their pixels are read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -37,6 +39,7 @@ from codistill.serving.backend_repository import (
     write_backend_model,
 )
 from codistill.serving.client import LabelsClient
+from codistill.serving.errors import ServerError
 from codistill.serving.limits import DEFAULT_MAX_PIXELS
 
 WORKSPACE_PREFIX = "codistill-triton-"
@@ -97,8 +100,39 @@ def _warm_through_server(
         client.close()
 
 
+# Shared-memory regions are named ``codistill<server pid>-...`` (``shm_prefix``).
+SHM_NAME = "codistill"
+
+
 class WarmupError(RuntimeError):
     """A model's configured warm-up request is one the endpoint refuses."""
+
+
+def require_free_ports(host: str, ports: Ports) -> None:
+    """Raise ServerError naming the first of ``ports`` that something already listens on."""
+    for name in ("http", "grpc", "metrics"):
+        port = getattr(ports, name)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # as the server binds: a port a stopped server left in TIME_WAIT is free
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as err:
+                if err.errno != errno.EADDRINUSE:
+                    raise
+                raise ServerError(
+                    f"address already in use: {host}:{port} (--{name}-port)"
+                ) from None
+
+
+def exit_cause(returncode: int) -> str:
+    """A process's exit status in words: ``status 1`` or ``signal 6 (SIGABRT)``."""
+    if returncode >= 0:
+        return f"status {returncode}"
+    try:
+        return f"signal {-returncode} ({signal.Signals(-returncode).name})"
+    except ValueError:
+        return f"signal {-returncode}"
 
 
 def _alive(pid: int) -> bool:
@@ -132,9 +166,28 @@ def remove_stale_workspaces(root: Path | None = None) -> list[Path]:
     return removed
 
 
+def remove_stale_regions(shm: Path = Path("/dev/shm")) -> list[Path]:
+    """Remove this user's shared-memory regions of servers whose process is gone; return them.
+
+    A server whose tritonserver crashed loses its regions' owner before it can unlink them,
+    and its workspace (which names its process) is removed on exit: the name still does.
+    """
+    removed = []
+    for region in sorted(shm.glob(f"{SHM_NAME}*-*")):
+        pid = region.name.removeprefix(SHM_NAME).partition("-")[0]
+        try:
+            if not pid.isdigit() or region.stat().st_uid != os.getuid() or _alive(int(pid)):
+                continue
+        except FileNotFoundError:
+            continue
+        region.unlink(missing_ok=True)
+        removed.append(region)
+    return removed
+
+
 def shm_prefix(server_pid: int) -> str:
     """The name prefix of the shared-memory regions of the server run by ``server_pid``."""
-    return f"codistill{server_pid}-"
+    return f"{SHM_NAME}{server_pid}-"
 
 
 def _owner_only_regions(prefix: str) -> None:
@@ -203,7 +256,10 @@ def _wait_until_ready(
     try:
         while not stop.is_set():
             if process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {process.returncode} while starting")
+                raise ServerError(
+                    f"tritonserver stopped while starting ({exit_cause(process.returncode)}); "
+                    "its log is above"
+                )
             try:
                 if client.get_server_metadata()["name"] == server_id and client.is_server_ready():
                     return
@@ -260,12 +316,14 @@ def serve(
     model_dirs = sorted(p for p in repository.iterdir() if (p / "configs").is_dir())
     if not model_dirs:
         raise FileNotFoundError(f"{repository}: no models; run the publish stage")
+    require_free_ports(host, ports)
     os.umask(0o077)  # owner-only files for whatever the server writes
     stop = stop or threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     for stale in remove_stale_workspaces():
         print(f"removed {stale}, the workspace of a server that is gone", flush=True)
+    remove_stale_regions()
     holder = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
     (holder / PID_FILE).write_text(str(os.getpid()))
     limits = Limits(max_pixels, min_native_side(inference_scale(repository)))
@@ -291,8 +349,12 @@ def serve(
             ready(names, holder)
         while not stop.wait(1.0):
             if process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {process.returncode}")
+                raise ServerError(
+                    f"tritonserver stopped ({exit_cause(process.returncode)}); its log is above"
+                )
     finally:
         if process is not None:
             _stop_server(process)
         shutil.rmtree(holder, ignore_errors=True)
+        for region in Path("/dev/shm").glob(f"{shm_prefix(os.getpid())}*"):
+            region.unlink(missing_ok=True)

@@ -12,6 +12,8 @@ stops it, named file by file, and every recorded file stays as it was.
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,16 +55,38 @@ class RecordedVersion:
         return self.dvc_file.parent / self.output()["path"]
 
 
+def symlink_loops(folder: Path) -> list[Path]:
+    """Every symbolic link under ``folder`` that never reaches a file or folder (a loop)."""
+    loops = []
+    for root, folders, files in os.walk(folder):  # links to folders are listed, not entered
+        for name in sorted([*folders, *files]):
+            path = Path(root) / name
+            try:
+                path.stat()
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    loops.append(path)
+    return loops
+
+
 def changed_files(folder: Path, dvc_file: Path) -> list[str]:
     """Each file under ``folder`` that differs from its record, as ``"kind path"``."""
     try:
+        from dvc.exceptions import NotDvcRepoError
         from dvc.repo import Repo
     except ImportError:
         raise DataVersionError(
             f"checking {folder} against {dvc_file} needs DVC: install codistill[pipeline]"
         ) from None
-
-    with Repo(str(dvc_file.resolve().parent)) as repo:
+    loops = symlink_loops(folder)
+    if loops:
+        more = f" and {len(loops) - 1} more" if len(loops) > 1 else ""
+        raise DataVersionError(f"symlink loop: {loops[0]}{more}; nothing was read")
+    try:
+        repo = Repo(str(dvc_file.resolve().parent))
+    except NotDvcRepoError:
+        raise DataVersionError(f"{dvc_file}: not inside a DVC repository") from None
+    with repo:
         target = folder.resolve().relative_to(Path(repo.root_dir)).as_posix()
         status = repo.data_status(targets=[target], granular=True, untracked_files="no")
     return [
