@@ -126,6 +126,12 @@ def test_concurrent_requests_of_different_sizes_each_get_their_own_answer(server
             r"^\[400\] image 10x10 is under the minimum 32x32$",
         ),
         (np.zeros((1, 1, 1, 3), np.uint8), "UINT8", MODELS[1], "image 1x1 is under the minimum"),
+        (
+            np.zeros((3, 64, 96, 3), np.uint8),
+            "UINT8",
+            MODELS[1],
+            r"^\[400\] 3 images of 64x96 are over this model's limit of 12288 pixels per request",
+        ),
     ],
     ids=[
         "float-image",
@@ -135,6 +141,7 @@ def test_concurrent_requests_of_different_sizes_each_get_their_own_answer(server
         "oversize",
         "small",
         "1x1",
+        "batch-over-budget",
     ],
 )
 def test_bad_requests_get_a_one_line_client_error_and_the_server_keeps_serving(
@@ -147,6 +154,16 @@ def test_bad_requests_get_a_one_line_client_error_and_the_server_keeps_serving(
     good = np.full((1, 32, 48, 3), 128, np.uint8)
     answer = infer(http, server["urls"]["http"], MODELS[0], good)
     assert np.array_equal(answer["labels"], direct(repository, MODELS[0], good)["labels"])
+
+
+def test_the_pixel_budget_counts_every_image_of_a_request(server, repository):
+    rng = np.random.default_rng(3)
+    within = rng.integers(0, 255, (2, 64, 96, 3), dtype=np.uint8)  # 2 x 6144 = the limit
+    answer = infer(http, server["urls"]["http"], MODELS[1], within)
+    assert np.array_equal(answer["labels"], direct(repository, MODELS[1], within)["labels"])
+    with pytest.raises(InferenceServerException, match="3 images of 64x96 are over") as over:
+        infer(http, server["urls"]["http"], MODELS[1], np.concatenate([within, within[:1]]))
+    assert over.value.status() == "400"
 
 
 def real_camvid_test_image() -> Path:

@@ -276,7 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     from codistill.serving.limits import DEFAULT_MAX_PIXELS
 
     serve.add_argument(
-        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image (H×W) accepted"
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="most pixels one request may hold (images × height × width)",
     )
     serve.add_argument(
         "--no-dynamic-batching",

@@ -6,9 +6,10 @@ backend's ``triton_python_backend_utils`` are imported. The config's ``parameter
 graph (``onnx_path``), the image's height and width axes of the batched input
 (``spatial_axes``, e.g. ``1,2``) and the sizes it accepts (``max_pixels``, ``min_side``).
 
-An image outside those sizes gets a one-line INVALID_ARG error (HTTP 400, gRPC
-INVALID_ARGUMENT) before its pixels are touched; requests of the same size in one dynamic
-batch run through the graph together, in runs of at most ``max_pixels`` pixels.
+A request whose images hold more than ``max_pixels`` pixels together, or with a side under
+``min_side``, gets a one-line INVALID_ARG error (HTTP 400, gRPC INVALID_ARGUMENT) before its
+pixels are touched; requests of the same size in one dynamic batch run through the graph
+together, in runs of at most ``max_pixels`` pixels.
 """
 
 from __future__ import annotations
@@ -51,10 +52,16 @@ class TritonPythonModel:
 
     def _size_error(self, shape: tuple[int, ...]) -> str | None:
         height, width = (shape[axis] for axis in self.axes)
-        if height * width > self.max_pixels:
+        images = int(np.prod(shape[: min(self.axes)]))  # the batch axis, where there is one
+        if images * height * width > self.max_pixels:
+            what = (
+                f"image {height}x{width} is"
+                if images == 1
+                else (f"{images} images of {height}x{width} are")
+            )
             return (
-                f"image {height}x{width} is over this model's limit of {self.max_pixels} pixels "
-                "(height x width)"
+                f"{what} over this model's limit of {self.max_pixels} pixels per request "
+                "(images x height x width)"
             )
         if min(height, width) < self.min_side:
             return f"image {height}x{width} is under the minimum {self.min_side}x{self.min_side}"
