@@ -604,3 +604,44 @@ def test_a_bad_preprocessing_contract_is_named_before_any_request(
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     assert f"prep.json: {message}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_accepted_requests_leave_the_servers_memory_within_100_mb_logits_and_batches_included(
+    repository, tmp_path
+):
+    """Each kind of largest accepted request, repeated: the server ends near where it was.
+
+    The per-request budgets are the production ones scaled down together: labels for up to
+    4 images of 256x384 in one request, logits for up to 192x256 pixels.
+    """
+    import time
+
+    from tests.servers.triton_server import group_rss_mib
+
+    rng = np.random.default_rng(6)
+    budget, logit_budget = 4 * 256 * 384, 192 * 256
+    log = tmp_path / "serve.log"
+    with triton_server(repository, log, budget, max_logit_pixels=logit_budget) as running:
+        url = running["urls"]["http"]
+        time.sleep(1.0)
+        idle = group_rss_mib(running["process"].pid)
+        batch = rng.integers(0, 256, (4, 256, 384, 3), dtype=np.uint8)
+        small = rng.integers(0, 256, (1, 192, 256, 3), dtype=np.uint8)
+        client = http.InferenceServerClient(url)
+        kept = []
+        for model in MODELS:
+            for image, outputs in ((batch, ["labels"]), (small, ["logits", "labels"])) * 2:
+                tensor = http.InferInput("image", list(image.shape), "UINT8")
+                tensor.set_data_from_numpy(image)
+                wanted = [http.InferRequestedOutput(name) for name in outputs]
+                answer = client.infer(model, [tensor], outputs=wanted)
+                assert answer.as_numpy("labels").shape == image.shape[:3]
+                time.sleep(0.5)
+                kept.append(group_rss_mib(running["process"].pid) - idle)
+            # logits for more than the logits budget: refused, however small the labels
+            with pytest.raises(InferenceServerException, match="ask for labels only") as over:
+                infer(http, url, model, batch[:1])
+            assert over.value.status() == "400"
+        client.close()
+    print(f"resident MiB over idle ({idle:.0f}) after each request: {kept}")
+    assert max(kept) < 100

@@ -38,6 +38,7 @@ def test_the_served_session_neither_keeps_an_arena_nor_spins_between_requests(
             "onnx_path": {"string_value": str(tiny_graph(tmp_path / "model.onnx"))},
             "spatial_axes": {"string_value": "1,2"},
             "max_pixels": {"string_value": "100"},
+            "max_logit_pixels": {"string_value": "50"},
             "min_side": {"string_value": "2"},
         },
     }
@@ -47,3 +48,4 @@ def test_the_served_session_neither_keeps_an_arena_nor_spins_between_requests(
     assert options.enable_cpu_mem_arena is False
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert (model.axes, model.max_pixels, model.min_side) == ((1, 2), 100, 2)
+    assert model.max_logit_pixels == 50

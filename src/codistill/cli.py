@@ -80,6 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
         dynamic_batching=args.dynamic_batching,
         ready=announce,
         warmup=args.warmup,
+        max_logit_pixels=args.max_logit_pixels,
     )
     print("server stopped", flush=True)
     return 0
@@ -273,13 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--model-config-name", default="cpu", help="configs/<name>.pbtxt of each model to use"
     )
-    from codistill.serving.limits import DEFAULT_MAX_PIXELS
+    from codistill.serving.limits import DEFAULT_MAX_LOGIT_PIXELS, DEFAULT_MAX_PIXELS
 
     serve.add_argument(
         "--max-pixels",
         type=int,
         default=DEFAULT_MAX_PIXELS,
         help="most pixels one request may hold (images × height × width)",
+    )
+    serve.add_argument(
+        "--max-logit-pixels",
+        type=int,
+        default=DEFAULT_MAX_LOGIT_PIXELS,
+        help="most pixels one request may ask float32 logits for (labels are not limited by it)",
     )
     serve.add_argument(
         "--no-dynamic-batching",

@@ -12,13 +12,20 @@ from codistill.serving.process import serve_in_background
 
 @contextlib.contextmanager
 def triton_server(
-    repository: Path, log: Path, max_pixels: int, config_name: str = "cpu", batching: bool = True
+    repository: Path,
+    log: Path,
+    max_pixels: int,
+    config_name: str = "cpu",
+    batching: bool = True,
+    max_logit_pixels: int | None = None,
 ) -> Iterator[dict]:
     """Start ``codistill serve`` on free loopback ports; yield its URLs and process.
 
     ``ready`` holds the server's Prometheus metrics as they were when it became ready.
     """
     options = (f"--max-pixels={max_pixels}", f"--model-config-name={config_name}")
+    # by default the logits as large as any image, for tests that compare them
+    options += (f"--max-logit-pixels={max_logit_pixels or max_pixels}",)
     options += () if batching else ("--no-dynamic-batching",)
     with serve_in_background(repository, log, options) as server:
         url = f"http://{server.urls['metrics']}/metrics"

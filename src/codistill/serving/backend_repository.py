@@ -27,6 +27,7 @@ class Limits:
 
     max_pixels: int
     min_side: int
+    max_logit_pixels: int
 
 
 def pytriton_root() -> Path:
@@ -94,6 +95,7 @@ def backend_config(config: Any, graph: Path, limits: Limits, dynamic_batching: b
         "onnx_path": str(graph),
         "spatial_axes": ",".join(str(axis) for axis in spatial_axes(config)),
         "max_pixels": str(limits.max_pixels),
+        "max_logit_pixels": str(limits.max_logit_pixels),
         "min_side": str(limits.min_side),
     }
     for key, value in parameters.items():

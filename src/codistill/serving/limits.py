@@ -2,5 +2,11 @@
 
 from __future__ import annotations
 
-# The largest image (H×W pixels) one request may carry, unless the server is told otherwise.
+# The most pixels (images × height × width) one request may carry, unless the server is told
+# otherwise.
 DEFAULT_MAX_PIXELS = 2048 * 2048
+# The most pixels one request may ask float32 logits for: one CamVid image at its native
+# 360×480 (7.6 MB of logits over 11 classes). The backend hands every tensor to tritonserver
+# through a shared-memory pool that grows to the largest response and never shrinks, so this
+# bounds what an accepted request can leave resident; labels are one byte a pixel.
+DEFAULT_MAX_LOGIT_PIXELS = 360 * 480

@@ -40,7 +40,7 @@ from codistill.serving.backend_repository import (
 )
 from codistill.serving.client import LabelsClient
 from codistill.serving.errors import ServerError
-from codistill.serving.limits import DEFAULT_MAX_PIXELS
+from codistill.serving.limits import DEFAULT_MAX_LOGIT_PIXELS, DEFAULT_MAX_PIXELS
 
 WORKSPACE_PREFIX = "codistill-triton-"
 PID_FILE = "server.pid"
@@ -100,6 +100,9 @@ def _warm_through_server(
         client.close()
 
 
+# Blocks this large or larger come from their own mapped pages, returned to the system when
+# freed (glibc's M_MMAP_THRESHOLD; setting it also stops glibc from raising it).
+MMAP_THRESHOLD_BYTES = 1 << 20
 # Shared-memory regions are named ``codistill<server pid>-...`` (``shm_prefix``).
 SHM_NAME = "codistill"
 
@@ -211,6 +214,9 @@ def _server_environment() -> dict[str, str]:
         "LD_LIBRARY_PATH": os.pathsep.join(p for p in paths if p),
         # the stub's interpreter finds this environment's packages (ONNX Runtime, numpy)
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        # glibc serves large blocks from mapped pages, unmapped when freed: without a fixed
+        # threshold it raises it after the first large image, and keeps what later ones used
+        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES),
     }
 
 
@@ -304,13 +310,15 @@ def serve(
     ready: Callable[[list[str], Path], None] | None = None,
     stop: threading.Event | None = None,
     warmup: bool = True,
+    max_logit_pixels: int = DEFAULT_MAX_LOGIT_PIXELS,
 ) -> None:
     """Serve every model in ``repository`` until SIGTERM, SIGINT or ``stop`` is set.
 
     The server gets its own workspace (its model repository and backend links), removed on
     exit; ``ready`` is called with the served model names (with their graph files) and that
-    workspace once every model answered its warm-up requests. Images over ``max_pixels``
-    (height × width) or under the students' minimum side at the graphs' scale are refused.
+    workspace once every model answered its warm-up requests. A request over ``max_pixels``
+    (images × height × width; ``max_logit_pixels`` if it asks for the logits) or with an image
+    under the students' minimum side at the graphs' scale is refused.
     """
     repository = Path(repository)
     model_dirs = sorted(p for p in repository.iterdir() if (p / "configs").is_dir())
@@ -326,7 +334,7 @@ def serve(
     remove_stale_regions()
     holder = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
     (holder / PID_FILE).write_text(str(os.getpid()))
-    limits = Limits(max_pixels, min_native_side(inference_scale(repository)))
+    limits = Limits(max_pixels, min_native_side(inference_scale(repository)), max_logit_pixels)
     process = None
     try:
         names = [

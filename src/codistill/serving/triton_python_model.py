@@ -4,9 +4,11 @@
 Triton's Python backend runs it in its own process, where only numpy, ONNX Runtime and the
 backend's ``triton_python_backend_utils`` are imported. The config's ``parameters`` name the
 graph (``onnx_path``), the image's height and width axes of the batched input
-(``spatial_axes``, e.g. ``1,2``) and the sizes it accepts (``max_pixels``, ``min_side``).
+(``spatial_axes``, e.g. ``1,2``) and the sizes it accepts (``max_pixels``,
+``max_logit_pixels``, ``min_side``).
 
-A request whose images hold more than ``max_pixels`` pixels together, or with a side under
+A request whose images hold more than ``max_pixels`` pixels together (``max_logit_pixels``
+if it asks for the logits, as a request naming no outputs does), or with a side under
 ``min_side``, gets a one-line INVALID_ARG error (HTTP 400, gRPC INVALID_ARGUMENT) before its
 pixels are touched; requests of the same size in one dynamic batch run through the graph
 together, in runs of at most ``max_pixels`` pixels.
@@ -20,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+LOGITS = "logits"  # the float32 output; ``labels`` is the uint8 arg-max
 
 
 def _parameter(config: dict[str, Any], key: str) -> str:
@@ -48,20 +52,26 @@ class TritonPythonModel:
         self.input_name = config["input"][0]["name"]
         self.axes = tuple(int(a) for a in _parameter(config, "spatial_axes").split(","))
         self.max_pixels = int(_parameter(config, "max_pixels"))
+        self.max_logit_pixels = int(_parameter(config, "max_logit_pixels"))
         self.min_side = int(_parameter(config, "min_side"))
 
-    def _size_error(self, shape: tuple[int, ...]) -> str | None:
+    def _size_error(self, shape: tuple[int, ...], names: tuple[str, ...]) -> str | None:
         height, width = (shape[axis] for axis in self.axes)
         images = int(np.prod(shape[: min(self.axes)]))  # the batch axis, where there is one
         if images * height * width > self.max_pixels:
             what = (
                 f"image {height}x{width} is"
                 if images == 1
-                else (f"{images} images of {height}x{width} are")
+                else f"{images} images of {height}x{width} are"
             )
             return (
                 f"{what} over this model's limit of {self.max_pixels} pixels per request "
                 "(images x height x width)"
+            )
+        if LOGITS in names and images * height * width > self.max_logit_pixels:
+            return (
+                f"logits of {images} x {height}x{width} pixels are over this model's limit of "
+                f"{self.max_logit_pixels} pixels per request; ask for labels only"
             )
         if min(height, width) < self.min_side:
             return f"image {height}x{width} is under the minimum {self.min_side}x{self.min_side}"
@@ -75,15 +85,15 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
             tensors.append(tensor)
-            error = self._size_error(tuple(tensor.shape()))
+            names = tuple(request.requested_output_names()) or tuple(
+                o.name for o in self.session.get_outputs()
+            )
+            error = self._size_error(tuple(tensor.shape()), names)
             if error is not None:
                 responses[index] = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG)
                 )
                 continue
-            names = tuple(request.requested_output_names()) or tuple(
-                o.name for o in self.session.get_outputs()
-            )
             groups[(tuple(tensor.shape()[1:]), names)].append(index)
         for (_, names), members in groups.items():
             for chunk in self._within_budget(members, tensors):
