@@ -255,6 +255,60 @@ def test_sigterm_stops_the_server_cleanly_and_the_next_start_removes_a_killed_on
     assert not workspace.exists()
 
 
+def test_a_crashed_tritonserver_is_restarted_logged_in_one_line_and_counted(repository, tmp_path):
+    import time
+
+    from tests.servers.triton_server import group_pids
+
+    def restarts_gauge(running) -> dict[str, float]:
+        url = f"http://{running['urls']['metrics']}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+        found = re.findall(r'^codistill_server_restarts\{model="(\w+)"\} ([\d.]+)$', text, re.M)
+        return {model: float(value) for model, value in found}
+
+    def tritonserver(running) -> int:
+        for pid in group_pids(running["process"].pid):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "tritonserver":
+                return pid
+        raise AssertionError("no tritonserver in the group")
+
+    image = np.full((1, 32, 48, 3), 90, np.uint8)
+    with triton_server(repository, tmp_path / "serve.log", MAX_PIXELS) as running:
+        assert restarts_gauge(running) == dict.fromkeys(MODELS, 0.0)
+        first = tritonserver(running)
+        os.kill(first, signal.SIGABRT)  # as the bad_alloc of an oversized request did
+        deadline = time.monotonic() + 180
+        while "serving again after restart 1" not in running["log"].read_text():
+            assert time.monotonic() < deadline, running["log"].read_text()[-2000:]
+            assert running["process"].poll() is None, running["log"].read_text()[-2000:]
+            time.sleep(0.5)
+        assert tritonserver(running) != first
+        lines = running["log"].read_text().splitlines()
+        assert "tritonserver stopped (signal 6 (SIGABRT)); restart 1" in lines
+        assert "Traceback" not in running["log"].read_text()
+        for model in MODELS:
+            answer = infer(http, running["urls"]["http"], model, image)
+            assert np.array_equal(answer["labels"], direct(repository, model, image)["labels"])
+        assert restarts_gauge(running) == dict.fromkeys(MODELS, 1.0)
+
+
+def test_a_server_that_keeps_stopping_is_given_up_in_one_line():
+    from codistill.serving.errors import ServerError
+    from codistill.serving.local_server import RestartBudget
+
+    budget = RestartBudget(limit=2, window_s=60.0)
+    budget.spend("signal 6 (SIGABRT)")
+    budget.spend("signal 6 (SIGABRT)")
+    assert budget.count == 2
+    with pytest.raises(ServerError) as given_up:
+        budget.spend("signal 6 (SIGABRT)")
+    assert str(given_up.value) == (
+        "tritonserver stopped (signal 6 (SIGABRT)) 3 times within 60 s; not restarting it "
+        "again; its log is above"
+    )
+
+
 def test_the_largest_allowed_image_leaves_the_servers_memory_where_it_was(repository, tmp_path):
     """Each model answers the largest image allowed three times, with no growth.
 

@@ -23,11 +23,29 @@ def tiny_graph(path):
     return path
 
 
+class GaugeFamily:
+    """The part of the stub's MetricFamily the served model uses: gauges that hold a value."""
+
+    GAUGE = "gauge"
+
+    def __init__(self, name: str, description: str, kind: str) -> None:
+        assert kind == self.GAUGE and name.startswith("codistill_") and description
+
+    def Metric(self, labels: dict[str, str]) -> types.SimpleNamespace:  # noqa: N802 (Triton's name)
+        gauge = types.SimpleNamespace(labels=labels, value=None)
+        gauge.set = lambda value: setattr(gauge, "value", value)
+        return gauge
+
+
 def test_the_served_session_neither_keeps_an_arena_nor_spins_between_requests(
     tmp_path, monkeypatch
 ):
-    # Triton's stub module exists only inside the backend process: an empty stand-in.
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("stub"))
+    # Triton's stub module exists only inside the backend process: a stand-in with the one
+    # thing initialize uses, its metric families
+    stub = types.ModuleType("stub")
+    stub.MetricFamily = GaugeFamily
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stub)
+    monkeypatch.setenv("CODISTILL_SERVER_RESTARTS", "2")
     # loaded as Triton loads it: a file of its own (model.py), not a module of the package
     spec = importlib.util.spec_from_file_location("served_model", MODEL_SOURCE)
     module = importlib.util.module_from_spec(spec)
@@ -43,7 +61,8 @@ def test_the_served_session_neither_keeps_an_arena_nor_spins_between_requests(
         },
     }
     model = module.TritonPythonModel()
-    model.initialize({"model_config": json.dumps(config)})
+    model.initialize({"model_config": json.dumps(config), "model_name": "codistill_vit"})
+    assert model.restarts.labels == {"model": "codistill_vit"} and model.restarts.value == 2.0
     options = model.session.get_session_options()
     assert options.enable_cpu_mem_arena is False
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -103,6 +103,8 @@ def _warm_through_server(
 # Blocks this large or larger come from their own mapped pages, returned to the system when
 # freed (glibc's M_MMAP_THRESHOLD; setting it also stops glibc from raising it).
 MMAP_THRESHOLD_BYTES = 1 << 20
+# How often ``codistill serve`` has restarted the server, for the models' restart gauge.
+RESTARTS_ENV = "CODISTILL_SERVER_RESTARTS"
 # Shared-memory regions are named ``codistill<server pid>-...`` (``shm_prefix``).
 SHM_NAME = "codistill"
 
@@ -205,7 +207,31 @@ def _owner_only_regions(prefix: str) -> None:
             region.chmod(0o600)
 
 
-def _server_environment() -> dict[str, str]:
+class RestartBudget:
+    """How often a server that stops on its own is started again.
+
+    At most ``limit`` restarts within ``window_s`` seconds: a server that cannot stay up ends
+    ``codistill serve`` instead.
+    """
+
+    def __init__(self, limit: int = 3, window_s: float = 60.0) -> None:
+        self.limit, self.window_s = limit, window_s
+        self.count = 0
+        self._recent: list[float] = []
+
+    def spend(self, cause: str) -> None:
+        """Count one restart, or raise ServerError if the budget is spent."""
+        now = time.monotonic()
+        self._recent = [t for t in self._recent if now - t < self.window_s] + [now]
+        if len(self._recent) > self.limit:
+            raise ServerError(
+                f"tritonserver stopped ({cause}) {len(self._recent)} times within "
+                f"{self.window_s:.0f} s; not restarting it again; its log is above"
+            )
+        self.count += 1
+
+
+def _server_environment(restarts: int = 0) -> dict[str, str]:
     """The bundled server's libraries, and libpython for the Python backend's stub."""
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     paths = [str(server_libraries()), libdir, os.environ.get("LD_LIBRARY_PATH", "")]
@@ -217,6 +243,8 @@ def _server_environment() -> dict[str, str]:
         # glibc serves large blocks from mapped pages, unmapped when freed: without a fixed
         # threshold it raises it after the first large image, and keeps what later ones used
         "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES),
+        # the models publish it as the gauge codistill_server_restarts
+        RESTARTS_ENV: str(restarts),
     }
 
 
@@ -342,24 +370,42 @@ def serve(
             for d in model_dirs
         ]
         backends = link_backends(holder / "backends")
-        server_id = f"codistill-{secrets.token_hex(8)}"
-        command = _server_command(
-            holder / "models", backends, host, ports, shm_prefix(os.getpid()), server_id
-        )
-        process = subprocess.Popen(command, env=_server_environment(), preexec_fn=_die_with_parent)
-        _wait_until_ready(process, f"{host}:{ports.http}", server_id, stop)
-        if stop.is_set():
+
+        def start(restarts: int) -> subprocess.Popen | None:
+            """A ready, warmed-up tritonserver (None if ``stop`` was set meanwhile)."""
+            server_id = f"codistill-{secrets.token_hex(8)}"
+            command = _server_command(
+                holder / "models", backends, host, ports, shm_prefix(os.getpid()), server_id
+            )
+            started = subprocess.Popen(
+                command, env=_server_environment(restarts), preexec_fn=_die_with_parent
+            )
+            nonlocal process
+            process = started
+            _wait_until_ready(started, f"{host}:{ports.http}", server_id, stop)
+            if stop.is_set():
+                return None
+            _owner_only_regions(shm_prefix(os.getpid()))
+            if warmup:
+                _warm_through_server(f"{host}:{ports.http}", model_dirs, config_name, stop)
+            return started
+
+        if start(0) is None:
             return
-        _owner_only_regions(shm_prefix(os.getpid()))
-        if warmup:
-            _warm_through_server(f"{host}:{ports.http}", model_dirs, config_name, stop)
         if ready is not None and not stop.is_set():
             ready(names, holder)
+        restarts = RestartBudget()
         while not stop.wait(1.0):
-            if process.poll() is not None:
-                raise ServerError(
-                    f"tritonserver stopped ({exit_cause(process.returncode)}); its log is above"
-                )
+            if process.poll() is None:
+                continue
+            cause = exit_cause(process.returncode)
+            restarts.spend(cause)
+            print(f"tritonserver stopped ({cause}); restart {restarts.count}", flush=True)
+            for region in Path("/dev/shm").glob(f"{shm_prefix(os.getpid())}*"):
+                region.unlink(missing_ok=True)  # the dead server's; the next names its own
+            if start(restarts.count) is None:
+                return
+            print(f"serving again after restart {restarts.count}", flush=True)
     finally:
         if process is not None:
             _stop_server(process)

@@ -17,6 +17,7 @@ together, in runs of at most ``max_pixels`` pixels.
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from typing import Any
 
@@ -54,6 +55,14 @@ class TritonPythonModel:
         self.max_pixels = int(_parameter(config, "max_pixels"))
         self.max_logit_pixels = int(_parameter(config, "max_logit_pixels"))
         self.min_side = int(_parameter(config, "min_side"))
+        # How often codistill serve restarted the server, on the server's metrics endpoint.
+        self.restarts_family = pb_utils.MetricFamily(
+            name="codistill_server_restarts",
+            description="Times codistill serve restarted tritonserver after it stopped",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self.restarts = self.restarts_family.Metric(labels={"model": args["model_name"]})
+        self.restarts.set(float(os.environ.get("CODISTILL_SERVER_RESTARTS", "0")))
 
     def _size_error(self, shape: tuple[int, ...], names: tuple[str, ...]) -> str | None:
         height, width = (shape[axis] for axis in self.axes)
