@@ -91,7 +91,7 @@ def test_a_killed_training_is_ended_and_its_resume_continues_the_same_run(
 
     prepared, report = validated_tiny
     params = tiny_params_file(
-        tmp_path, iterations=24, log_every=2, checkpoint_every=2, tracking=True
+        tmp_path, iterations=12, log_every=2, checkpoint_every=2, tracking=True
     )
     env = {
         **os.environ,
@@ -116,7 +116,7 @@ def test_a_killed_training_is_ended_and_its_resume_continues_the_same_run(
     process.wait(timeout=30)
     checkpoint = torch.load(out / "last.pt", weights_only=False)
     stopped_at, named = checkpoint["iteration"], checkpoint["run_id"]
-    assert 0 < stopped_at < 24
+    assert 0 < stopped_at < 12
     client = MlflowClient(tracking_uri)
     assert client.get_run(named).info.status == "RUNNING"  # nobody ended it
 
@@ -130,6 +130,6 @@ def test_a_killed_training_is_ended_and_its_resume_continues_the_same_run(
     (parent,) = [r for r in runs if r.info.run_id != named]
     assert parent.info.run_id == client.get_run(named).data.tags["mlflow.parentRunId"]
     steps = [m.step for m in client.get_metric_history(named, "loss_total")]
-    assert min(steps) <= stopped_at < max(steps) == 24
+    assert min(steps) <= stopped_at < max(steps) == 12
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["mlflow_run_id"] == named
