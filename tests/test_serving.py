@@ -117,7 +117,9 @@ def test_concurrent_requests_of_different_sizes_each_get_their_own_answer(server
             np.zeros((1, 128, 128, 3), np.uint8),
             "UINT8",
             MODELS[1],
-            r"^\[400\] image 128x128 is over this model's limit of 12288 pixels",
+            # the HTTP front refuses it before tritonserver sizes it (gRPC: the model)
+            r"^\[400\] input image: shape \[1, 128, 128, 3\] \(UINT8\) declares 49152 bytes, "
+            r"over this server's limit of 36864 bytes per request",
         ),
         (
             np.zeros((1, 10, 10, 3), np.uint8),
@@ -130,7 +132,7 @@ def test_concurrent_requests_of_different_sizes_each_get_their_own_answer(server
             np.zeros((3, 64, 96, 3), np.uint8),
             "UINT8",
             MODELS[1],
-            r"^\[400\] 3 images of 64x96 are over this model's limit of 12288 pixels per request",
+            r"^\[400\] input image: shape \[3, 64, 96, 3\] \(UINT8\) declares 55296 bytes",
         ),
     ],
     ids=[
@@ -161,9 +163,10 @@ def test_the_pixel_budget_counts_every_image_of_a_request(server, repository):
     within = rng.integers(0, 255, (2, 64, 96, 3), dtype=np.uint8)  # 2 x 6144 = the limit
     answer = infer(http, server["urls"]["http"], MODELS[1], within)
     assert np.array_equal(answer["labels"], direct(repository, MODELS[1], within)["labels"])
+    # over HTTP the front refuses it (above); over gRPC the model counts the images itself
     with pytest.raises(InferenceServerException, match="3 images of 64x96 are over") as over:
-        infer(http, server["urls"]["http"], MODELS[1], np.concatenate([within, within[:1]]))
-    assert over.value.status() == "400"
+        infer(grpc, server["urls"]["grpc"], MODELS[1], np.concatenate([within, within[:1]]))
+    assert over.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
 def real_camvid_test_image() -> Path:
@@ -333,7 +336,7 @@ def test_the_largest_allowed_image_leaves_the_servers_memory_where_it_was(reposi
         oversize = rng.integers(0, 256, (1, 2 * side, 2 * side, 3), dtype=np.uint8)
         refused = []
         for model in MODELS * 3:
-            with pytest.raises(InferenceServerException, match="over this model's limit"):
+            with pytest.raises(InferenceServerException, match="over this server's limit"):
                 infer(http, running["urls"]["http"], model, oversize)
             time.sleep(0.5)
             refused.append(group_rss_mib(running["process"].pid))
@@ -699,3 +702,64 @@ def test_accepted_requests_leave_the_servers_memory_within_100_mb_logits_and_bat
         client.close()
     print(f"resident MiB over idle ({idle:.0f}) after each request: {kept}")
     assert max(kept) < 100
+
+
+def post_raw(url: str, path: str, body: bytes, headers: dict | None = None) -> tuple[int, str]:
+    """POST ``body`` as it is to the server; its status and text."""
+    import http.client as client
+
+    host, port = url.split(":")
+    connection = client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request(
+            "POST", path, body, {"Content-Type": "application/json", **(headers or {})}
+        )
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        # about 90 bytes that once made tritonserver allocate the declared shape and abort
+        (
+            '{"inputs":[{"name":"image","shape":[1,100000,100000,3],"datatype":"UINT8","data":[]}]}',
+            400,
+            "declares 30000000000 bytes, over this server's limit",
+        ),
+        (
+            '{"inputs":[{"name":"image","shape":[1,-32,48,3],"datatype":"UINT8","data":[]}]}',
+            400,
+            "has a negative dimension",
+        ),
+        (
+            '{"inputs":[{"name":"image","shape":[1,32,48,3],"datatype":"UINT8","data":[1,2,3]}]}',
+            400,
+            "shape [1, 32, 48, 3] holds 4608 values, its data 3",
+        ),
+        ("this is not json", 400, "not an inference request"),
+        ('{"inputs":[]}', 400, "the request names no inputs"),
+    ],
+    ids=["huge-shape", "negative-dimension", "data-short", "garbage", "no-inputs"],
+)
+def test_the_http_front_refuses_requests_before_tritonserver_sizes_them(
+    server, repository, body, status, message
+):
+    url = server["urls"]["http"]
+    got, text = post_raw(url, f"/v2/models/{MODELS[1]}/infer", body.encode())
+    assert got == status
+    assert message in json.loads(text)["error"] and "\n" not in text
+    assert "restart" not in server["log"].read_text()  # the server never went down
+    good = np.full((1, 32, 48, 3), 60, np.uint8)
+    answer = infer(http, url, MODELS[1], good)
+    assert np.array_equal(answer["labels"], direct(repository, MODELS[1], good)["labels"])
+
+
+def test_a_body_over_the_budget_is_refused_unread(server):
+    url = server["urls"]["http"]
+    budget = MAX_PIXELS * 3
+    huge = b"x" * (4 * budget + 64 * 1024 + 1)
+    status, text = post_raw(url, f"/v2/models/{MODELS[0]}/infer", huge)
+    assert status == 413 and "over this server's limit" in json.loads(text)["error"]

@@ -40,7 +40,9 @@ from codistill.serving.backend_repository import (
 )
 from codistill.serving.client import LabelsClient
 from codistill.serving.errors import ServerError
+from codistill.serving.front import start_front
 from codistill.serving.limits import DEFAULT_MAX_LOGIT_PIXELS, DEFAULT_MAX_PIXELS
+from codistill.serving.process import free_port
 
 WORKSPACE_PREFIX = "codistill-triton-"
 PID_FILE = "server.pid"
@@ -103,6 +105,7 @@ def _warm_through_server(
 # Blocks this large or larger come from their own mapped pages, returned to the system when
 # freed (glibc's M_MMAP_THRESHOLD; setting it also stops glibc from raising it).
 MMAP_THRESHOLD_BYTES = 1 << 20
+RGB_BYTES = 3  # one uint8 pixel of an RGB image: the front's byte budget per budgeted pixel
 # How often ``codistill serve`` has restarted the server, for the models' restart gauge.
 RESTARTS_ENV = "CODISTILL_SERVER_RESTARTS"
 # Shared-memory regions are named ``codistill<server pid>-...`` (``shm_prefix``).
@@ -266,7 +269,7 @@ def _server_command(
         f"--model-repository={models}",
         f"--backend-directory={backends}",
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
-        f"--http-address={host}",
+        "--http-address=127.0.0.1",  # behind the front, which listens on the public port
         f"--http-port={ports.http}",
         f"--grpc-address={host}",
         f"--grpc-port={ports.grpc}",
@@ -363,26 +366,28 @@ def serve(
     holder = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
     (holder / PID_FILE).write_text(str(os.getpid()))
     limits = Limits(max_pixels, min_native_side(inference_scale(repository)), max_logit_pixels)
-    process = None
+    process = front = None
     try:
         names = [
             write_backend_model(d, holder / "models", config_name, limits, dynamic_batching)
             for d in model_dirs
         ]
         backends = link_backends(holder / "backends")
+        private = Ports(free_port(), ports.grpc, ports.metrics)
+        front, _ = start_front(host, ports.http, private.http, max_pixels * RGB_BYTES)
 
         def start(restarts: int) -> subprocess.Popen | None:
             """A ready, warmed-up tritonserver (None if ``stop`` was set meanwhile)."""
             server_id = f"codistill-{secrets.token_hex(8)}"
             command = _server_command(
-                holder / "models", backends, host, ports, shm_prefix(os.getpid()), server_id
+                holder / "models", backends, host, private, shm_prefix(os.getpid()), server_id
             )
             started = subprocess.Popen(
                 command, env=_server_environment(restarts), preexec_fn=_die_with_parent
             )
             nonlocal process
             process = started
-            _wait_until_ready(started, f"{host}:{ports.http}", server_id, stop)
+            _wait_until_ready(started, f"127.0.0.1:{private.http}", server_id, stop)
             if stop.is_set():
                 return None
             _owner_only_regions(shm_prefix(os.getpid()))
@@ -407,6 +412,9 @@ def serve(
                 return
             print(f"serving again after restart {restarts.count}", flush=True)
     finally:
+        if front is not None:
+            front.shutdown()
+            front.server_close()
         if process is not None:
             _stop_server(process)
         shutil.rmtree(holder, ignore_errors=True)

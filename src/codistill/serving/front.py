@@ -1,0 +1,220 @@
+"""The HTTP front of the local server: every inference request is sized before Triton sees it.
+
+Triton's HTTP server sizes a request from the shape it declares and allocates that much before
+any model code runs: a 97-byte JSON body declaring a 1×100000×100000×3 image aborts it. The
+front listens on the public HTTP port, refuses a body over the request budget (413), a
+declared shape that is negative, over the budget or that disagrees with the data sent (400),
+and passes everything else, unchanged, to Triton on a private loopback port.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# Bytes per element of the tensor types a request may declare (BYTES is sized by its data).
+ELEMENT_BYTES = {
+    "BOOL": 1,
+    "UINT8": 1,
+    "INT8": 1,
+    "UINT16": 2,
+    "INT16": 2,
+    "FP16": 2,
+    "BF16": 2,
+    "UINT32": 4,
+    "INT32": 4,
+    "FP32": 4,
+    "UINT64": 8,
+    "INT64": 8,
+    "FP64": 8,
+}
+INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
+HEADER_LENGTH = "Inference-Header-Content-Length"
+# Headers that describe one connection, not the request or response it carries.
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
+JSON_SLACK_BYTES = 64 * 1024  # a request's JSON beyond its tensor data
+
+
+class RefusedRequestError(ValueError):
+    """A request the front answers itself, with ``status`` and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _leaves(value: Any, budget: int) -> int:
+    """How many numbers a JSON ``data`` value holds (nested lists flattened), up to ``budget``."""
+    count, stack = 0, [value]
+    while stack and count <= budget:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        else:
+            count += 1
+    return count
+
+
+def check_inputs(header: dict[str, Any], binary_bytes: int, max_bytes: int) -> None:
+    """Raise RefusedRequestError unless every input's declared size is sane, in budget and sent.
+
+    ``binary_bytes`` is the length of the body after the JSON header (binary tensor data).
+    """
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise RefusedRequestError(400, "the request names no inputs")
+    declared_total, binary_total = 0, 0
+    for tensor in inputs:
+        name = tensor.get("name", "?") if isinstance(tensor, dict) else "?"
+        shape = tensor.get("shape") if isinstance(tensor, dict) else None
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for d in shape
+        ):
+            raise RefusedRequestError(400, f"input {name}: shape must be a list of integers")
+        if any(d < 0 for d in shape):
+            raise RefusedRequestError(400, f"input {name}: shape {shape} has a negative dimension")
+        datatype = tensor.get("datatype")
+        if datatype not in ELEMENT_BYTES:
+            raise RefusedRequestError(400, f"input {name}: datatype {datatype!r} is not one served")
+        elements = math.prod(shape)
+        declared = elements * ELEMENT_BYTES[datatype]
+        declared_total += declared
+        if declared_total > max_bytes:
+            raise RefusedRequestError(
+                400,
+                f"input {name}: shape {shape} ({datatype}) declares {declared} bytes, over "
+                f"this server's limit of {max_bytes} bytes per request (--max-pixels RGB "
+                "pixels)",
+            )
+        parameters = tensor.get("parameters") or {}
+        if "binary_data_size" in parameters:
+            if parameters["binary_data_size"] != declared:
+                raise RefusedRequestError(
+                    400,
+                    f"input {name}: shape {shape} ({datatype}) needs {declared} bytes, "
+                    f"binary_data_size says {parameters['binary_data_size']}",
+                )
+            binary_total += declared
+        elif "data" in tensor:
+            sent = _leaves(tensor["data"], elements)
+            if sent != elements:
+                raise RefusedRequestError(
+                    400,
+                    f"input {name}: shape {shape} holds {elements} values, its data "
+                    f"{'more' if sent > elements else sent}",
+                )
+        elif "shared_memory_region" not in parameters:
+            raise RefusedRequestError(400, f"input {name}: no data")
+    if binary_total != binary_bytes:
+        raise RefusedRequestError(
+            400,
+            f"the inputs declare {binary_total} bytes of binary data, "
+            f"the body holds {binary_bytes}",
+        )
+
+
+def check_infer_body(body: bytes, header_length: str | None, max_bytes: int) -> None:
+    """Raise RefusedRequestError unless ``body`` is an inference request the budget allows."""
+    try:
+        json_length = len(body) if header_length is None else int(header_length)
+        if not 0 <= json_length <= len(body):
+            raise ValueError(f"{HEADER_LENGTH} {header_length} outside the body")
+        header = json.loads(body[:json_length])
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RefusedRequestError(400, f"not an inference request: {err}") from None
+    if not isinstance(header, dict):
+        raise RefusedRequestError(400, "not an inference request: the JSON is not an object")
+    check_inputs(header, len(body) - json_length, max_bytes)
+
+
+class Front(ThreadingHTTPServer):
+    """The public HTTP listener; each request is checked, then relayed to ``upstream``."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], upstream: tuple[str, int], max_bytes: int):
+        self.upstream = upstream
+        self.max_bytes = max_bytes
+        self.max_body = 4 * max_bytes + JSON_SLACK_BYTES  # JSON numbers take up to 4 bytes
+        super().__init__(address, FrontHandler)
+
+
+class FrontHandler(BaseHTTPRequestHandler):
+    """Check one request, relay it to Triton on a connection this thread keeps."""
+
+    protocol_version = "HTTP/1.1"
+    server: Front
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: Triton's own log and metrics count the requests."""
+
+    def _refuse(self, refused: RefusedRequestError) -> None:
+        body = json.dumps({"error": str(refused)}).encode()
+        self.send_response(refused.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise RefusedRequestError(411, "send the body with a Content-Length, not chunked")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > self.server.max_body:
+            self.close_connection = True  # the body is not read
+            raise RefusedRequestError(
+                413,
+                f"the body holds {length} bytes, over this server's limit of "
+                f"{self.server.max_body}",
+            )
+        return self.rfile.read(length)
+
+    def _relay(self) -> None:
+        try:
+            body = self._body()
+            is_infer = self.command == "POST" and INFER_PATH.match(self.path.split("?")[0])
+            if is_infer and not self.headers.get("Content-Encoding"):
+                check_infer_body(body, self.headers.get(HEADER_LENGTH), self.server.max_bytes)
+            elif is_infer:
+                raise RefusedRequestError(400, "send inference requests uncompressed")
+        except RefusedRequestError as refused:
+            self._refuse(refused)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        upstream = getattr(self, "_upstream", None) or http.client.HTTPConnection(
+            *self.server.upstream, timeout=600
+        )
+        self._upstream = upstream
+        try:
+            upstream.request(self.command, self.path, body, headers)
+            answer = upstream.getresponse()
+            payload = answer.read()
+        except (OSError, http.client.HTTPException):
+            upstream.close()
+            self._upstream = None
+            self._refuse(RefusedRequestError(503, "the server behind this endpoint is restarting"))
+            return
+        self.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in HOP_BY_HOP | {"content-length"}:
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _relay  # noqa: N815 (the base's names)
+
+
+def start_front(
+    host: str, port: int, upstream_port: int, max_bytes: int
+) -> tuple[Front, threading.Thread]:
+    """Listen on ``host:port`` and relay to Triton's HTTP on ``127.0.0.1:upstream_port``."""
+    front = Front((host, port), ("127.0.0.1", upstream_port), max_bytes)
+    thread = threading.Thread(target=front.serve_forever, name="codistill-http-front", daemon=True)
+    thread.start()
+    return front, thread
