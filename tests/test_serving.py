@@ -739,10 +739,15 @@ def post_raw(url: str, path: str, body: bytes, headers: dict | None = None) -> t
             400,
             "shape [1, 32, 48, 3] holds 4608 values, its data 3",
         ),
+        (
+            '{"inputs":[{"name":"image","shape":[32,48,3],"datatype":"UINT8","data":[]}]}',
+            400,
+            "shape [32, 48, 3] has 3 dimensions; the model takes 4, the batch first",
+        ),
         ("this is not json", 400, "not an inference request"),
         ('{"inputs":[]}', 400, "the request names no inputs"),
     ],
-    ids=["huge-shape", "negative-dimension", "data-short", "garbage", "no-inputs"],
+    ids=["huge-shape", "negative-dimension", "data-short", "rank-3", "garbage", "no-inputs"],
 )
 def test_the_http_front_refuses_requests_before_tritonserver_sizes_them(
     server, repository, body, status, message

@@ -33,7 +33,7 @@ ELEMENT_BYTES = {
     "INT64": 8,
     "FP64": 8,
 }
-INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
+INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(/versions/[^/]+)?/infer$")
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # Headers that describe one connection, not the request or response it carries.
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
@@ -60,10 +60,13 @@ def _leaves(value: Any, budget: int) -> int:
     return count
 
 
-def check_inputs(header: dict[str, Any], binary_bytes: int, max_bytes: int) -> None:
+def check_inputs(
+    header: dict[str, Any], binary_bytes: int, max_bytes: int, rank: int | None = None
+) -> None:
     """Raise RefusedRequestError unless every input's declared size is sane, in budget and sent.
 
-    ``binary_bytes`` is the length of the body after the JSON header (binary tensor data).
+    ``binary_bytes`` is the length of the body after the JSON header (binary tensor data);
+    ``rank``, where known, is the number of dimensions the model's input has, batch first.
     """
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
@@ -78,6 +81,12 @@ def check_inputs(header: dict[str, Any], binary_bytes: int, max_bytes: int) -> N
             raise RefusedRequestError(400, f"input {name}: shape must be a list of integers")
         if any(d < 0 for d in shape):
             raise RefusedRequestError(400, f"input {name}: shape {shape} has a negative dimension")
+        if rank is not None and len(shape) != rank:
+            raise RefusedRequestError(
+                400,
+                f"input {name}: shape {shape} has {len(shape)} dimensions; the model takes "
+                f"{rank}, the batch first",
+            )
         datatype = tensor.get("datatype")
         if datatype not in ELEMENT_BYTES:
             raise RefusedRequestError(400, f"input {name}: datatype {datatype!r} is not one served")
@@ -118,7 +127,9 @@ def check_inputs(header: dict[str, Any], binary_bytes: int, max_bytes: int) -> N
         )
 
 
-def check_infer_body(body: bytes, header_length: str | None, max_bytes: int) -> None:
+def check_infer_body(
+    body: bytes, header_length: str | None, max_bytes: int, rank: int | None = None
+) -> None:
     """Raise RefusedRequestError unless ``body`` is an inference request the budget allows."""
     try:
         json_length = len(body) if header_length is None else int(header_length)
@@ -129,7 +140,7 @@ def check_infer_body(body: bytes, header_length: str | None, max_bytes: int) -> 
         raise RefusedRequestError(400, f"not an inference request: {err}") from None
     if not isinstance(header, dict):
         raise RefusedRequestError(400, "not an inference request: the JSON is not an object")
-    check_inputs(header, len(body) - json_length, max_bytes)
+    check_inputs(header, len(body) - json_length, max_bytes, rank)
 
 
 class Front(ThreadingHTTPServer):
@@ -137,9 +148,16 @@ class Front(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], upstream: tuple[str, int], max_bytes: int):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        upstream: tuple[str, int],
+        max_bytes: int,
+        ranks: dict[str, int],
+    ) -> None:
         self.upstream = upstream
         self.max_bytes = max_bytes
+        self.ranks = ranks  # each served model's input rank, batch first
         self.max_body = 4 * max_bytes + JSON_SLACK_BYTES  # JSON numbers take up to 4 bytes
         super().__init__(address, FrontHandler)
 
@@ -177,9 +195,12 @@ class FrontHandler(BaseHTTPRequestHandler):
     def _relay(self) -> None:
         try:
             body = self._body()
-            is_infer = self.command == "POST" and INFER_PATH.match(self.path.split("?")[0])
+            infer = INFER_PATH.match(self.path.split("?")[0])
+            is_infer = self.command == "POST" and infer is not None
             if is_infer and not self.headers.get("Content-Encoding"):
-                check_infer_body(body, self.headers.get(HEADER_LENGTH), self.server.max_bytes)
+                rank = self.server.ranks.get(infer["model"])
+                length = self.headers.get(HEADER_LENGTH)
+                check_infer_body(body, length, self.server.max_bytes, rank)
             elif is_infer:
                 raise RefusedRequestError(400, "send inference requests uncompressed")
         except RefusedRequestError as refused:
@@ -211,10 +232,10 @@ class FrontHandler(BaseHTTPRequestHandler):
 
 
 def start_front(
-    host: str, port: int, upstream_port: int, max_bytes: int
+    host: str, port: int, upstream_port: int, max_bytes: int, ranks: dict[str, int]
 ) -> tuple[Front, threading.Thread]:
     """Listen on ``host:port`` and relay to Triton's HTTP on ``127.0.0.1:upstream_port``."""
-    front = Front((host, port), ("127.0.0.1", upstream_port), max_bytes)
+    front = Front((host, port), ("127.0.0.1", upstream_port), max_bytes, ranks)
     thread = threading.Thread(target=front.serve_forever, name="codistill-http-front", daemon=True)
     thread.start()
     return front, thread

@@ -374,7 +374,9 @@ def serve(
         ]
         backends = link_backends(holder / "backends")
         private = Ports(free_port(), ports.grpc, ports.metrics)
-        front, _ = start_front(host, ports.http, private.http, max_pixels * RGB_BYTES)
+        configs = [chosen_config(d, config_name) for d in model_dirs]
+        ranks = {c.name: len(c.input[0].dims) + 1 for c in configs}  # batch first
+        front, _ = start_front(host, ports.http, private.http, max_pixels * RGB_BYTES, ranks)
 
         def start(restarts: int) -> subprocess.Popen | None:
             """A ready, warmed-up tritonserver (None if ``stop`` was set meanwhile)."""
