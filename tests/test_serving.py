@@ -768,3 +768,32 @@ def test_a_body_over_the_budget_is_refused_unread(server):
     huge = b"x" * (4 * budget + 64 * 1024 + 1)
     status, text = post_raw(url, f"/v2/models/{MODELS[0]}/infer", huge)
     assert status == 413 and "over this server's limit" in json.loads(text)["error"]
+
+
+def test_the_front_command_guards_a_triton_server_run_elsewhere(server, repository, tmp_path):
+    import time
+
+    from codistill.serving.process import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "codistill.cli", "front", "--upstream"]
+    command += [server["urls"]["http"], "--repository", str(repository), "--port", str(port)]
+    command += ["--max-pixels", str(MAX_PIXELS)]
+    log = tmp_path / "front.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "checking requests" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        url = f"127.0.0.1:{port}"
+        body = '{"inputs":[{"name":"image","shape":[1,9999,9999,3],"datatype":"UINT8","data":[]}]}'
+        status, text = post_raw(url, f"/v2/models/{MODELS[0]}/infer", body.encode())
+        assert status == 400 and "over this server's limit" in json.loads(text)["error"]
+        good = np.full((1, 32, 48, 3), 30, np.uint8)
+        answer = infer(http, url, MODELS[0], good)
+        assert np.array_equal(answer["labels"], direct(repository, MODELS[0], good)["labels"])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0

@@ -55,6 +55,35 @@ def _students(args: argparse.Namespace) -> int:
     return 0
 
 
+def _front(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from codistill.serving.client import check_address
+    from codistill.serving.front import RGB_BYTES, model_ranks, start_front
+
+    try:
+        upstream_host, _, upstream_port = check_address(args.upstream).rpartition(":")
+    except ValueError as err:
+        print(f"codistill front: {err}", file=sys.stderr)
+        return 2
+    ranks = model_ranks(args.repository, args.model_config_name)
+    budget = args.max_pixels * RGB_BYTES
+    front, _ = start_front(args.host, args.port, (upstream_host, int(upstream_port)), budget, ranks)
+    print(
+        f"checking requests on http://{args.host}:{args.port} for {args.upstream} "
+        f"({', '.join(sorted(ranks))}; {args.max_pixels} pixels per request); SIGTERM stops",
+        flush=True,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    front.shutdown()
+    front.server_close()
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from codistill.serving.local_server import Ports, serve
 
@@ -301,6 +330,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the configs' model_warmup requests (the first real request pays instead)",
     )
     serve.set_defaults(run=_serve)
+
+    front = commands.add_parser(
+        "front",
+        help="Check inference requests before a Triton server you run sizes them (HTTP).",
+        description="The front codistill serve puts before its own server, for a Triton "
+        "container: requests over the pixel budget, of the wrong rank, with negative "
+        "dimensions or data that does not fill the declared shape get a one-line 400.",
+    )
+    front.add_argument("--upstream", required=True, help="the Triton HTTP address (host:port)")
+    front.add_argument("--repository", type=Path, default=Path("serving/model_repository"))
+    front.add_argument("--model-config-name", default="cpu", help="configs/<name>.pbtxt to read")
+    front.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    front.add_argument("--port", type=int, default=8080)
+    front.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="most pixels one request may hold (images × height × width)",
+    )
+    front.set_defaults(run=_front)
 
     infer = commands.add_parser(
         "infer", help="Segment images through a Triton endpoint; write masks and overlays."

@@ -15,6 +15,7 @@ import math
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 # Bytes per element of the tensor types a request may declare (BYTES is sized by its data).
@@ -38,6 +39,19 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 # Headers that describe one connection, not the request or response it carries.
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
 JSON_SLACK_BYTES = 64 * 1024  # a request's JSON beyond its tensor data
+RGB_BYTES = 3  # one uint8 pixel of an RGB image: the byte budget per budgeted pixel
+
+
+def model_ranks(repository: Path, config_name: str = "cpu") -> dict[str, int]:
+    """Each model's input rank, batch first, from a model repository's configs."""
+    from codistill.serving.backend_repository import chosen_config
+
+    configs = [
+        chosen_config(d, config_name)
+        for d in sorted(repository.iterdir())
+        if (d / "configs").is_dir() or (d / "config.pbtxt").is_file()
+    ]
+    return {c.name: len(c.input[0].dims) + (1 if c.max_batch_size > 0 else 0) for c in configs}
 
 
 class RefusedRequestError(ValueError):
@@ -232,10 +246,14 @@ class FrontHandler(BaseHTTPRequestHandler):
 
 
 def start_front(
-    host: str, port: int, upstream_port: int, max_bytes: int, ranks: dict[str, int]
+    host: str,
+    port: int,
+    upstream: tuple[str, int],
+    max_bytes: int,
+    ranks: dict[str, int],
 ) -> tuple[Front, threading.Thread]:
-    """Listen on ``host:port`` and relay to Triton's HTTP on ``127.0.0.1:upstream_port``."""
-    front = Front((host, port), ("127.0.0.1", upstream_port), max_bytes, ranks)
+    """Listen on ``host:port`` and relay to Triton's HTTP at ``upstream`` (host, port)."""
+    front = Front((host, port), upstream, max_bytes, ranks)
     thread = threading.Thread(target=front.serve_forever, name="codistill-http-front", daemon=True)
     thread.start()
     return front, thread

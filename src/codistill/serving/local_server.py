@@ -40,7 +40,7 @@ from codistill.serving.backend_repository import (
 )
 from codistill.serving.client import LabelsClient
 from codistill.serving.errors import ServerError
-from codistill.serving.front import start_front
+from codistill.serving.front import RGB_BYTES, model_ranks, start_front
 from codistill.serving.limits import DEFAULT_MAX_LOGIT_PIXELS, DEFAULT_MAX_PIXELS
 from codistill.serving.process import free_port
 
@@ -105,7 +105,6 @@ def _warm_through_server(
 # Blocks this large or larger come from their own mapped pages, returned to the system when
 # freed (glibc's M_MMAP_THRESHOLD; setting it also stops glibc from raising it).
 MMAP_THRESHOLD_BYTES = 1 << 20
-RGB_BYTES = 3  # one uint8 pixel of an RGB image: the front's byte budget per budgeted pixel
 # How often ``codistill serve`` has restarted the server, for the models' restart gauge.
 RESTARTS_ENV = "CODISTILL_SERVER_RESTARTS"
 # Shared-memory regions are named ``codistill<server pid>-...`` (``shm_prefix``).
@@ -374,9 +373,9 @@ def serve(
         ]
         backends = link_backends(holder / "backends")
         private = Ports(free_port(), ports.grpc, ports.metrics)
-        configs = [chosen_config(d, config_name) for d in model_dirs]
-        ranks = {c.name: len(c.input[0].dims) + 1 for c in configs}  # batch first
-        front, _ = start_front(host, ports.http, private.http, max_pixels * RGB_BYTES, ranks)
+        ranks = model_ranks(repository, config_name)
+        upstream = ("127.0.0.1", private.http)
+        front, _ = start_front(host, ports.http, upstream, max_pixels * RGB_BYTES, ranks)
 
         def start(restarts: int) -> subprocess.Popen | None:
             """A ready, warmed-up tritonserver (None if ``stop`` was set meanwhile)."""
