@@ -797,3 +797,82 @@ def test_the_front_command_guards_a_triton_server_run_elsewhere(server, reposito
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+
+
+def send_raw(url: str, request: bytes) -> str:
+    """Send ``request`` as it is on a new connection; the answer's status line and body."""
+    import socket
+
+    host, port = url.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.decode(errors="replace")
+
+
+SMALL = '{"inputs":[{"name":"image","shape":[1,32,48,3],"datatype":"UINT8","data":[]}]}'
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "message"),
+    [
+        (  # Python reads the last of a repeated key, Triton's parser the first
+            "POST /v2/models/codistill_cnn/infer HTTP/1.1\r\nContent-Length: {n}\r\n\r\n{b}",
+            "400",
+            "the key 'shape' is repeated",
+        ),
+        (
+            "POST http://x/v2/models/codistill_cnn/infer HTTP/1.1\r\nContent-Length: {n}"
+            "\r\n\r\n{b}",
+            "400",
+            "the request target must be a path",
+        ),
+        (
+            "POST /v2/models/codistill_cnn/infer HTTP/1.1\r\nContent-Length: {n}\r\n"
+            "Content-Length: 5\r\n\r\n{b}",
+            "400",
+            "the header Content-Length is repeated",
+        ),
+        (
+            "POST /v2/models/codistill_cnn/infer HTTP/1.1\r\nContent-Length: -1\r\n\r\n{b}",
+            "400",
+            "Content-Length '-1' is not a length",
+        ),
+        (
+            "POST /v2/repository/models/codistill_cnn/unload HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            "403",
+            "POST /v2/repository/models/codistill_cnn/unload is not served here",
+        ),
+        (
+            "POST /v2/models/codistill_cnn/infer HTTP/1.1\r\nContent-Length: 99999999\r\n"
+            "Expect: 100-continue\r\n\r\n",
+            "413",
+            "over this server's limit",
+        ),
+    ],
+    ids=[
+        "repeated-key",
+        "absolute-target",
+        "two-lengths",
+        "negative-length",
+        "repository",
+        "expect",
+    ],
+)
+def test_the_front_refuses_what_triton_and_python_would_read_differently(
+    server, repository, request_bytes, status, message
+):
+    twice = SMALL.replace('"shape":[1,32,48,3]', '"shape":[1,9999,9999,3],"shape":[1,32,48,3]')
+    body = twice if message.startswith("the key") else SMALL
+    text = request_bytes.replace("{n}", str(len(body))).replace("{b}", body)
+    answer = send_raw(server["urls"]["http"], text.encode())
+    assert answer.startswith(f"HTTP/1.1 {status} "), answer[:200]
+    assert message in answer
+    good = np.full((1, 32, 48, 3), 70, np.uint8)
+    served = infer(http, server["urls"]["http"], MODELS[0], good)
+    assert np.array_equal(served["labels"], direct(repository, MODELS[0], good)["labels"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,9 +191,12 @@ def write_png(pixels: np.ndarray, path: Path, overwrite: bool) -> None:
     link) there, never the file a link points to.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    # a new file of an unguessable name (O_EXCL: never through a link someone planted)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    partial = Path(name)
     try:
-        Image.fromarray(pixels).save(partial, format="PNG")
+        with os.fdopen(handle, "wb") as file:
+            Image.fromarray(pixels).save(file, format="PNG")
         if overwrite:
             os.replace(partial, path)
         else:

@@ -35,6 +35,18 @@ ELEMENT_BYTES = {
     "FP64": 8,
 }
 INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(/versions/[^/]+)?/infer$")
+# What clients may read: health, server and model metadata, readiness, config, statistics.
+READ_PATHS = tuple(
+    re.compile(pattern)
+    for pattern in (
+        r"^/v2$",
+        r"^/v2/health/(live|ready)$",
+        r"^/v2/models/[^/]+(/versions/[^/]+)?(/ready|/config|/stats)?$",
+        r"^/v2/models/stats$",
+    )
+)
+DIGITS = re.compile(r"[0-9]+")
+CLIENT_TIMEOUT_S = 60.0
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # Headers that describe one connection, not the request or response it carries.
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
@@ -60,6 +72,15 @@ class RefusedRequestError(ValueError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (Triton would read the first of a repeat)."""
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"the key {repeated[0]!r} is repeated")
+    return dict(pairs)
 
 
 def _leaves(value: Any, budget: int) -> int:
@@ -115,6 +136,8 @@ def check_inputs(
                 "pixels)",
             )
         parameters = tensor.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise RefusedRequestError(400, f"input {name}: parameters must be an object")
         if "binary_data_size" in parameters:
             if parameters["binary_data_size"] != declared:
                 raise RefusedRequestError(
@@ -149,8 +172,8 @@ def check_infer_body(
         json_length = len(body) if header_length is None else int(header_length)
         if not 0 <= json_length <= len(body):
             raise ValueError(f"{HEADER_LENGTH} {header_length} outside the body")
-        header = json.loads(body[:json_length])
-    except (ValueError, UnicodeDecodeError) as err:
+        header = json.loads(body[:json_length], object_pairs_hook=_unique_keys)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise RefusedRequestError(400, f"not an inference request: {err}") from None
     if not isinstance(header, dict):
         raise RefusedRequestError(400, "not an inference request: the JSON is not an object")
@@ -177,72 +200,144 @@ class Front(ThreadingHTTPServer):
 
 
 class FrontHandler(BaseHTTPRequestHandler):
-    """Check one request, relay it to Triton on a connection this thread keeps."""
+    """Check one request, relay it to Triton on a connection this client connection keeps."""
 
     protocol_version = "HTTP/1.1"
+    timeout = CLIENT_TIMEOUT_S  # a client that stops sending loses its thread
     server: Front
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: Triton's own log and metrics count the requests."""
 
-    def _refuse(self, refused: RefusedRequestError) -> None:
+    def _refuse(self, refused: RefusedRequestError, close: bool = False) -> None:
         body = json.dumps({"error": str(refused)}).encode()
+        self.close_connection = self.close_connection or close
         self.send_response(refused.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
-    def _body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+    def _single(self, name: str) -> str | None:
+        """The one value of header ``name``; a repeated header is refused (smuggling)."""
+        values = self.headers.get_all(name) or []
+        if len(values) > 1:
+            raise RefusedRequestError(400, f"the header {name} is repeated")
+        return values[0] if values else None
+
+    def _length(self) -> int:
+        """The body's length: one Content-Length of plain digits, within the limit."""
+        if self._single("Transfer-Encoding") is not None:
             raise RefusedRequestError(411, "send the body with a Content-Length, not chunked")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.server.max_body:
-            self.close_connection = True  # the body is not read
+        text = self._single("Content-Length") or "0"
+        if not DIGITS.fullmatch(text):
+            raise RefusedRequestError(400, f"Content-Length {text!r} is not a length")
+        if int(text) > self.server.max_body:
             raise RefusedRequestError(
                 413,
-                f"the body holds {length} bytes, over this server's limit of "
+                f"the body holds {int(text)} bytes, over this server's limit of "
                 f"{self.server.max_body}",
             )
-        return self.rfile.read(length)
+        return int(text)
+
+    def _target(self) -> tuple[str, re.Match | None]:
+        """The request's path (origin form only) and its infer match; others are refused."""
+        if not self.path.startswith("/"):
+            raise RefusedRequestError(400, "the request target must be a path")
+        path = self.path.split("?")[0]
+        infer = INFER_PATH.match(path)
+        if infer is not None and self.command == "POST":
+            return path, infer
+        if self.command in ("GET", "HEAD") and any(r.match(path) for r in READ_PATHS):
+            return path, None
+        raise RefusedRequestError(403, f"{self.command} {path} is not served here")
+
+    def handle_expect_100(self) -> bool:
+        """Vet the target and the length before the client sends its body."""
+        try:
+            self._target()
+            self._length()
+        except RefusedRequestError as refused:
+            self._refuse(refused, close=True)
+            return False
+        return super().handle_expect_100()
+
+    def _checked_body(self) -> bytes:
+        path, infer = self._target()
+        try:
+            length = self._length()
+        except RefusedRequestError:
+            self.close_connection = True  # the body is not read
+            raise
+        body = self.rfile.read(length)
+        if infer is None:
+            if body:
+                raise RefusedRequestError(400, f"{path} takes no body")
+            return body
+        if self._single("Content-Encoding") is not None:
+            raise RefusedRequestError(400, "send inference requests uncompressed")
+        header_length = self._single(HEADER_LENGTH)
+        if header_length is not None and not DIGITS.fullmatch(header_length):
+            raise RefusedRequestError(400, f"{HEADER_LENGTH} {header_length!r} is not a length")
+        check_infer_body(
+            body, header_length, self.server.max_bytes, self.server.ranks.get(infer["model"])
+        )
+        return body
 
     def _relay(self) -> None:
         try:
-            body = self._body()
-            infer = INFER_PATH.match(self.path.split("?")[0])
-            is_infer = self.command == "POST" and infer is not None
-            if is_infer and not self.headers.get("Content-Encoding"):
-                rank = self.server.ranks.get(infer["model"])
-                length = self.headers.get(HEADER_LENGTH)
-                check_infer_body(body, length, self.server.max_bytes, rank)
-            elif is_infer:
-                raise RefusedRequestError(400, "send inference requests uncompressed")
+            body = self._checked_body()
         except RefusedRequestError as refused:
             self._refuse(refused)
             return
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-        upstream = getattr(self, "_upstream", None) or http.client.HTTPConnection(
-            *self.server.upstream, timeout=600
-        )
-        self._upstream = upstream
-        try:
-            upstream.request(self.command, self.path, body, headers)
-            answer = upstream.getresponse()
-            payload = answer.read()
-        except (OSError, http.client.HTTPException):
-            upstream.close()
-            self._upstream = None
+        except Exception as err:  # a request no check foresaw: one line, never a traceback
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            self._refuse(RefusedRequestError(400, f"not a request this server takes: {first}"))
+            return
+        headers = {
+            k: v
+            for k, v in self.headers.items()
+            if k.lower() not in HOP_BY_HOP | {"content-length", "expect"}
+        }
+        answer = self._forward(body, headers)
+        if answer is None:
             self._refuse(RefusedRequestError(503, "the server behind this endpoint is restarting"))
             return
-        self.send_response(answer.status)
-        for key, value in answer.getheaders():
+        status, answer_headers, payload = answer
+        self.send_response(status)
+        for key, value in answer_headers:
             if key.lower() not in HOP_BY_HOP | {"content-length"}:
                 self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _relay  # noqa: N815 (the base's names)
+    def _forward(self, body: bytes, headers: dict[str, str]) -> tuple | None:
+        """Triton's answer (status, headers, body); one retry on a fresh connection."""
+        for fresh in (False, True):
+            upstream = None if fresh else getattr(self, "_upstream", None)
+            upstream = upstream or http.client.HTTPConnection(*self.server.upstream, timeout=600)
+            self._upstream = upstream
+            try:
+                upstream.request(self.command, self.path, body, headers)
+                answer = upstream.getresponse()
+                return answer.status, answer.getheaders(), answer.read()
+            except (OSError, http.client.HTTPException):
+                upstream.close()
+                self._upstream = None
+        return None
+
+    def finish(self) -> None:
+        """Close this client connection's connection to Triton with it."""
+        upstream = getattr(self, "_upstream", None)
+        if upstream is not None:
+            upstream.close()
+        super().finish()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _relay  # noqa: N815
 
 
 def start_front(

@@ -105,21 +105,25 @@ class TritonPythonModel:
                 continue
             groups[(tuple(tensor.shape()[1:]), names)].append(index)
         for (_, names), members in groups.items():
-            for chunk in self._within_budget(members, tensors):
+            budget = self.max_logit_pixels if LOGITS in names else self.max_pixels
+            for chunk in self._within_budget(members, tensors, budget):
                 self._answer(chunk, names, tensors, responses)
         return responses
 
-    def _within_budget(self, members: list[int], tensors: list[Any]) -> list[list[int]]:
-        """``members`` in runs whose images hold at most ``max_pixels`` together (one at least).
+    def _within_budget(
+        self, members: list[int], tensors: list[Any], budget: int
+    ) -> list[list[int]]:
+        """``members`` in runs whose images hold at most ``budget`` pixels together (one at least).
 
-        So a dynamic batch of largest-allowed images needs no more memory than one of them.
+        So a dynamic batch of largest-allowed requests needs no more memory than one of them
+        (the logits budget where they ask for logits).
         """
         chunks: list[list[int]] = []
         pixels = 0
         for index in members:
             shape = tensors[index].shape()
             size = shape[0] * int(np.prod([shape[axis] for axis in self.axes]))
-            if chunks and pixels + size <= self.max_pixels:
+            if chunks and pixels + size <= budget:
                 chunks[-1].append(index)
                 pixels += size
             else:
