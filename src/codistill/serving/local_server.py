@@ -404,13 +404,21 @@ def serve(
         while not stop.wait(1.0):
             if process.poll() is None:
                 continue
-            cause = exit_cause(process.returncode)
-            restarts.spend(cause)
-            print(f"tritonserver stopped ({cause}); restart {restarts.count}", flush=True)
-            for region in Path("/dev/shm").glob(f"{shm_prefix(os.getpid())}*"):
-                region.unlink(missing_ok=True)  # the dead server's; the next names its own
-            if start(restarts.count) is None:
-                return
+            while process.poll() is not None:  # until one stays up, or the budget is spent
+                cause = exit_cause(process.returncode)
+                restarts.spend(cause)
+                print(f"tritonserver stopped ({cause}); restart {restarts.count}", flush=True)
+                for region in Path("/dev/shm").glob(f"{shm_prefix(os.getpid())}*"):
+                    region.unlink(missing_ok=True)  # the dead server's; the next names its own
+                # a new private port: another process may have taken the old one meanwhile
+                private = Ports(free_port(), ports.grpc, ports.metrics)
+                front.upstream = ("127.0.0.1", private.http)
+                try:
+                    if start(restarts.count) is None:
+                        return
+                except (ServerError, WarmupError):
+                    if process.poll() is None:  # alive, yet refused: not a crash to retry
+                        raise
             print(f"serving again after restart {restarts.count}", flush=True)
     finally:
         if front is not None:
