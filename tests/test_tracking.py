@@ -81,13 +81,11 @@ def test_a_killed_training_is_ended_and_its_resume_continues_the_same_run(
     validated_tiny, tmp_path, tracking_uri
 ):
     import os
-    import signal
     import subprocess
-    import time
 
     import torch
 
-    from tests.test_trainer import train_command
+    from tests.test_trainer import kill_at_first_checkpoint, train_command
 
     prepared, report = validated_tiny
     params = tiny_params_file(
@@ -102,18 +100,7 @@ def test_a_killed_training_is_ended_and_its_resume_continues_the_same_run(
     }
     env.pop("MLFLOW_RUN_ID", None)
     out = tmp_path / "run"
-    process = subprocess.Popen(
-        train_command(params, prepared, report, out),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 180
-    while not (out / "last.pt").exists() and time.monotonic() < deadline:
-        assert process.poll() is None, "training ended before it could be killed"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_at_first_checkpoint(train_command(params, prepared, report, out), env, out)
     checkpoint = torch.load(out / "last.pt", weights_only=False)
     stopped_at, named = checkpoint["iteration"], checkpoint["run_id"]
     assert 0 < stopped_at < 12

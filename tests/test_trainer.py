@@ -36,6 +36,19 @@ def train_command(params: Path, prepared: Path, report: Path, out: Path) -> list
     ]
 
 
+def kill_at_first_checkpoint(command: list[str], env: dict, out: Path) -> None:
+    """Start a training and SIGKILL it as soon as its first ``last.pt`` exists."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 180
+    while not (out / "last.pt").exists() and time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+
 def state_dicts_equal(a: Path, b: Path) -> bool:
     left, right = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
     return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
@@ -90,18 +103,7 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
     )
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        train_command(params, prepared, report, killed),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while not (killed / "last.pt").exists() and time.monotonic() < deadline:
-        assert process.poll() is None, "training ended before it could be killed"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_at_first_checkpoint(train_command(params, prepared, report, killed), env, killed)
     stopped_at = torch.load(killed / "last.pt", weights_only=True)["iteration"]
     assert 0 < stopped_at < 30
     assert not (killed / "cnn.pt").exists()
