@@ -12,8 +12,8 @@ from typing import Any
 
 from codistill.config import ROLES, TERM_NAMES
 from codistill.distill.objective import DIRECTION_SHARES
+from codistill.study.statistics import Interval, mean_std, paired_differences, paired_interval
 from environment import markdown_table, new_figure, save_figure
-from paired import Interval, mean_std, paired_differences, paired_interval
 from study import miou_by_seed, seconds_per_step
 
 STUDENT_NAMES = {"cnn": "CNN (DeepLabV3+ R18)", "vit": "ViT (SegFormer-style)"}

@@ -19,12 +19,13 @@ import torch
 from codistill.config import ROLES
 from codistill.data.gate import require_validated
 from codistill.engine.precision import FLOAT32
+from codistill.study.statistics import mean_std, paired_interval
 from environment import bench_parser, publish_table
-from paired import mean_std, paired_interval
 from study import (
     RunSpec,
     Scoring,
     accepted_identities,
+    add_missing_counts,
     add_shard_argument,
     borrow,
     in_shard,
@@ -177,6 +178,9 @@ def train_missing(
         source = borrow(spec, params, args.prepared, scoring, results_dir, args.borrow_from)
         if source is not None:
             print(f"{spec.key}: borrowed from {source}", flush=True)
+        folder = args.workdir / args.search / spec.key
+        path = result_path(results_dir, spec.key)
+        add_missing_counts(spec, params, args.prepared, path, folder, device)
         run(
             spec,
             args.params,

@@ -4,7 +4,8 @@ The quality study and the validation searches are made of such runs.
 
 A run is a seed and a set of ``params.yaml`` overrides (dotted keys). It trains both
 students in its own folder, keeps their weights at each checkpoint, scores them, and writes
-``<results>/<key>.json``. A run whose JSON has the run's identity (the weight-shaping code
+``<results>/<key>.json``, with its final students' per-image intersection and union counts
+beside it (``<key>.images.npz``). A run whose JSON has the run's identity (the weight-shaping code
 digest, the resolved configuration that shapes the weights, the data manifest and the
 scoring rule) is read back, not trained, and so is one made with code that
 ``bench/code_equivalence.py`` records as training the same weights; an unfinished run
@@ -30,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -38,6 +40,7 @@ from codistill.artifacts import write_json_atomic
 from codistill.config import ROLES, RUN_ONLY_KEYS, Params, parse_params, with_overrides
 from codistill.config.loader import load_yaml_mapping
 from codistill.data.base import dataset_spec
+from codistill.data.loading import PreparedSplit
 from codistill.data.prepare import DATASET_JSON
 from codistill.engine.checkpoint import (
     CheckpointError,
@@ -51,6 +54,7 @@ from codistill.engine.precision import FLOAT32, cpu_bf16_engine, resolve_precisi
 from codistill.engine.trainer import CoTrainer, train_students, weights_digest
 from codistill.evaluation.evaluate import evaluate_students
 from codistill.models import build_student
+from codistill.study.image_counts import ImageCounts, counts_path, write_image_counts
 from environment import cpu_model
 
 SNAPSHOTS = "snapshots"
@@ -282,13 +286,64 @@ def mean_scores(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def score_split(
-    students: dict[str, torch.nn.Module], prepared: Path, split: str, scale: float, device
+    students: dict[str, torch.nn.Module],
+    prepared: Path,
+    split: str,
+    scale: float,
+    device,
+    per_image: dict[tuple[str, str], np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """MIoU and per-class IoU of both students on ``split``."""
+    """MIoU and per-class IoU of both students on ``split``.
+
+    With ``per_image``, each student's per-image intersection and union counts are added
+    to it under ``(split, role)``.
+    """
     scores, _ = evaluate_students(students, prepared, split, device, scale=scale)
+    if per_image is not None:
+        per_image.update({(split, role): s["image_counts"] for role, s in scores.items()})
     return {
         role: {"miou": s["miou"], "per_class_iou": s["per_class_iou"]} for role, s in scores.items()
     }
+
+
+def write_counts(path: Path, prepared: Path, per_image: dict[tuple[str, str], np.ndarray]) -> None:
+    """Write the final students' per-image counts beside the result file ``path``."""
+    splits = sorted({split for split, _ in per_image})
+    ids = {}
+    for split in splits:
+        data = PreparedSplit(prepared, split)
+        ids[split] = tuple(data.sample_id(index) for index in range(len(data)))
+    write_image_counts(counts_path(path), ImageCounts(ids, per_image))
+
+
+def add_missing_counts(
+    spec: RunSpec, params: Params, prepared: Path, path: Path, students: Path, device
+) -> bool:
+    """Score a finished run's kept final students per image, if its result has no counts yet.
+
+    The students must be the ones the result scored (their weight digests), and their
+    recomputed scores must equal the recorded ones. Returns whether counts were written.
+    """
+    found = read_result(path)
+    if found is None or counts_path(path).is_file():
+        return False
+    num_classes = dataset_spec(params.data.dataset).num_classes
+    try:
+        models = load_snapshot(params, students, num_classes)
+    except (FileNotFoundError, CheckpointError):
+        return False
+    digests = {role: weights_digest(model) for role, model in models.items()}
+    if digests != found["weights_sha256"]:
+        raise SystemExit(f"{students}: the kept students are not the ones {path} scored")
+    last = found["checkpoints"][-1]
+    per_image: dict[tuple[str, str], np.ndarray] = {}
+    for split in (s for s in STUDY_SPLITS if s in last):
+        scores = score_split(models, prepared, split, params.evaluate.scale, device, per_image)
+        if scores != last[split]:
+            raise SystemExit(f"{spec.key}: rescoring {split} gave other scores than {path}")
+    write_counts(path, prepared, per_image)
+    print(f"{spec.key}: per-image counts written ({', '.join(sorted(last))})", flush=True)
+    return True
 
 
 def read_result(path: Path) -> dict[str, Any] | None:
@@ -457,6 +512,7 @@ def extend(
     here = {**git_commit(), "code_digest": code_digest(), "machine": machine(device)}
     provenance = {"extended_from": str(source), "extended_by": here}
     adopt(found, spec, params, prepared, scoring, results, checkpoints, scores, provenance)
+    add_missing_counts(spec, params, prepared, result_path(results, spec.key), students, device)
     return True
 
 
@@ -518,11 +574,13 @@ def run(
     scoring: Scoring,
     device: torch.device,
     accept_older: bool = False,
+    stamp: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Train and score one run, or read back its result.
 
     A result from other weight-shaping code is trained again, unless ``accept_older``. A run
-    that another process is training (its lock is held) is skipped: None.
+    that another process is training (its lock is held) is skipped: None. A new result also
+    records the entries of ``stamp`` (the plan it was scored under).
     """
     path = result_path(results, spec.key)
     params = spec_params(spec, params_file)
@@ -543,7 +601,7 @@ def run(
         if (existing := finished()) is not None:
             return existing
         require_one_machine_kind(results, device)
-        return train_and_score(spec, params, prepared, folder, path, scoring, device)
+        return train_and_score(spec, params, prepared, folder, path, scoring, device, stamp)
 
 
 def machine_kind(recorded: dict[str, Any]) -> str:
@@ -591,8 +649,12 @@ def train_and_score(
     path: Path,
     scoring: Scoring,
     device: torch.device,
+    stamp: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train one run in ``folder`` (resuming), score its checkpoints, and write ``path``."""
+    """Train one run in ``folder`` (resuming), score its checkpoints, and write ``path``.
+
+    The result records ``stamp``'s entries too.
+    """
     started = time.time()
     iterations = params.train.iterations
     keep = checkpoint_iterations(iterations, params.train.checkpoint_every)
@@ -601,12 +663,14 @@ def train_and_score(
     num_classes = dataset_spec(params.data.dataset).num_classes
     scale = params.evaluate.scale
     checkpoints = []
+    per_image: dict[tuple[str, str], np.ndarray] = {}
     for iteration in keep:
         students = load_snapshot(params, folder / SNAPSHOTS / str(iteration), num_classes)
         entry: dict[str, Any] = {"iteration": iteration}
         scored = iteration in keep[-scoring.score_last :]
+        counts = per_image if iteration == keep[-1] else None
         for split in scoring.splits if scored else ("val",):
-            entry[split] = score_split(students, prepared, split, scale, device)
+            entry[split] = score_split(students, prepared, split, scale, device, counts)
         checkpoints.append(entry)
         print(
             f"{spec.key} @ {iteration}: "
@@ -637,7 +701,9 @@ def train_and_score(
         **git_commit(),
         "machine": machine(device),
         "config": asdict(params),
+        **(stamp or {}),
     }
+    write_counts(path, prepared, per_image)
     write_json_atomic(path, result)
     # The result is all a finished run needs: drop the resume checkpoint and the snapshots,
     # keep the final students (cnn.pt, vit.pt) for a closer look.

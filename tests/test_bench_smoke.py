@@ -20,6 +20,7 @@ from codistill.engine.checkpoint import save_checkpoint
 from codistill.export.stage import run_export
 from codistill.models import build_student
 from codistill.serving.model_repository import write_model_repository
+from codistill.study.image_counts import read_image_counts
 from tests.conftest import REPO_ROOT, over_repo, repo_params, tiny_params_file
 
 
@@ -277,8 +278,13 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
     command += ["--regime", "tiny", "--readme", str(tmp_path / "README.md")]
     command += ["--curves-png", str(tmp_path / "curves.png")]
     first = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
-    results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results/tiny").glob("*")}
+    folder = tmp_path / "results/tiny"
+    results = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
     assert len(trained_keys(first.stdout)) == len(results) == 12  # 4 methods x 2 + 4 ablations
+    # each with its final students' per-image counts on both splits
+    assert {p.name.removesuffix(".images.npz") for p in folder.glob("*.images.npz")} == set(results)
+    counts = read_image_counts(folder / "ours-seed0.images.npz")
+    assert set(counts.counts) == {(s, r) for s in ("val", "test") for r in ("cnn", "vit")}
     for result in results.values():
         assert [c["iteration"] for c in result["checkpoints"]] == [1, 2]
         assert {"code_digest", "commit", "machine", "config", "weights_sha256"} <= set(result)

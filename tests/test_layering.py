@@ -38,6 +38,7 @@ EDGES = [
     "matplotlib",
     "onnx",
     "onnxruntime",
+    "scipy",
 ]
 
 
@@ -76,7 +77,8 @@ def test_the_package_installs_the_edges_as_extras_and_dev_gets_them_all():
     assert {"great-expectations", "dvc", "mlflow", "kfp", "pandas", "onnx"} <= extras["pipeline"]
     assert extras["cpu"] == {"onnxruntime"} and extras["gpu"] == {"onnxruntime-gpu"}
     assert {"nvidia-pytriton", "tritonclient"} <= extras["serving"]
-    assert "codistill[pipeline,serving,cpu]" in project["optional-dependencies"]["dev"]
+    assert extras["study"] == {"scipy"}
+    assert "codistill[pipeline,serving,cpu,study]" in project["optional-dependencies"]["dev"]
 
 
 # The README's layers, top first: a package may import only from those before it.

@@ -1,25 +1,24 @@
 """One study run (bench/study.py): identity, resumption, and the paired statistics."""
 
-import math
 import shutil
 import sys
 
 import pytest
 import torch
-from scipy.stats import t
 
 from codistill.artifacts import write_json_atomic
 from codistill.config.loader import load_yaml_mapping
+from codistill.study.image_counts import counts_path, miou_from_counts, read_image_counts
 from tests.conftest import REPO_ROOT, tiny_params_file
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from paired import paired_interval
 from search import choice_line, table_rows
 from study import (
     SNAPSHOTS,
     RunSpec,
     Scoring,
     accepted_identities,
+    add_missing_counts,
     borrow,
     claimed,
     legacy_float32_identities,
@@ -27,27 +26,12 @@ from study import (
     machine,
     require_one_machine_kind,
     resolve_params,
+    result_path,
     run,
     run_identity,
     spec_params,
     train_with_snapshots,
 )
-
-
-def test_paired_interval_is_the_t_interval_of_the_seedwise_differences():
-    ours = {0: 31.0, 1: 32.2, 2: 32.6, 3: 40.0}
-    reference = {0: 30.0, 1: 31.0, 2: 31.5, 4: 10.0}  # seeds 3 and 4 are not paired
-    interval = paired_interval(ours, reference)
-    differences = torch.tensor([1.0, 1.2, 1.1], dtype=torch.float64)
-    half = t.ppf(0.975, 2) * differences.std().item() / math.sqrt(3)
-    assert interval.n == 3
-    assert (interval.low, interval.mean, interval.high) == pytest.approx(
-        (1.1 - half, 1.1, 1.1 + half)
-    )
-    assert interval.verdict() == "gain"
-    assert paired_interval({0: 1.0, 1: 2.0}, {0: 2.0, 1: 0.0}).verdict() == "no separation"
-    assert paired_interval({0: 1.0}, {0: 0.0}).verdict() == "too few seeds"
-    assert paired_interval({0: 1.0}, {1: 0.0}) is None
 
 
 def test_a_run_missing_a_snapshot_it_had_passed_starts_afresh(validated_tiny, tmp_path, capsys):
@@ -64,6 +48,25 @@ def test_a_run_missing_a_snapshot_it_had_passed_starts_afresh(validated_tiny, tm
     assert "snapshots [1] missing at iteration 2; starting afresh" in capsys.readouterr().out
     assert [c["iteration"] for c in result["checkpoints"]] == [1, 2]
     assert result["iterations_this_run"] == 2
+    # the final students' per-image counts sit beside the result and give its scores
+    path = result_path(tmp_path / "res", spec.key)
+    counts = read_image_counts(counts_path(path))
+    assert set(counts.counts) == {("val", "cnn"), ("val", "vit")}
+    for role in ("cnn", "vit"):
+        summed = counts.counts[("val", role)].sum(axis=0)
+        assert miou_from_counts(summed) == pytest.approx(result["scores"]["val"][role]["miou"])
+    # a result without them gets them from its kept students, only if they are its students
+    written = counts_path(path).read_bytes()
+    counts_path(path).unlink()
+    params = spec_params(spec, params_file)
+    assert add_missing_counts(spec, params, prepared, path, folder, device)
+    assert counts_path(path).read_bytes() == written
+    assert not add_missing_counts(spec, params, prepared, path, folder, device)  # has them
+    counts_path(path).unlink()
+    write_json_atomic(path, {**result, "weights_sha256": {"cnn": "0", "vit": "0"}})
+    with pytest.raises(SystemExit, match="not the ones"):
+        add_missing_counts(spec, params, prepared, path, folder, device)
+    assert not counts_path(path).exists()
 
 
 def test_a_result_counts_only_for_the_configuration_it_was_made_with(validated_tiny, tmp_path):

@@ -49,7 +49,8 @@ def evaluate_students(
     Each model sees the image resized by ``scale``; its logits are upsampled to the native
     size and scored against the native labels.
 
-    Returns per-model scores (with the confusion matrix and images per second) and, for the
+    Returns per-model scores (with the confusion matrix, images per second and each image's
+    per-class intersection and union, ``image_counts``, N×2×K in sample order) and, for the
     first ``keep`` images, the image, its labels and each model's prediction for plots.
     With a ``label``, progress is reported under it (see ``reported``).
     """
@@ -88,6 +89,7 @@ def evaluate_students(
             **segmentation_scores(tally.confusion.numpy()),
             "images_per_s": round(len(data) / tally.seconds, 3),
             "confusion": tally.confusion.tolist(),
+            "image_counts": tally.image_counts(),
         }
         for name, tally in tallies.items()
     }

@@ -17,6 +17,12 @@ def confusion_matrix(
     return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
+def intersection_and_union(confusion: torch.Tensor) -> torch.Tensor:
+    """The 2×K per-class intersection and union pixel counts of a K×K confusion matrix."""
+    intersection = torch.diagonal(confusion)
+    return torch.stack([intersection, confusion.sum(0) + confusion.sum(1) - intersection])
+
+
 def segmentation_scores(confusion: np.ndarray) -> dict:
     """Scores: mIoU over classes seen in labels or predictions, per-class IoU, pixel accuracy.
 
