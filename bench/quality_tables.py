@@ -29,16 +29,16 @@ REGIME_FIXES_SCORING = (
 Results = dict[str, list[dict[str, Any]]]
 
 
-def test_scores(runs: list[dict[str, Any]], role: str) -> dict[int, float]:
+def miou_on_test(runs: list[dict[str, Any]], role: str) -> dict[int, float]:
     """Test mIoU in points, by seed."""
     return miou_by_seed(runs, role, "test")
 
 
-def test_interval(
+def interval_on_test(
     runs: list[dict[str, Any]], reference: list[dict[str, Any]], role: str
 ) -> Interval | None:
     """The paired test-mIoU difference of ``runs`` to ``reference`` over their shared seeds."""
-    return paired_interval(test_scores(runs, role), test_scores(reference, role))
+    return paired_interval(miou_on_test(runs, role), miou_on_test(reference, role))
 
 
 def spread(values: dict[int, float]) -> str:
@@ -52,10 +52,10 @@ def best_baseline(results: Results, role: str) -> str | None:
     ran = [b for b in BASELINES if results.get(b)]
     if not ran:
         return None
-    shared = set.intersection(*(set(test_scores(results[b], role)) for b in ran))
+    shared = set.intersection(*(set(miou_on_test(results[b], role)) for b in ran))
 
     def mean(baseline: str) -> float:
-        scores = test_scores(results[baseline], role)
+        scores = miou_on_test(results[baseline], role)
         return statistics.fmean(scores[s] for s in shared or scores)
 
     return max(ran, key=mean)
@@ -72,20 +72,20 @@ def interval_cells(interval: Interval | None, against: str = "") -> list[str]:
 def main_rows(results: Results, role: str, labels: list[str]) -> list[list[str]]:
     """Per row of ``labels``: runs, mean ± sd, paired differences to `independent` and the best."""
     best = best_baseline(results, role)
-    reference = test_scores(results[REFERENCE], role)
+    reference = miou_on_test(results[REFERENCE], role)
     rows = []
     for label in labels:
         runs = results[label]
         if not runs:
             rows.append([label, "0", "not run", "-", "", "-", ""])
             continue
-        own = test_scores(runs, role)
+        own = miou_on_test(runs, role)
         cells = [label, str(len(runs)), spread(own)]
         vs_reference = None if label == REFERENCE else paired_interval(own, reference)
         cells += interval_cells(vs_reference)
         vs_best = None
         if best is not None and label not in (REFERENCE, *BASELINES):
-            vs_best = test_interval(runs, results[best], role)
+            vs_best = interval_on_test(runs, results[best], role)
         cells += interval_cells(vs_best, best or "")
         rows.append(cells)
     return rows
@@ -99,7 +99,7 @@ def tuned_lines(results: Results, tuned: dict[str, str]) -> list[str]:
             continue
         cells = []
         for role in ROLES:
-            interval = test_interval(results[label], results[method], role)
+            interval = interval_on_test(results[label], results[method], role)
             cells.append(f"{STUDENT_NAMES[role]} {' '.join(interval_cells(interval))}")
         lines.append(f"`{label}` − `{method}` (the default), test mIoU: {'; '.join(cells)}.")
     return lines
@@ -155,12 +155,12 @@ def ablation_rows(
             rows.append([label, "0", "not run", "not run", "-", "-", "-", "-"])
             continue
         cells = [label, str(len(runs))]
-        cells += [spread(test_scores(runs, role)) for role in ROLES]
+        cells += [spread(miou_on_test(runs, role)) for role in ROLES]
         for reference in (REFERENCE, whole):
             for role in ROLES:
                 interval = None
                 if label != reference:
-                    interval = test_interval(runs, results[reference], role)
+                    interval = interval_on_test(runs, results[reference], role)
                 cells.append(" ".join(interval_cells(interval)).strip())
         rows.append(cells)
     return rows
@@ -412,9 +412,9 @@ def headline(results: Results, description: str, labels: list[str]) -> list[str]
             if not runs:
                 cells.append("not run")
                 continue
-            own = test_scores(runs, role)
+            own = miou_on_test(runs, role)
             cell = spread(own)
-            interval = test_interval(runs, results[REFERENCE], role)
+            interval = interval_on_test(runs, results[REFERENCE], role)
             if label != REFERENCE and interval is not None:
                 cell += f" ({interval.mean:+.2f}, {interval.verdict()})"
             cells.append(cell)

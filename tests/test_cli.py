@@ -2,6 +2,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from codistill.cli import main
 from tests.conftest import REPO_ROOT, write_params
 
@@ -55,6 +57,27 @@ def test_students_command_reports_parameter_counts(capsys):
     counts = dict(re.findall(r"(cnn|vit): .*?([\d.]+) M parameters", capsys.readouterr().out))
     assert 12 <= float(counts["cnn"]) <= 17
     assert 3.5 <= float(counts["vit"]) <= 4.0
+
+
+def test_a_bad_input_exits_2_in_one_line_and_a_defect_keeps_its_traceback(monkeypatch, capsys):
+    import codistill.cli as cli
+    from codistill.publish.stage import gate_students
+
+    def publish_without_vit(args):
+        return gate_students({"cnn": {"miou": 0.5}}, 0.3)
+
+    monkeypatch.setattr(cli, "_students", publish_without_vit)
+    assert main(["students"]) == 2
+    assert capsys.readouterr().err == (
+        "codistill students: error: evaluation metrics have no entry for vit\n"
+    )
+
+    def defect(args):
+        return {}["a key the program forgot"]
+
+    monkeypatch.setattr(cli, "_students", defect)
+    with pytest.raises(KeyError, match="a key the program forgot"):
+        main(["students"])
 
 
 def test_unknown_encoder_in_params_exits_2_naming_it(tmp_path, capsys):

@@ -203,6 +203,34 @@ def test_a_second_repro_runs_nothing(tiny_project):
     assert longer["train"] == [{"changed deps": {"params.yaml": {"train.iterations": "modified"}}}]
 
 
+def stale_after(root: Path, name: str, edit) -> set[str]:
+    """The stages `dvc status` calls changed once ``edit`` has rewritten the file ``name``."""
+    path = root / name
+    original = path.read_text()
+    edited = edit(original)
+    assert edited != original, f"the edit changed nothing in {name}"
+    path.write_text(edited)
+    try:
+        return set(json.loads(run([str(BIN / "dvc"), "status", "--json"], root).stdout))
+    finally:
+        path.write_text(original)
+
+
+def test_a_tool_or_serving_edit_retrains_nothing_and_a_term_edit_retrains(tiny_project):
+    run([str(BIN / "dvc"), "repro"], tiny_project)
+    training = {"prepare", "validate", "train", "evaluate"}
+    loadtest_help = "Closed-loop load on the local Triton endpoint"
+    tools = {
+        "src/codistill/cli.py": lambda text: text.replace(loadtest_help, "Load the endpoint"),
+        "src/codistill/serving/front.py": lambda text: text + "# an edit\n",
+        "src/codistill/serving/loadtest.py": lambda text: text + "# an edit\n",
+    }
+    for name, edit in tools.items():
+        assert not stale_after(tiny_project, name, edit) & training, name
+    term = stale_after(tiny_project, "src/codistill/distill/pixel_bsd.py", lambda t: t + "# x\n")
+    assert term == {"train"}  # the stages after it follow when train re-runs
+
+
 def test_a_misspelled_key_fails_repro_in_one_line_and_reruns_no_stage(tiny_project):
     run([str(BIN / "dvc"), "repro"], tiny_project)
     before = output_digests(tiny_project)

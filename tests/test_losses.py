@@ -297,7 +297,9 @@ def compute_golden() -> dict[str, float]:
 def test_golden_loss_values():
     values = compute_golden()
     if os.environ.get("CODISTILL_REGENERATE_GOLDEN") == "1":
+        # a rewrite proves nothing: say so instead of passing; git diff shows what moved
         GOLDEN.write_text(json.dumps(values, indent=2) + "\n")
+        pytest.skip(f"{GOLDEN.name} regenerated, not checked: review it with git diff")
     golden = json.loads(GOLDEN.read_text())
     assert set(golden) == set(values)
     for key, value in values.items():

@@ -120,3 +120,27 @@ def test_a_killed_training_is_ended_and_its_resume_continues_the_same_run(
     assert min(steps) <= stopped_at < max(steps) == 12
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["mlflow_run_id"] == named
+
+
+def test_the_suite_tracks_into_its_own_store_and_leaves_the_workspaces_alone(
+    camvid_tree, tmp_path, monkeypatch
+):
+    import os
+
+    from codistill.cli import main
+    from tests.conftest import REPO_ROOT, write_params
+
+    workspace = REPO_ROOT / "mlflow.db"
+    before = workspace.read_bytes() if workspace.exists() else None
+    monkeypatch.chdir(REPO_ROOT)  # where a stage's default store would be
+    params = write_params(tmp_path / "params.yaml", {"tracking.enabled": True})
+    out = tmp_path / "prepared"
+    assert (
+        main(["prepare", "--params", str(params), "--data", str(camvid_tree), "--out", str(out)])
+        == 0
+    )
+    assert (workspace.read_bytes() if workspace.exists() else None) == before
+    own = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiments = [e.experiment_id for e in own.search_experiments()]
+    runs = own.search_runs(experiments, f"params.`path.out` = '{out.resolve()}'")
+    assert [r.data.tags["mlflow.runName"] for r in runs] == ["prepare"]

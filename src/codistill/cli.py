@@ -3,42 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from codistill.config import ROLES, ConfigError, load_params
-from codistill.config.loader import load_yaml_mapping
-from codistill.lineage.runs import PIPELINE_RUN_ENV
-from codistill.stages import STAGES, Stage, StageFailedError, artifacts
-
-
-def _run_registered_stage(args: argparse.Namespace) -> int:
-    from codistill.stages.data_version import RecordedVersion
-    from codistill.stages.runner import run_stage
-
-    stage: Stage = args.stage
-    paths = {name: getattr(args, name) for name in (*stage.input_names, "out")}
-    versions = {
-        name: RecordedVersion(dvc_file, getattr(args, f"{name}_version_md5"))
-        for name in stage.input_names
-        if (dvc_file := getattr(args, f"{name}_version", None)) is not None
-    }
-    summary = run_stage(
-        stage.name,
-        load_yaml_mapping(args.params),
-        paths,
-        versions=versions,
-        params_source=str(args.params),
-        profile=args.profile,
-        checkpoint_dir=getattr(args, "checkpoint_dir", None),
-        nproc=getattr(args, "nproc", 1),
-        pipeline_run=args.pipeline_run,
-    )
-    if summary.message:
-        print(summary.message)
-    return 0
+from codistill.stage_result import StageInputError
+from codistill.stages import STAGES, StageFailedError
+from codistill.stages.command import add_params_option, add_stage_command
 
 
 def _students(args: argparse.Namespace) -> int:
@@ -47,7 +19,8 @@ def _students(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     num_classes = dataset_spec(params.data.dataset).num_classes
-    for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
+    for role in ROLES:
+        cfg = getattr(params.models, role)
         model = build_student(cfg, num_classes)
         print(
             f"{role}: {cfg.arch} on {cfg.encoder}, {count_parameters(model) / 1e6:.2f} M parameters"
@@ -226,65 +199,17 @@ def _pipeline(args: argparse.Namespace) -> int:
     return run_pipeline_command(args)
 
 
-def _add_stage(commands: argparse._SubParsersAction, stage: Stage) -> None:
-    sub = commands.add_parser(stage.name, help=stage.description, description=stage.description)
-    _add_params_option(sub)
-    sub.add_argument("--profile", help="run under this profile instead of params.yaml's")
-    known = artifacts()
-    for name in stage.input_names:
-        sub.add_argument(f"--{name}", type=Path, required=True, help=f"input artifact: {name}")
-        if known[name].version_file:
-            sub.add_argument(
-                f"--{name}-version",
-                type=Path,
-                metavar="DVC_FILE",
-                help=f"fail unless --{name} holds what this file records "
-                f"(e.g. {known[name].version_file})",
-            )
-            sub.add_argument(
-                f"--{name}-version-md5",
-                metavar="MD5",
-                help=f"fail unless --{name}-version records this hash",
-            )
-    sub.add_argument(
-        "--out", type=Path, required=True, help=f"output artifact folder: {stage.output.name}"
-    )
-    sub.add_argument(
-        "--pipeline-run",
-        default=os.environ.get(PIPELINE_RUN_ENV),
-        help="key of the pipeline run whose MLflow parent run this stage joins",
-    )
-    if stage.resumable:
-        sub.add_argument(
-            "--checkpoint-dir", type=Path, help="where last.pt lives (default: the output folder)"
-        )
-    if stage.accelerated:
-        sub.add_argument(
-            "--nproc", type=int, default=1, help="processes (GPUs) to run through torchrun"
-        )
-    sub.set_defaults(run=_run_registered_stage, stage=stage)
-
-
-def _add_params_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--params",
-        type=Path,
-        default=Path("params.yaml"),
-        help="parameters file (default: params.yaml)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``codistill`` command."""
     parser = argparse.ArgumentParser(prog="codistill", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for stage in STAGES:
-        _add_stage(commands, stage)
+        add_stage_command(commands, stage)
 
     students = commands.add_parser(
         "students", help="Build both students and print their parameter counts."
     )
-    _add_params_option(students)
+    add_params_option(students)
     students.set_defaults(run=_students)
 
     serve = commands.add_parser(
@@ -404,7 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    """The errors a user's input causes: one line on stderr, exit 2 (imported when raised)."""
+    """The errors a user's input causes: one line on stderr, exit 2 (imported when raised).
+
+    Any other exception is a defect of the program and keeps its traceback.
+    """
     from codistill.data.gate import UnvalidatedDataError
     from codistill.data.shards import EmptySplitError
     from codistill.engine.checkpoint import CheckpointError
@@ -414,7 +342,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         ServerError,
         ConfigError,
         FileNotFoundError,
-        KeyError,
+        StageInputError,
         UnvalidatedDataError,
         EmptySplitError,
         CheckpointError,
@@ -430,8 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 1
     except _user_errors() as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"codistill {args.command}: error: {message}", file=sys.stderr)
+        print(f"codistill {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 

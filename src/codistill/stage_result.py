@@ -16,3 +16,7 @@ class StageSummary:
 
 class StageFailedError(RuntimeError):
     """A stage ran and found its result unacceptable; the message says why."""
+
+
+class StageInputError(ValueError):
+    """A stage's input is unusable (a file it reads lacks what it needs); the message says so."""

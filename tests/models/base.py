@@ -89,11 +89,21 @@ class StudentTests:
     def test_training_mode_differs_from_eval_only_through_dropout_and_norm(self, student):
         torch.manual_seed(1)
         image = torch.randn(2, 3, 64, 96)
-        student.train()
-        train_out = student(image).logits
         student.eval()
         with torch.no_grad():
             eval_out = student(image).logits
+            student.train()
+            # in training mode, with only the dropout and batch-norm layers in eval mode,
+            # the student must compute exactly what it computes in eval mode
+            switched = [m for m in student.modules() if mode_dependent(m)]
+            assert switched
+            for module in switched:
+                module.eval()
+            masked_out = student(image).logits
+            student.train()
+            train_out = student(image).logits
+        student.eval()
+        assert torch.equal(masked_out, eval_out)
         assert not torch.equal(train_out, eval_out)
 
     def test_config_with_other_decoder_width(self):
@@ -101,3 +111,9 @@ class StudentTests:
         with torch.no_grad():
             out = student(torch.randn(1, 3, 32, 32))
         assert out.dec.shape[1] == 64
+
+
+def mode_dependent(module: torch.nn.Module) -> bool:
+    """Whether a layer computes differently in training mode: dropout, drop-path, batch norm."""
+    kinds = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd)
+    return isinstance(module, kinds) or type(module).__name__ == "DropPath"

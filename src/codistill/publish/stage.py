@@ -11,7 +11,7 @@ from codistill.artifacts import staged_output, write_json_atomic
 from codistill.config import ROLES, Params
 from codistill.export.stage import PREPROCESSING_JSON
 from codistill.serving.model_repository import write_model_repository
-from codistill.stage_result import StageSummary
+from codistill.stage_result import StageInputError, StageSummary
 
 RELEASE_JSON = "release.json"
 CANDIDATE_ALIAS = "candidate"
@@ -26,7 +26,7 @@ def gate_students(metrics: dict[str, Any], min_miou: float) -> dict[str, dict[st
     """Each student's mIoU and whether it clears ``min_miou``."""
     missing = [role for role in ROLES if role not in metrics]
     if missing:
-        raise KeyError(f"evaluation metrics have no entry for {', '.join(missing)}")
+        raise StageInputError(f"evaluation metrics have no entry for {', '.join(missing)}")
     return {
         role: {"miou": float(metrics[role]["miou"]), "passed": metrics[role]["miou"] >= min_miou}
         for role in ROLES

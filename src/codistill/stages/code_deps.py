@@ -1,8 +1,9 @@
 """Each stage's code dependencies: the project's source files its entry point can import.
 
 Derived, not typed by hand, so that ``dvc repro`` re-runs a stage whenever code it runs
-changes. The seeds are the command line, the stage runner and the module of the stage's
-entry point (``codistill.<package>.stage``); the closure follows
+changes. The seeds are the stage's command line (``stages/command.py``, not the rest of the
+``codistill`` command, whose tools shape no stage's outputs), the stage runner and the module
+of the stage's entry point (``codistill.<package>.stage``); the closure follows
 every import of every reached module (at any depth, functions included), plus the package
 ``__init__`` files that importing a module executes. It over-approximates, which costs at most
 a re-run.
@@ -15,9 +16,7 @@ from pathlib import Path
 from codistill.imports import PACKAGE_ROOT, import_closure, module_file
 
 RUNNER_MODULE = "codistill.stages.runner"
-# The command line that runs every stage: followed by its top-level imports only, since its
-# sub-commands' own imports belong to the sub-commands.
-CLI_MODULE = "codistill.cli"
+COMMAND_MODULE = "codistill.stages.command"
 
 
 def compact(files: set[Path], root: Path = PACKAGE_ROOT) -> list[Path]:
@@ -35,11 +34,11 @@ def compact(files: set[Path], root: Path = PACKAGE_ROOT) -> list[Path]:
 def stage_code(entry: str, root: Path = PACKAGE_ROOT) -> list[Path]:
     """The files and folders of the package that a stage with entry point ``entry`` runs.
 
-    The seeds are the command line (followed by its top-level imports only), the stage
-    runner and the entry point's module (``module:function``).
+    The seeds are the stage's command line, the stage runner and the entry point's module
+    (``module:function``).
     """
     module = entry.partition(":")[0]
     if module_file(module, root) is None:
         raise ValueError(f"{entry}: no module {module} in {root}")
-    seeds = {CLI_MODULE, RUNNER_MODULE, module}
-    return compact(import_closure(seeds, root, {CLI_MODULE}), root)
+    seeds = {COMMAND_MODULE, RUNNER_MODULE, module}
+    return compact(import_closure(seeds, root), root)
