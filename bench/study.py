@@ -53,7 +53,7 @@ from codistill.engine.hooks import CURVES, LAST, Hook
 from codistill.engine.precision import FLOAT32, cpu_bf16_engine, resolve_precision
 from codistill.engine.trainer import CoTrainer, train_students, weights_digest
 from codistill.evaluation.evaluate import evaluate_students
-from codistill.models import build_student
+from codistill.evaluation.students import load_students
 from codistill.study.image_counts import ImageCounts, counts_path, write_image_counts
 from environment import cpu_model
 
@@ -253,16 +253,6 @@ def machine(device: torch.device) -> dict[str, Any]:
     }
 
 
-def load_snapshot(params: Params, folder: Path, num_classes: int) -> dict[str, torch.nn.Module]:
-    """Both students as kept at one checkpoint."""
-    students = {}
-    for role in ROLES:
-        model = build_student(getattr(params.models, role), num_classes)
-        model.load_state_dict(load_checkpoint(folder / f"{role}.pt"))
-        students[role] = model
-    return students
-
-
 def read_curves(path: Path) -> list[dict[str, float]]:
     """The trainer's logged rows (losses, direction shares, learning rates) as numbers."""
     if not path.is_file():
@@ -329,7 +319,7 @@ def add_missing_counts(
         return False
     num_classes = dataset_spec(params.data.dataset).num_classes
     try:
-        models = load_snapshot(params, students, num_classes)
+        models = load_students(params, students, num_classes)
     except (FileNotFoundError, CheckpointError):
         return False
     digests = {role: weights_digest(model) for role, model in models.items()}
@@ -496,7 +486,7 @@ def extend(
         return False
     num_classes = dataset_spec(params.data.dataset).num_classes
     try:
-        models = load_snapshot(params, students, num_classes)
+        models = load_students(params, students, num_classes)
     except (FileNotFoundError, CheckpointError) as err:
         print(f"{spec.key}: the search's students are not at hand ({err}); training", flush=True)
         return False
@@ -665,7 +655,7 @@ def train_and_score(
     checkpoints = []
     per_image: dict[tuple[str, str], np.ndarray] = {}
     for iteration in keep:
-        students = load_snapshot(params, folder / SNAPSHOTS / str(iteration), num_classes)
+        students = load_students(params, folder / SNAPSHOTS / str(iteration), num_classes)
         entry: dict[str, Any] = {"iteration": iteration}
         scored = iteration in keep[-scoring.score_last :]
         counts = per_image if iteration == keep[-1] else None

@@ -42,7 +42,7 @@ from codistill.serving.client import LabelsClient
 from codistill.serving.errors import ServerError
 from codistill.serving.front import RGB_BYTES, model_ranks, start_front
 from codistill.serving.limits import DEFAULT_MAX_LOGIT_PIXELS, DEFAULT_MAX_PIXELS
-from codistill.serving.process import free_port
+from codistill.serving.process import free_port, stop_process, wait_until_ready
 
 WORKSPACE_PREFIX = "codistill-triton-"
 PID_FILE = "server.pid"
@@ -288,34 +288,19 @@ def _wait_until_ready(
     import tritonclient.http as http
 
     client = http.InferenceServerClient(url)
-    deadline = time.monotonic() + START_TIMEOUT_S
     try:
-        while not stop.is_set():
-            if process.poll() is not None:
-                raise ServerError(
-                    f"tritonserver stopped while starting ({exit_cause(process.returncode)}); "
-                    "its log is above"
-                )
-            try:
-                if client.get_server_metadata()["name"] == server_id and client.is_server_ready():
-                    return
-            except Exception:  # not listening yet
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"tritonserver not ready after {START_TIMEOUT_S:.0f} s")
-            time.sleep(0.5)
+        wait_until_ready(
+            process,
+            lambda: client.get_server_metadata()["name"] == server_id and client.is_server_ready(),
+            START_TIMEOUT_S,
+            exited=lambda code: ServerError(
+                f"tritonserver stopped while starting ({exit_cause(code)}); its log is above"
+            ),
+            late=lambda: TimeoutError(f"tritonserver not ready after {START_TIMEOUT_S:.0f} s"),
+            stop=stop,
+        )
     finally:
         client.close()
-
-
-def _stop_server(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=EXIT_TIMEOUT_S + 20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def inference_scale(repository: Path) -> float:
@@ -425,7 +410,7 @@ def serve(
             front.shutdown()
             front.server_close()
         if process is not None:
-            _stop_server(process)
+            stop_process(process, EXIT_TIMEOUT_S + 20)
         shutil.rmtree(holder, ignore_errors=True)
         for region in Path("/dev/shm").glob(f"{shm_prefix(os.getpid())}*"):
             region.unlink(missing_ok=True)

@@ -8,12 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 READY_LINE = "serving "
+POLL_S = 0.5
 
 
 def free_port() -> int:
@@ -32,22 +34,43 @@ class ServerProcess:
     log: Path
 
 
-def _wait_until_ready(server: ServerProcess, timeout: float) -> None:
-    import tritonclient.http as http
+def wait_until_ready(
+    process: subprocess.Popen,
+    ready: Callable[[], bool],
+    timeout: float,
+    exited: Callable[[int], Exception],
+    late: Callable[[], Exception],
+    stop: threading.Event | None = None,
+) -> None:
+    """Poll ``ready`` until it answers True; raise ``exited(code)`` if ``process`` ends first.
 
-    client = http.InferenceServerClient(server.urls["http"])
+    A probe that raises counts as not ready yet (nothing listens). Past ``timeout`` seconds
+    raises ``late()``; a set ``stop`` returns at once.
+    """
     deadline = time.monotonic() + timeout
-    while True:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"codistill serve exited:\n{server.log.read_text()[-4000:]}")
+    while stop is None or not stop.is_set():
+        if process.poll() is not None:
+            raise exited(process.returncode)
         with contextlib.suppress(Exception):
-            if client.is_server_ready() and READY_LINE in server.log.read_text():
+            if ready():
                 return
         if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"Triton not ready after {timeout} s:\n{server.log.read_text()[-4000:]}"
-            )
-        time.sleep(0.5)
+            raise late()
+        time.sleep(POLL_S)
+
+
+def stop_process(
+    process: subprocess.Popen, timeout: float, kill: Callable[[], None] | None = None
+) -> None:
+    """SIGTERM ``process`` and wait ``timeout`` s for it; then ``kill`` (default: SIGKILL it)."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        (kill or process.kill)()
+        process.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -55,6 +78,8 @@ def serve_in_background(
     repository: Path, log: Path, options: tuple[str, ...] = (), timeout: float = 180.0
 ) -> Iterator[ServerProcess]:
     """Start ``codistill serve`` with ``options`` on free ports; SIGTERM it on exit."""
+    import tritonclient.http as http
+
     ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
     command = [sys.executable, "-m", "codistill.cli", "serve", "--repository", str(repository)]
     command += [f"--{name}-port={port}" for name, port in ports.items()]
@@ -67,14 +92,20 @@ def serve_in_background(
             start_new_session=True,  # its own process group: tritonserver goes with it
         )
         server = ServerProcess({n: f"127.0.0.1:{p}" for n, p in ports.items()}, process, log)
+        client = http.InferenceServerClient(server.urls["http"])
+
+        def log_tail() -> str:
+            return log.read_text()[-4000:]
+
         try:
-            _wait_until_ready(server, timeout)
+            wait_until_ready(
+                process,
+                lambda: client.is_server_ready() and READY_LINE in log.read_text(),
+                timeout,
+                exited=lambda code: RuntimeError(f"codistill serve exited:\n{log_tail()}"),
+                late=lambda: TimeoutError(f"Triton not ready after {timeout} s:\n{log_tail()}"),
+            )
             yield server
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=10)
+            client.close()
+            stop_process(process, 60, kill=lambda: os.killpg(process.pid, signal.SIGKILL))
