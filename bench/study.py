@@ -442,10 +442,10 @@ def borrow(
     if current_result(spec, params, prepared, scoring, results) is not None:
         return None
     wider = accepted_identities(params, prepared, replace(scoring, splits=STUDY_SPLITS))
-    here = machine_kind(machine(study_device()))
+    here = machine(study_device())
     for candidate in sorted(source.rglob("*.json")):
         found = read_result(candidate)
-        if not is_current(found, wider) or machine_kind(found.get("machine", {})) != here:
+        if not is_current(found, wider) or not same_machine_kind(found, here):
             continue
         kept = {"iteration", *scoring.splits}
         checkpoints = [{k: v for k, v in c.items() if k in kept} for c in found["checkpoints"]]
@@ -594,11 +594,25 @@ def run(
         return train_and_score(spec, params, prepared, folder, path, scoring, device, stamp)
 
 
-def machine_kind(recorded: dict[str, Any]) -> str:
-    """The kind of machine a result's ``machine`` record names: its GPU, else its CPU model."""
+def machine_kind(recorded: dict[str, Any], precision: str = FLOAT32) -> str:
+    """The kind of machine a ``machine`` record names, as a run in ``precision`` sees it.
+
+    Its GPU, else its CPU model; for a bf16 run also the CPU's bf16 instructions, since one
+    model name covers CPUs with and without them (an AMD EPYC with ``avx512_bf16`` and one
+    without, on which bf16 falls back to float32).
+    """
     if str(recorded.get("device")).startswith("cuda"):
         return recorded["gpu"]
-    return recorded.get("cpu", "an unrecorded machine")
+    name = recorded.get("cpu", "an unrecorded machine")
+    if precision == FLOAT32:
+        return name
+    return f"{name} ({recorded.get('cpu_bf16') or 'no bf16 instructions'})"
+
+
+def same_machine_kind(found: dict[str, Any], here: dict[str, Any]) -> bool:
+    """Whether the result ``found`` was made on the kind of machine ``here`` records."""
+    precision = found.get("precision", FLOAT32)
+    return machine_kind(found.get("machine", {}), precision) == machine_kind(here, precision)
 
 
 def require_one_machine_kind(results: Path, device: torch.device) -> None:
@@ -607,14 +621,16 @@ def require_one_machine_kind(results: Path, device: torch.device) -> None:
     Step times, and in bf16 the arithmetic itself, differ from one kind to another: a study
     (or search) goes on where it started.
     """
-    here = machine_kind(machine(device))
+    here = machine(device)
     for path in sorted(results.glob("*.json")):
         found = read_result(path)
-        if found is not None and machine_kind(found.get("machine", {})) != here:
+        if found is not None and not same_machine_kind(found, here):
+            precision = found.get("precision", FLOAT32)
             raise SystemExit(
-                f"{results}: its runs were made on {machine_kind(found['machine'])} ({path.name}),"
-                f" this machine is {here}: a study goes on on the kind of machine it started on;"
-                " give it another results folder to run it here"
+                f"{results}: its runs were made on {machine_kind(found['machine'], precision)} "
+                f"({path.name}), this machine is {machine_kind(here, precision)}: a study goes "
+                "on on the kind of machine it started on; give it another results folder to "
+                "run it here"
             )
 
 

@@ -120,6 +120,15 @@ def test_a_study_made_on_another_kind_of_machine_is_not_continued_here(tmp_path)
     write_json_atomic(results / "b-seed0.json", {"key": "b-seed0", "machine": elsewhere})
     with pytest.raises(SystemExit, match=r"made on Some Other CPU 9000 \(b-seed0\.json\)"):
         require_one_machine_kind(results, torch.device("cpu"))
+    (results / "b-seed0.json").unlink()
+    # one CPU model name, other bf16 instructions: a float32 run does not care, a bf16 run does
+    engine = {**here, "cpu_bf16": "some_other_bf16"}
+    write_json_atomic(results / "c-seed0.json", {"key": "c-seed0", "machine": engine})
+    require_one_machine_kind(results, torch.device("cpu"))
+    bf16 = {"key": "d-seed0", "machine": engine, "precision": "bf16"}
+    write_json_atomic(results / "d-seed0.json", bf16)
+    with pytest.raises(SystemExit, match=r"made on .* \(some_other_bf16\) \(d-seed0\.json\)"):
+        require_one_machine_kind(results, torch.device("cpu"))
 
 
 def test_a_run_made_on_another_kind_of_machine_is_not_borrowed(validated_tiny, tmp_path):
