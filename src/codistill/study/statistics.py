@@ -1,7 +1,8 @@
 """Statistics of paired studies: t-intervals over seeds, a bootstrap over seeds and images, Holm.
 
 Every interval is of a paired difference, ``ours - reference``, in mIoU points; a difference
-counts as a gain or a loss only where its interval excludes 0.
+counts as a gain or a loss only where its interval excludes 0. SciPy is imported where a test
+runs, so that the GPU study, whose image has no SciPy, can import the tables' helpers.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import statistics
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from codistill.study.image_counts import miou_from_counts
 
@@ -70,6 +70,8 @@ def paired_interval(
     mean = statistics.fmean(differences)
     if len(seeds) < 2:
         return Interval(mean, math.nan, math.nan, 1)
+    from scipy import stats
+
     test = stats.ttest_rel([ours[s] for s in seeds], [reference[s] for s in seeds])
     low, high = test.confidence_interval(confidence)
     return Interval(mean, float(low), float(high), len(seeds))
@@ -80,6 +82,8 @@ def paired_p_value(ours: dict[int, float], reference: dict[int, float]) -> float
     seeds = sorted(set(ours) & set(reference))
     if len(seeds) < 2:
         raise ValueError(f"a paired test needs two seeds or more, got {len(seeds)}")
+    from scipy import stats
+
     return float(stats.ttest_rel([ours[s] for s in seeds], [reference[s] for s in seeds]).pvalue)
 
 
