@@ -8,7 +8,8 @@ import torch
 
 from codistill.artifacts import write_json_atomic
 from codistill.config.loader import load_yaml_mapping
-from codistill.study.image_counts import counts_path, miou_from_counts, read_image_counts
+from codistill.evaluation.metrics import mean_iou
+from codistill.study.image_counts import counts_path, read_image_counts
 from tests.conftest import REPO_ROOT, tiny_params_file
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
@@ -54,7 +55,7 @@ def test_a_run_missing_a_snapshot_it_had_passed_starts_afresh(validated_tiny, tm
     assert set(counts.counts) == {("val", "cnn"), ("val", "vit")}
     for role in ("cnn", "vit"):
         summed = counts.counts[("val", role)].sum(axis=0)
-        assert miou_from_counts(summed) == pytest.approx(result["scores"]["val"][role]["miou"])
+        assert mean_iou(summed) == pytest.approx(result["scores"]["val"][role]["miou"])
     # a result without them gets them from its kept students, only if they are its students
     written = counts_path(path).read_bytes()
     counts_path(path).unlink()

@@ -7,19 +7,17 @@ import pytest
 import torch
 from scipy.stats import t
 
-from codistill.evaluation.metrics import confusion_matrix, segmentation_scores
+from codistill.evaluation.metrics import confusion_matrix, mean_iou, segmentation_scores
 from codistill.evaluation.scoring import tally_predictions
 from codistill.study.image_counts import (
     ImageCounts,
     counts_path,
-    miou_from_counts,
     read_image_counts,
     write_image_counts,
 )
 from codistill.study.statistics import (
     bootstrap_interval,
     holm_adjusted,
-    holm_confidence,
     paired_interval,
     paired_p_value,
 )
@@ -50,9 +48,6 @@ def test_holm_multiplies_the_ith_smallest_p_by_m_minus_i_and_keeps_the_order():
     # d: 4 * 0.005; a: 3 * 0.01; c: 2 * 0.03; b: 1 * 0.04 raised to c's 0.06 (step-down order)
     assert holm_adjusted(p) == pytest.approx({"d": 0.02, "a": 0.03, "c": 0.06, "b": 0.06})
     assert holm_adjusted({"x": 0.5, "y": 0.6}) == {"x": 1.0, "y": 1.0}
-    assert holm_confidence(p) == pytest.approx(
-        {"d": 1 - 0.05 / 4, "a": 1 - 0.05 / 3, "c": 1 - 0.05 / 2, "b": 0.95}
-    )
 
 
 def random_confusions(generator, images, classes=K):
@@ -73,10 +68,11 @@ def test_counts_give_the_evaluation_miou_and_can_leave_a_class_out():
     confusions = random_confusions(np.random.default_rng(1), images=6)
     counts = counts_of(confusions)
     scores = segmentation_scores(confusions.sum(0))
-    assert miou_from_counts(counts.sum(0)) == pytest.approx(scores["miou"])
+    seen = [v for v in scores["per_class_iou"] if v is not None]  # computed on its own
+    assert mean_iou(counts.sum(0)) == pytest.approx(scores["miou"]) == pytest.approx(np.mean(seen))
     assert scores["per_class_iou"][-1] is None  # an unseen class counts in neither mean
     kept = [v for v in scores["per_class_iou"][1:] if v is not None]
-    assert miou_from_counts(counts.sum(0), leave_out=0) == pytest.approx(np.mean(kept))
+    assert mean_iou(counts.sum(0), leave_out=0) == pytest.approx(np.mean(kept))
 
 
 def test_the_tally_keeps_each_images_counts_and_they_add_up_to_the_split():
@@ -92,7 +88,7 @@ def test_the_tally_keeps_each_images_counts_and_they_add_up_to_the_split():
         own = confusion_matrix(predictions[image], labels[image], K).numpy()
         np.testing.assert_array_equal(counts[image], counts_of(own))
     confusion = tally.confusion.numpy()
-    assert miou_from_counts(counts.sum(0)) == pytest.approx(segmentation_scores(confusion)["miou"])
+    assert mean_iou(counts.sum(0)) == pytest.approx(segmentation_scores(confusion)["miou"])
 
 
 def test_image_counts_round_trip_and_refuse_what_they_cannot_hold(tmp_path):
@@ -109,6 +105,12 @@ def test_image_counts_round_trip_and_refuse_what_they_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match="outside"):
         write_image_counts(path, ImageCounts({"val": ("a", "b", "c")}, {("val", "cnn"): -counts}))
     np.testing.assert_array_equal(read_image_counts(path).counts[("val", "cnn")], counts)
+    with pytest.raises(ValueError, match="split 'test', which has no ids"):
+        ImageCounts({"val": ("a", "b", "c")}, {("test", "cnn"): counts})
+    broken = tmp_path / "broken.images.npz"
+    broken.write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match=r"broken\.images\.npz: not a per-image counts file"):
+        read_image_counts(broken)
 
 
 def study(generator, seeds=5, images=40):
@@ -125,7 +127,7 @@ def test_bootstrap_of_identical_methods_is_zero_and_repeatable():
     ours[:, :, 1, 0] += 3
     first = bootstrap_interval(ours, reference, resamples=2000)
     assert first == bootstrap_interval(ours, reference, resamples=2000)
-    observed = 100 * (miou_from_counts(ours.sum(1)) - miou_from_counts(reference.sum(1))).mean()
+    observed = 100 * (mean_iou(ours.sum(1)) - mean_iou(reference.sum(1))).mean()
     assert first.mean == pytest.approx(observed) and first.separated and first.low > 0
     with pytest.raises(ValueError, match="S×N×2×K"):
         bootstrap_interval(ours[:, :5], reference)

@@ -23,6 +23,21 @@ def intersection_and_union(confusion: torch.Tensor) -> torch.Tensor:
     return torch.stack([intersection, confusion.sum(0) + confusion.sum(1) - intersection])
 
 
+def mean_iou(counts: np.ndarray, leave_out: int | None = None) -> np.ndarray:
+    """The mIoU of ``...×2×K`` intersection and union counts, over the classes seen.
+
+    A class with no pixel labelled or predicted (union 0) does not count in the mean (0 if no
+    class is seen); ``leave_out`` drops one class from it.
+    """
+    intersection, union = counts[..., 0, :].astype(np.float64), counts[..., 1, :]
+    seen = union > 0
+    if leave_out is not None:
+        seen = seen.copy()
+        seen[..., leave_out] = False
+    iou = np.divide(intersection, union, out=np.zeros_like(intersection), where=seen)
+    return iou.sum(axis=-1) / np.maximum(seen.sum(axis=-1), 1)
+
+
 def segmentation_scores(confusion: np.ndarray) -> dict:
     """Scores: mIoU over classes seen in labels or predictions, per-class IoU, pixel accuracy.
 
@@ -36,7 +51,7 @@ def segmentation_scores(confusion: np.ndarray) -> dict:
         iou = np.where(union > 0, true_positive / union, np.nan)
     total = confusion.sum()
     return {
-        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
+        "miou": float(mean_iou(np.stack([true_positive, union]))),
         "pixel_accuracy": float(true_positive.sum() / total) if total else 0.0,
         "per_class_iou": [None if np.isnan(v) else float(v) for v in iou],
     }

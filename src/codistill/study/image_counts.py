@@ -1,13 +1,14 @@
 """Each scored image's per-class intersection and union, kept beside a run's result.
 
 From these integer counts any subset of the images (a bootstrap resample, the split without
-one image) gives its mIoU exactly as the whole split's was computed, and a class can be left
-out of the mean.
+one image) gives its mIoU exactly as the whole split's was computed
+(``codistill.evaluation.metrics.mean_iou``), and a class can be left out of the mean.
 """
 
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ class ImageCounts:
 
     def __post_init__(self) -> None:
         for (split, role), counts in self.counts.items():
+            if split not in self.ids:
+                raise ValueError(f"{split}/{role}: counts for split {split!r}, which has no ids")
             if counts.ndim != 3 or counts.shape[1] != 2 or len(counts) != len(self.ids[split]):
                 raise ValueError(
                     f"{split}/{role}: counts of shape {counts.shape} for "
@@ -53,7 +56,11 @@ def write_image_counts(path: Path, image_counts: ImageCounts) -> None:
 
 def read_image_counts(path: Path) -> ImageCounts:
     """Read counts written by ``write_image_counts``."""
-    with np.load(path, allow_pickle=False) as stored:
+    try:
+        stored = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a per-image counts file ({err})") from err
+    with stored:
         ids = {
             name.removeprefix("ids/"): tuple(stored[name].tolist())
             for name in stored.files
@@ -65,18 +72,3 @@ def read_image_counts(path: Path) -> ImageCounts:
             if name.startswith("counts/")
         }
     return ImageCounts(ids, counts)
-
-
-def miou_from_counts(counts: np.ndarray, leave_out: int | None = None) -> np.ndarray:
-    """The mIoU of summed counts (``...×2×K``: intersection, union), over classes seen.
-
-    As the evaluation computes it: a class with no pixel labelled or predicted (union 0) does
-    not count in the mean. ``leave_out`` drops one class from the mean.
-    """
-    intersection, union = counts[..., 0, :].astype(np.float64), counts[..., 1, :]
-    seen = union > 0
-    if leave_out is not None:
-        seen = seen.copy()
-        seen[..., leave_out] = False
-    iou = np.divide(intersection, union, out=np.zeros_like(intersection), where=seen)
-    return iou.sum(axis=-1) / np.maximum(seen.sum(axis=-1), 1)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codistill.study.image_counts import miou_from_counts
+from codistill.evaluation.metrics import mean_iou
 
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
@@ -101,16 +101,6 @@ def holm_adjusted(p_values: dict[str, float]) -> dict[str, float]:
     return adjusted
 
 
-def holm_confidence(p_values: dict[str, float], alpha: float = 1 - CONFIDENCE) -> dict[str, float]:
-    """Each comparison's confidence level at its step of Holm's procedure: 1 - alpha / (m - i).
-
-    An interval at that level excludes 0 exactly when the comparison's unadjusted test would
-    reject at its step; the step-down order is that of the p-values.
-    """
-    order = sorted(p_values, key=p_values.__getitem__)
-    return {name: 1 - alpha / (len(order) - rank) for rank, name in enumerate(order)}
-
-
 def bootstrap_interval(
     ours: np.ndarray,
     reference: np.ndarray,
@@ -138,13 +128,13 @@ def bootstrap_interval(
         drawn = generator.integers(0, runs, size=(size, runs))
         per_run = np.stack(
             [
-                miou_from_counts(np.einsum("bn,snjk->bsjk", weights, counts.astype(np.float64)))
+                mean_iou(np.einsum("bn,snjk->bsjk", weights, counts.astype(np.float64)))
                 for counts in (ours, reference)
             ]
         )
         gap = per_run[0] - per_run[1]
         differences[start : start + size] = np.take_along_axis(gap, drawn, axis=1).mean(axis=1)
-    observed = miou_from_counts(ours.sum(axis=1)) - miou_from_counts(reference.sum(axis=1))
+    observed = mean_iou(ours.sum(axis=1)) - mean_iou(reference.sum(axis=1))
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(100 * differences, [tail, 100 - tail])
     return Interval(float(100 * observed.mean()), float(low), float(high), runs)
