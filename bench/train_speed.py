@@ -34,6 +34,7 @@ from quality import ABLATIONS, MAIN, Variant
 
 TERMS_ALONE = tuple(v for v in ABLATIONS if sum(v.switches.values()) == 1)
 VARIANTS = (*MAIN, *TERMS_ALONE)
+REFERENCE = "independent"
 PROFILED = "ours"
 HOT_SPOTS = 14
 
@@ -47,7 +48,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--crop", type=int, nargs=2, help="default: train.crop of --params")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=[v.slug for v in VARIANTS],
+        help="the rows to time (default: all); independent, the reference, is always timed",
+    )
     return parser.parse_args()
+
+
+def chosen_variants(slugs: list[str] | None) -> tuple[Variant, ...]:
+    """The variants named by ``slugs`` (all when None), the reference first."""
+    wanted = {REFERENCE, *(slugs or [v.slug for v in VARIANTS])}
+    return tuple(v for v in VARIANTS if v.slug in wanted)
 
 
 def make_step(
@@ -203,7 +216,9 @@ def interleaved_medians(bench: Bench, steps: dict[Key, Step], rounds: int) -> di
 
 def profile_lines(bench: Bench, steps: dict[Key, Step], threads: int) -> list[str]:
     """A table of the profiled method's top operators, in each mode side by side."""
-    profiles = {mode: hot_spots(bench, steps[(PROFILED, mode)]) for mode in bench.precisions}
+    labels = list(dict.fromkeys(label for label, _ in steps))
+    profiled = PROFILED if PROFILED in labels else labels[-1]
+    profiles = {mode: hot_spots(bench, steps[(profiled, mode)]) for mode in bench.precisions}
     last = list(bench.precisions)[-1]
     spots, _ = profiles[last]
     top = sorted(spots, key=lambda op: spots[op][0], reverse=True)[:HOT_SPOTS]
@@ -216,7 +231,7 @@ def profile_lines(bench: Bench, steps: dict[Key, Step], threads: int) -> list[st
     totals = ", ".join(f"{mode} {total:.0f} ms" for mode, (_, total) in profiles.items())
     return [
         "",
-        f"Hot spots of one profiled `{PROFILED}` step with {threads} thread(s) (torch.profiler, "
+        f"Hot spots of one profiled `{profiled}` step with {threads} thread(s) (torch.profiler, "
         f"self time of each operator, the top {HOT_SPOTS} in {last}; all operators: {totals}, "
         "slower than an unprofiled step):",
         "",
@@ -231,15 +246,14 @@ def speed_rows(
     batch = bench.images.shape[0]
     modes = list(bench.precisions)
     rows = []
-    for variant in VARIANTS:
-        label = variant.label
+    for label in dict.fromkeys(label for label, _ in medians):
         row = [label, str(threads)]
         for mode in modes:
             seconds = medians[(label, mode)]
             row += [f"{seconds:.3f}", f"{batch / seconds:.2f}"]
         if BF16 in modes:
             row.append(f"{medians[(label, FLOAT32)] / medians[(label, BF16)]:.2f}x")
-        row += [f"{medians[(label, m)] / medians[('independent', m)]:.3f}" for m in modes]
+        row += [f"{medians[(label, m)] / medians[(REFERENCE, m)]:.3f}" for m in modes]
         row += [f"{memory[(label, m)]:.0f}" for m in modes]
         rows.append(row)
     return rows
@@ -249,7 +263,7 @@ def main() -> None:
     args = parse_args()
     bench = set_up(args)
     modes = list(bench.precisions)
-    variants = {v.label: v for v in VARIANTS}
+    variants = {v.label: v for v in chosen_variants(args.methods)}
     keys = [(label, mode) for label in variants for mode in modes]
     memory = peak_memories(args, keys)
     rows, profiles = [], []

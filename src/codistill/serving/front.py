@@ -13,6 +13,7 @@ import http.client
 import json
 import math
 import re
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -64,6 +65,11 @@ def model_ranks(repository: Path, config_name: str = "cpu") -> dict[str, int]:
         if (d / "configs").is_dir() or (d / "config.pbtxt").is_file()
     ]
     return {c.name: len(c.input[0].dims) + (1 if c.max_batch_size > 0 else 0) for c in configs}
+
+
+def first_line(error: BaseException | None) -> str:
+    """The first line of ``error``'s message, or its type's name when it has none."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 class RefusedRequestError(ValueError):
@@ -198,6 +204,14 @@ class Front(ThreadingHTTPServer):
         self.max_body = 4 * max_bytes + JSON_SLACK_BYTES  # JSON numbers take up to 4 bytes
         super().__init__(address, FrontHandler)
 
+    def handle_error(self, request: Any, client_address: tuple[str, int]) -> None:
+        """A client that hangs up is routine: silent; anything else: one line, no traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return
+        host, port = client_address[:2]
+        print(f"front: the connection from {host}:{port} failed: {first_line(error)}", flush=True)
+
 
 class FrontHandler(BaseHTTPRequestHandler):
     """Check one request, relay it to Triton on a connection this client connection keeps."""
@@ -293,8 +307,8 @@ class FrontHandler(BaseHTTPRequestHandler):
             self._refuse(refused)
             return
         except Exception as err:  # a request no check foresaw: one line, never a traceback
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            self._refuse(RefusedRequestError(400, f"not a request this server takes: {first}"))
+            message = f"not a request this server takes: {first_line(err)}"
+            self._refuse(RefusedRequestError(400, message))
             return
         headers = {
             k: v
