@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from codistill.artifacts import write_text_atomic
+from codistill.study.tables import markdown_table
 
 
 def cpu_model() -> str:
@@ -71,15 +72,6 @@ def save_figure(figure: Any, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """Lines of a markdown table; every column after the first is right-aligned."""
-    return [
-        "| " + " | ".join(header) + " |",
-        "|---|" + "---:|" * (len(header) - 1),
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
 
 
 RESULTS = Path("docs/results.md")

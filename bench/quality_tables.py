@@ -13,10 +13,10 @@ from typing import Any
 from codistill.config import ROLES, TERM_NAMES
 from codistill.distill.objective import DIRECTION_SHARES
 from codistill.study.statistics import Interval, mean_std, paired_differences, paired_interval
+from codistill.study.tables import STUDENT_NAMES
 from environment import markdown_table, new_figure, save_figure
 from study import miou_by_seed, seconds_per_step
 
-STUDENT_NAMES = {"cnn": "CNN (DeepLabV3+ R18)", "vit": "ViT (SegFormer-style)"}
 REFERENCE = "independent"
 BASELINES = ("dml", "kdcl")
 MAIN_METHODS = (REFERENCE, *BASELINES, "ours")  # the main table's rows, in order

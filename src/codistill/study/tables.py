@@ -1,0 +1,115 @@
+"""Markdown tables of a study, and the confirmation's report."""
+
+from __future__ import annotations
+
+import math
+
+from codistill.study.confirmation import Confirmation, Outcome, Runs, row_mious
+from codistill.study.statistics import Interval, mean_std
+
+STUDENT_NAMES = {"cnn": "CNN (DeepLabV3+ R18)", "vit": "ViT (SegFormer-style)"}
+SHORT_NAMES = {"cnn": "CNN", "vit": "ViT"}
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a markdown table; every column after the first is right-aligned."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def _settings(overrides: dict) -> str:
+    return ", ".join(f"`{key}={value}`" for key, value in overrides.items())
+
+
+def _bootstrap_cell(interval: Interval) -> str:
+    return f"[{interval.low:+.2f}, {interval.high:+.2f}]"
+
+
+def p_cell(p_value: float) -> str:
+    """A p-value to four places, ``<0.0001`` below that, ``-`` where undefined (no spread)."""
+    if math.isnan(p_value):
+        return "-"
+    return "<0.0001" if p_value < 1e-4 else f"{p_value:.4f}"
+
+
+def row_lines(confirmation: Confirmation, runs: Runs) -> list[str]:
+    """Each row's mIoU (mean ± sd over the seeds) on the scored and the reported splits."""
+    plan = confirmation.plan
+    splits = (plan.split, *plan.reported)
+    header = ["row", "setting"]
+    header += [f"{STUDENT_NAMES[st]} {split}" for st in plan.students for split in splits]
+    rows = []
+    for row, overrides in plan.rows.items():
+        cells = [row, _settings(overrides)]
+        for student in plan.students:
+            for split in splits:
+                mean, sd = mean_std(list(row_mious(runs, plan, row, split, student).values()))
+                cells.append(f"{mean:.2f} ± {sd:.2f}")
+        rows.append(cells)
+    return markdown_table(header, rows)
+
+
+def outcome_rows(outcomes: tuple[Outcome, ...], alpha: float, claims: bool) -> list[list[str]]:
+    """One line per outcome: the difference, its intervals, p-values and, if asked, the claim."""
+    rows = []
+    for o in outcomes:
+        cells = [o.comparison.label, STUDENT_NAMES[o.student], o.reference]
+        cells += [o.interval.cell(), _bootstrap_cell(o.bootstrap), p_cell(o.p_value)]
+        if claims:
+            cells += [p_cell(o.adjusted_p), f"**{o.claim(alpha)}**"]
+        rows.append(cells)
+    return rows
+
+
+def class_lines(outcomes: tuple[Outcome, ...], class_names: tuple[str, ...]) -> list[str]:
+    """Per class and outcome: the IoU difference, and the mIoU difference without the class."""
+    header = ["class"]
+    for o in outcomes:
+        name = f"{o.comparison.row} − {o.reference} ({SHORT_NAMES[o.student]})"
+        header += [f"{name}: IoU", f"{name}: mIoU without it"]
+    rows = []
+    for name in class_names:
+        cells = [name]
+        for o in outcomes:
+            iou = o.per_class.get(name)
+            cells += [iou.cell() if iou else "not seen", o.leave_one_out[name].cell()]
+        rows.append(cells)
+    return markdown_table(header, rows)
+
+
+def confirmation_lines(
+    confirmation: Confirmation, runs: Runs, class_names: tuple[str, ...]
+) -> list[str]:
+    """The confirmation's report: rows, primary claims, where they come from, the rest."""
+    plan = confirmation.plan
+    primary_header = ["comparison", "student", "against", "Δ mIoU [95 % t]", "bootstrap 95 %"]
+    primary_header += ["p", "Holm p", "claim"]
+    seeds = ", ".join(map(str, plan.seeds))
+    return [
+        f"Pre-registered plan `{plan.name}`: seeds {seeds}, the {plan.checkpoint} checkpoint, "
+        f"scored on {plan.split}; {', '.join(plan.reported)} reported beside it. mIoU in points, "
+        "mean ± sd over the seeds. Schedule: " + (_settings(plan.params) or "params.yaml") + ".",
+        "",
+        *row_lines(confirmation, runs),
+        "",
+        f"Primary comparisons on {plan.split} ({len(confirmation.primary)}, Holm-corrected "
+        f"together; a claim needs a Holm p below {plan.alpha}). Δ: paired over the seeds, with "
+        "its t-interval; bootstrap: resampling seeds and images together. `better of` picks, "
+        f"per student, the row with the higher mean {plan.reported[0]} mIoU.",
+        "",
+        *markdown_table(primary_header, outcome_rows(confirmation.primary, plan.alpha, True)),
+        "",
+        f"Where the primary differences come from ({plan.split}; per class: the IoU difference; "
+        "and the mIoU difference with that class left out of the mean):",
+        "",
+        *class_lines(confirmation.primary, class_names),
+        "",
+        "Secondary comparisons (reported, no claim; p not corrected):",
+        "",
+        *markdown_table(
+            primary_header[:6], outcome_rows(confirmation.secondary, plan.alpha, False)
+        ),
+    ]
