@@ -13,19 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from codistill.artifacts import write_text_atomic
+from codistill.study.provenance import cpu_model
 from codistill.study.tables import markdown_table
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo, or the platform's processor string."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_lines(packages: tuple[str, ...]) -> list[str]:

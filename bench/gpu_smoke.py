@@ -22,7 +22,8 @@ from codistill.evaluation.students import load_students
 from codistill.export.onnx_graph import Normalization, export_onnx
 from codistill.export.parity import check_parity
 from codistill.export.stage import parity_images
-from study import parse_overrides, read_curves, resolve_params
+from codistill.study.results import read_curves
+from codistill.study.settings import parse_overrides, resolve_params
 
 
 def parse_args() -> argparse.Namespace:

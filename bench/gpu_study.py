@@ -137,7 +137,7 @@ def smoke(args: argparse.Namespace, log: Log) -> None:
 
 def smoke_overrides(args: argparse.Namespace) -> list[str]:
     """The regime's settings (geometry, precision, compile) and ``--set``, as KEY=VALUE."""
-    from study import load_studies
+    from codistill.study.settings import load_studies
 
     regime = load_studies(args.studies)["regimes"][args.regime]
     pairs = [f"{key}={json.dumps(value)}" for key, value in regime.get("params", {}).items()]

@@ -33,11 +33,18 @@ import torch
 from codistill.config import METHODS, RUN_ONLY_KEYS, Params
 from codistill.data.base import dataset_spec
 from codistill.data.gate import require_validated
+from codistill.study.identity import accepted_identities, is_current
 from codistill.study.preregistration import (
     BLOB_KEY,
     PreregistrationError,
     require_unchanged_plan,
 )
+from codistill.study.provenance import study_device
+from codistill.study.results import RunSpec, Scoring, read_result, result_path, run_key
+from codistill.study.reuse import borrow, extend
+from codistill.study.runs import run, spec_params
+from codistill.study.settings import load_studies, parse_overrides
+from codistill.study.shards import add_shard_argument, in_shard
 from environment import markdown_table, publish_table, write_section
 from quality_tables import (
     STUDENT_NAMES,
@@ -52,24 +59,6 @@ from quality_tables import (
     plot_curves,
     probe_lines,
     tuned_lines,
-)
-from study import (
-    RunSpec,
-    Scoring,
-    accepted_identities,
-    add_shard_argument,
-    borrow,
-    extend,
-    in_shard,
-    is_current,
-    load_studies,
-    parse_overrides,
-    read_result,
-    result_path,
-    run,
-    run_key,
-    spec_params,
-    study_device,
 )
 
 

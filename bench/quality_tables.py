@@ -12,10 +12,10 @@ from typing import Any
 
 from codistill.config import ROLES, TERM_NAMES
 from codistill.distill.objective import DIRECTION_SHARES
+from codistill.study.results import miou_by_seed, seconds_per_step
 from codistill.study.statistics import Interval, mean_std, paired_differences, paired_interval
 from codistill.study.tables import STUDENT_NAMES
 from environment import markdown_table, new_figure, save_figure
-from study import miou_by_seed, seconds_per_step
 
 REFERENCE = "independent"
 BASELINES = ("dml", "kdcl")

@@ -28,11 +28,11 @@ from typing import Any
 
 import torch
 
-from code_equivalence import EQUIVALENCE_FILE, append_record
 from codistill.config import ROLES
-from environment import cpu_model
+from codistill.study.code_equivalence import EQUIVALENCE_FILE, append_record
+from codistill.study.provenance import cpu_model, git_commit
+from codistill.study.settings import bench_mapping, load_studies
 from quality import MAIN
-from study import bench_mapping, git_commit, load_studies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

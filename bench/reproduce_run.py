@@ -23,9 +23,9 @@ import torch
 
 from codistill.artifacts import write_json_atomic
 from codistill.config import ROLES
-from environment import cpu_model
+from codistill.study.provenance import cpu_model
+from codistill.study.results import result_path
 from replay_code import Side, code_digest_of, resolved_commit, train, worktree
-from study import result_path
 
 REPRODUCTIONS_FILE = Path("bench/results/reproductions.json")
 

@@ -19,27 +19,24 @@ import torch
 from codistill.config import ROLES
 from codistill.data.gate import require_validated
 from codistill.engine.precision import FLOAT32
-from codistill.study.statistics import mean_std, paired_interval
-from environment import bench_parser, publish_table
-from study import (
+from codistill.study.identity import accepted_identities, is_current
+from codistill.study.provenance import study_device
+from codistill.study.results import (
     RunSpec,
     Scoring,
-    accepted_identities,
-    add_missing_counts,
-    add_shard_argument,
-    borrow,
-    in_shard,
-    is_current,
-    load_studies,
     miou_by_seed,
     read_result,
     result_path,
-    run,
     run_key,
     seconds_per_step,
-    spec_params,
-    study_device,
 )
+from codistill.study.reuse import borrow
+from codistill.study.runs import run, spec_params
+from codistill.study.scoring import add_missing_counts
+from codistill.study.settings import load_studies
+from codistill.study.shards import add_shard_argument, in_shard
+from codistill.study.statistics import mean_std, paired_interval
+from environment import bench_parser, publish_table
 
 
 def parse_args() -> argparse.Namespace:

@@ -11,17 +11,12 @@ from codistill.engine.code_digest import code_digest
 from tests.conftest import REPO_ROOT, TINY_TRAIN, tiny_params_file
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from code_equivalence import append_record, equivalent_codes, read_records
+from codistill.study.code_equivalence import append_record, equivalent_codes, read_records
+from codistill.study.identity import accepted_identities, is_current, run_identity
+from codistill.study.results import RunSpec, Scoring
+from codistill.study.runs import spec_params
+from codistill.study.settings import load_studies
 from replay_code import Side, code_digest_of, mismatches, replay, train, worktree
-from study import (
-    RunSpec,
-    Scoring,
-    accepted_identities,
-    is_current,
-    load_studies,
-    run_identity,
-    spec_params,
-)
 
 STUDIES = REPO_ROOT / "bench" / "studies.yaml"
 

@@ -29,7 +29,7 @@ def plan_data(**changes) -> dict:
         "seeds": SEEDS,
         "checkpoint": "last",
         "split": "test",
-        "reported": ["validation"],
+        "reported": ["val"],
         "primary": [
             {"row": "ours", "better_of": ["dml", "kdcl"]},
             {"row": "ours", "reference": "independent"},
@@ -107,11 +107,11 @@ def make_runs(gain: dict[str, float], validation_bonus: dict[str, float]) -> dic
             if row == "kdcl":
                 test[:, 0] += wobble[seed]
             validation = test + round(validation_bonus.get(row, 0))
-            ids = {"test": tuple(f"t{i}" for i in range(IMAGES)), "validation": ("v0", "v1")}
+            ids = {"test": tuple(f"t{i}" for i in range(IMAGES)), "val": ("v0", "v1")}
             counts = {}
             for student in ("cnn", "vit"):
                 counts[("test", student)] = counts_for(test)
-                counts[("validation", student)] = counts_for(validation[:2])
+                counts[("val", student)] = counts_for(validation[:2])
             runs[row][seed] = ImageCounts(ids, counts)
     return runs
 

@@ -16,8 +16,8 @@ from codistill.study.preregistration import (
 from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
+from codistill.study.results import Scoring
 from quality import preregistration_stamp, train_missing
-from study import Scoring
 
 
 def git(folder, *args):

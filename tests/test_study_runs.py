@@ -1,4 +1,4 @@
-"""One study run (bench/study.py): identity, resumption, and the paired statistics."""
+"""One study run (codistill.study): identity, resumption, reuse, and the search tables."""
 
 import shutil
 import sys
@@ -13,26 +13,14 @@ from codistill.study.image_counts import counts_path, read_image_counts
 from tests.conftest import REPO_ROOT, tiny_params_file
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
+from codistill.study.identity import accepted_identities, legacy_float32_identities, run_identity
+from codistill.study.provenance import machine, require_one_machine_kind
+from codistill.study.results import RunSpec, Scoring, result_path
+from codistill.study.reuse import borrow
+from codistill.study.runs import SNAPSHOTS, claimed, run, spec_params, train_with_snapshots
+from codistill.study.scoring import add_missing_counts
+from codistill.study.settings import load_studies, resolve_params
 from search import choice_line, table_rows
-from study import (
-    SNAPSHOTS,
-    RunSpec,
-    Scoring,
-    accepted_identities,
-    add_missing_counts,
-    borrow,
-    claimed,
-    legacy_float32_identities,
-    load_studies,
-    machine,
-    require_one_machine_kind,
-    resolve_params,
-    result_path,
-    run,
-    run_identity,
-    spec_params,
-    train_with_snapshots,
-)
 
 
 def test_a_run_missing_a_snapshot_it_had_passed_starts_afresh(validated_tiny, tmp_path, capsys):

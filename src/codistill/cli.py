@@ -199,6 +199,12 @@ def _pipeline(args: argparse.Namespace) -> int:
     return run_pipeline_command(args)
 
 
+def _study(args: argparse.Namespace) -> int:
+    from codistill.study.commands import run_study_command
+
+    return run_study_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``codistill`` command."""
     parser = argparse.ArgumentParser(prog="codistill", description=__doc__)
@@ -325,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_pipeline_arguments(pipeline)
     pipeline.set_defaults(run=_pipeline)
+
+    study = commands.add_parser(
+        "study", help="Train and report a paired-seed study of the students from its plan file."
+    )
+    from codistill.study.arguments import add_study_arguments
+
+    add_study_arguments(study)
+    study.set_defaults(run=_study)
     return parser
 
 
@@ -337,8 +351,14 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from codistill.data.shards import EmptySplitError
     from codistill.engine.checkpoint import CheckpointError
     from codistill.serving.errors import ServerError
+    from codistill.study.confirmation import IncompleteStudyError
+    from codistill.study.plan import PlanError
+    from codistill.study.preregistration import PreregistrationError
 
     return (
+        IncompleteStudyError,
+        PlanError,
+        PreregistrationError,
         ServerError,
         ConfigError,
         FileNotFoundError,

@@ -6,7 +6,7 @@ reported beside it, and the primary comparisons, each made for every student and
 together (Holm). Every other pair of rows is a secondary comparison, reported without a
 claim (``ours − dml`` stays one, though it may be the primary ``better_of``'s pick). A
 comparison's reference is a row, or ``better_of`` several rows: per student, the one
-with the higher mean mIoU on the first reported split (validation), so that choosing the
+with the higher mean mIoU on the first reported split (``val``), so that choosing the
 strongest baseline never reads the scored split.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from codistill.config.loader import load_yaml_mapping
 
-SPLITS = ("test", "validation")
+SPLITS = ("test", "val")  # the prepared splits' names
 STUDENTS = ("cnn", "vit")
 CHECKPOINT_RULES = ("last",)
 CORRECTIONS = ("holm",)

@@ -9,6 +9,7 @@ from codistill.study.statistics import Interval, mean_std
 
 STUDENT_NAMES = {"cnn": "CNN (DeepLabV3+ R18)", "vit": "ViT (SegFormer-style)"}
 SHORT_NAMES = {"cnn": "CNN", "vit": "ViT"}
+SPLIT_NAMES = {"val": "validation", "test": "test"}
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -40,7 +41,9 @@ def row_lines(confirmation: Confirmation, runs: Runs) -> list[str]:
     plan = confirmation.plan
     splits = (plan.split, *plan.reported)
     header = ["row", "setting"]
-    header += [f"{STUDENT_NAMES[st]} {split}" for st in plan.students for split in splits]
+    header += [
+        f"{STUDENT_NAMES[st]} {SPLIT_NAMES[split]}" for st in plan.students for split in splits
+    ]
     rows = []
     for row, overrides in plan.rows.items():
         cells = [row, _settings(overrides)]
@@ -85,24 +88,26 @@ def confirmation_lines(
 ) -> list[str]:
     """The confirmation's report: rows, primary claims, where they come from, the rest."""
     plan = confirmation.plan
+    scored = SPLIT_NAMES[plan.split]
+    beside = ", ".join(SPLIT_NAMES[s] for s in plan.reported)
     primary_header = ["comparison", "student", "against", "Δ mIoU [95 % t]", "bootstrap 95 %"]
     primary_header += ["p", "Holm p", "claim"]
     seeds = ", ".join(map(str, plan.seeds))
     return [
         f"Pre-registered plan `{plan.name}`: seeds {seeds}, the {plan.checkpoint} checkpoint, "
-        f"scored on {plan.split}; {', '.join(plan.reported)} reported beside it. mIoU in points, "
-        "mean ± sd over the seeds. Schedule: " + (_settings(plan.params) or "params.yaml") + ".",
+        f"scored on {scored}; {beside} reported beside it. mIoU in points, mean ± sd over the "
+        "seeds. Schedule: " + (_settings(plan.params) or "params.yaml") + ".",
         "",
         *row_lines(confirmation, runs),
         "",
-        f"Primary comparisons on {plan.split} ({len(confirmation.primary)}, Holm-corrected "
+        f"Primary comparisons on {scored} ({len(confirmation.primary)}, Holm-corrected "
         f"together; a claim needs a Holm p below {plan.alpha}). Δ: paired over the seeds, with "
         "its t-interval; bootstrap: resampling seeds and images together. `better of` picks, "
-        f"per student, the row with the higher mean {plan.reported[0]} mIoU.",
+        f"per student, the row with the higher mean {SPLIT_NAMES[plan.reported[0]]} mIoU.",
         "",
         *markdown_table(primary_header, outcome_rows(confirmation.primary, plan.alpha, True)),
         "",
-        f"Where the primary differences come from ({plan.split}; per class: the IoU difference; "
+        f"Where the primary differences come from ({scored}; per class: the IoU difference; "
         "and the mIoU difference with that class left out of the mean):",
         "",
         *class_lines(confirmation.primary, class_names),

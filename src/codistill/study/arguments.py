@@ -1,0 +1,46 @@
+"""The ``codistill study`` sub-commands and their options."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from codistill.study.shards import add_shard_argument
+
+ACTIONS = {
+    "plan": "Check a plan file (every row's settings included) and list its runs and their state.",
+    "run": "Train and score the plan's missing runs; an unfinished run resumes where it stopped.",
+    "report": "Write the plan's report (rows, primary claims, per class, secondary) from its runs.",
+}
+
+
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``plan``, ``run`` and ``report`` under ``codistill study``."""
+    actions = parser.add_subparsers(dest="action", required=True)
+    for name, help_text in ACTIONS.items():
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("plan_file", type=Path, metavar="PLAN", help="the study's plan (YAML)")
+        sub.add_argument("--params", type=Path, default=Path("params.yaml"), help="base params")
+        sub.add_argument("--prepared", type=Path, default=Path("build/prepared/camvid"))
+        sub.add_argument(
+            "--results",
+            type=Path,
+            help="the runs' result files (default: a folder named after the plan, beside it)",
+        )
+        sub.add_argument(
+            "--workdir",
+            type=Path,
+            default=Path("build/study"),
+            help="where runs train and keep their checkpoints (default: build/study)",
+        )
+        if name == "run":
+            sub.add_argument(
+                "--validation",
+                type=Path,
+                default=Path("build/validate"),
+                help="the validate stage's output: the prepared data must have passed it",
+            )
+            sub.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+            add_shard_argument(sub)
+        if name == "report":
+            sub.add_argument("--out", type=Path, help="default: report.md in the results folder")

@@ -1,0 +1,159 @@
+"""``codistill study plan|run|report``: a paired-seed study driven by its plan file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from codistill.study.plan import StudyPlan, load_plan
+from codistill.study.results import STUDY_SPLITS, RunSpec, Scoring, read_result, run_key
+
+TEST = "test"
+
+
+def plan_specs(plan: StudyPlan) -> list[RunSpec]:
+    """Every run of the plan, row by row, seed by seed."""
+    return [
+        RunSpec(run_key(row, seed), row, seed, plan.row_overrides(row))
+        for row in plan.rows
+        for seed in plan.seeds
+    ]
+
+
+def plan_scoring(plan: StudyPlan) -> Scoring:
+    """The last checkpoint, scored on the plan's split and the splits reported beside it."""
+    splits = {plan.split, *plan.reported}
+    return Scoring(score_last=1, splits=tuple(s for s in STUDY_SPLITS if s in splits))
+
+
+def results_folder(args: argparse.Namespace, plan: StudyPlan) -> Path:
+    """``--results``, or a folder named after the plan beside the plan file."""
+    return args.results or args.plan_file.parent / plan.name
+
+
+def finished_results(results: Path) -> list[dict[str, Any]]:
+    """Every result file in ``results``."""
+    return [r for path in sorted(results.glob("*.json")) if (r := read_result(path))]
+
+
+def plan_stamp(args: argparse.Namespace, plan: StudyPlan, results: Path) -> dict[str, str]:
+    """What each test result records: the committed plan's blob ({} for a validation study).
+
+    Scoring the test split needs the plan committed, unchanged, and the plan of every test
+    result already made; otherwise this raises ``PreregistrationError``.
+    """
+    from codistill.study.preregistration import BLOB_KEY, require_unchanged_plan
+
+    if TEST not in plan_scoring(plan).splits:
+        return {}
+    return {BLOB_KEY: require_unchanged_plan(args.plan_file, finished_results(results))}
+
+
+def run_states(args: argparse.Namespace, plan: StudyPlan) -> list[tuple[RunSpec, str]]:
+    """Each run and its state: done, made otherwise, unfinished, or to train.
+
+    Resolving every run's parameters also checks each row's overrides against the schema.
+    """
+    from codistill.engine.hooks import LAST
+    from codistill.study.identity import current_result
+    from codistill.study.results import result_path
+    from codistill.study.runs import spec_params
+
+    results, scoring = results_folder(args, plan), plan_scoring(plan)
+    workdir = args.workdir / plan.name
+    states = []
+    for spec in plan_specs(plan):
+        params = spec_params(spec, args.params)
+        if current_result(spec, params, args.prepared, scoring, results) is not None:
+            state = "done"
+        elif result_path(results, spec.key).is_file():
+            state = "made otherwise (other code, settings or data): to train again"
+        elif (workdir / spec.key / LAST).is_file():
+            state = "unfinished: resumes"
+        else:
+            state = "to train"
+        states.append((spec, state))
+    return states
+
+
+def show_plan(args: argparse.Namespace, plan: StudyPlan) -> int:
+    """Print the plan's runs and their states; 0 when every run is done."""
+    states = run_states(args, plan)
+    print(
+        f"{args.plan_file}: {len(plan.rows)} rows × {len(plan.seeds)} seeds, scored on "
+        f"{plan.split}, {len(plan.primary) * len(plan.students)} primary comparisons"
+    )
+    for spec, state in states:
+        print(f"  {spec.key}: {state}")
+    done = sum(state == "done" for _, state in states)
+    print(f"{done} of {len(states)} runs done; results in {results_folder(args, plan)}")
+    return 0 if done == len(states) else 1
+
+
+def train_plan(args: argparse.Namespace, plan: StudyPlan) -> int:
+    """Train and score every missing run of this shard; 0 when all of them are done."""
+    import torch
+
+    from codistill.data.gate import require_validated
+    from codistill.study.provenance import study_device
+    from codistill.study.runs import run
+    from codistill.study.shards import in_shard
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results, scoring = results_folder(args, plan), plan_scoring(plan)
+    stamp = plan_stamp(args, plan, results)
+    require_validated(args.prepared, args.validation)
+    device = study_device()
+    skipped = 0
+    for index, spec in enumerate(plan_specs(plan)):
+        if not in_shard(index, args.shard):
+            continue
+        result = run(
+            spec,
+            args.params,
+            args.prepared,
+            args.workdir / plan.name,
+            results,
+            scoring,
+            device,
+            stamp=stamp,
+        )
+        skipped += result is None
+    return 1 if skipped else 0
+
+
+def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
+    """Analyse the finished runs as the plan fixes it; write and print the report."""
+    from codistill.artifacts import write_text_atomic
+    from codistill.data.base import dataset_spec
+    from codistill.study.confirmation import IncompleteStudyError, confirm
+    from codistill.study.image_counts import counts_path, read_image_counts
+    from codistill.study.results import result_path
+    from codistill.study.runs import spec_params
+    from codistill.study.tables import confirmation_lines
+
+    results = results_folder(args, plan)
+    plan_stamp(args, plan, results)  # the plan the test results were scored under
+    pending = [f"{spec.key} ({state})" for spec, state in run_states(args, plan) if state != "done"]
+    if pending:
+        raise IncompleteStudyError(f"{plan.name}: runs not done: {', '.join(pending)}")
+    runs = {row: {} for row in plan.rows}
+    for spec in plan_specs(plan):
+        runs[spec.label][spec.seed] = read_image_counts(counts_path(result_path(results, spec.key)))
+    params = spec_params(plan_specs(plan)[0], args.params)
+    class_names = dataset_spec(params.data.dataset).class_names
+    lines = confirmation_lines(confirm(plan, runs, class_names), runs, class_names)
+    out = args.out or results / "report.md"
+    write_text_atomic(out, "\n".join([f"# Study `{plan.name}`", "", *lines, ""]))
+    print("\n".join(lines))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+def run_study_command(args: argparse.Namespace) -> int:
+    """Dispatch one ``codistill study`` action; return the exit code."""
+    plan = load_plan(args.plan_file)
+    action = {"plan": show_plan, "run": train_plan, "report": write_report}[args.action]
+    return action(args, plan)

@@ -1,0 +1,103 @@
+"""Where and with what a run was made: the commit, the machine, and the kind of machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from codistill.engine.precision import FLOAT32, cpu_bf16_engine
+from codistill.study.results import read_result
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo, or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_commit() -> dict[str, Any]:
+    """The checked-out commit and whether the tree had changes, or ``unknown`` without git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": head, "dirty": bool(dirty)}
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """What the run ran on: CPU, cores, threads, accelerator and versions."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu_bf16": cpu_bf16_engine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def study_device() -> torch.device:
+    """The device study runs train and score on: the GPU if there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def machine_kind(recorded: dict[str, Any], precision: str = FLOAT32) -> str:
+    """The kind of machine a ``machine`` record names, as a run in ``precision`` sees it.
+
+    Its GPU, else its CPU model; for a bf16 run also the CPU's bf16 instructions, since one
+    model name covers CPUs with and without them (an AMD EPYC with ``avx512_bf16`` and one
+    without, on which bf16 falls back to float32).
+    """
+    if str(recorded.get("device")).startswith("cuda"):
+        return recorded["gpu"]
+    name = recorded.get("cpu", "an unrecorded machine")
+    if precision == FLOAT32:
+        return name
+    return f"{name} ({recorded.get('cpu_bf16') or 'no bf16 instructions'})"
+
+
+def same_machine_kind(found: dict[str, Any], here: dict[str, Any]) -> bool:
+    """Whether the result ``found`` was made on the kind of machine ``here`` records."""
+    precision = found.get("precision", FLOAT32)
+    return machine_kind(found.get("machine", {}), precision) == machine_kind(here, precision)
+
+
+def require_one_machine_kind(results: Path, device: torch.device) -> None:
+    """Refuse to train into ``results`` if its runs were made on another kind of machine.
+
+    Step times, and in bf16 the arithmetic itself, differ from one kind to another: a study
+    (or search) goes on where it started.
+    """
+    here = machine(device)
+    for path in sorted(results.glob("*.json")):
+        found = read_result(path)
+        if found is not None and not same_machine_kind(found, here):
+            precision = found.get("precision", FLOAT32)
+            raise SystemExit(
+                f"{results}: its runs were made on {machine_kind(found['machine'], precision)} "
+                f"({path.name}), this machine is {machine_kind(here, precision)}: a study goes "
+                "on on the kind of machine it started on; give it another results folder to "
+                "run it here"
+            )

@@ -1,0 +1,112 @@
+"""``codistill study``: a pre-registered plan trained, checked and reported end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from codistill.cli import main
+from codistill.study.preregistration import BLOB_KEY
+from tests.conftest import tiny_params_file
+
+ROWS = {"independent": {"train.method": "independent"}, "ours": {"train.method": "ours"}}
+
+
+def git(folder, *args) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+
+
+def write_plan(folder, rows=ROWS, commit=True) -> tuple:
+    """A two-row, two-seed plan scored on test, committed in the git repository ``folder``."""
+    plan = folder / "confirm-tiny.yaml"
+    data = {
+        "name": "confirm-tiny",
+        "params": {"train.iterations": 2, "train.checkpoint_every": 2},
+        "rows": rows,
+        "seeds": [5, 6],
+        "checkpoint": "last",
+        "split": "test",
+        "reported": ["val"],
+        "primary": [{"row": "ours", "reference": "independent"}],
+        "correction": "holm",
+    }
+    plan.write_text(yaml.safe_dump(data, sort_keys=False))
+    if commit:
+        git(folder, "add", plan.name)
+        git(folder, "commit", "-q", "-m", "plan")
+    return plan, git(folder, "hash-object", plan.name)
+
+
+@pytest.fixture
+def study(validated_tiny, tmp_path):
+    """Options of a study on the tiny data, and a git repository for its plan."""
+    prepared, validation = validated_tiny
+    repo = tmp_path / "plans"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    params = tiny_params_file(tmp_path, iterations=2, checkpoint_every=2)
+    options = ["--params", str(params), "--prepared", str(prepared)]
+    options += ["--workdir", str(tmp_path / "work")]
+    return repo, options, ["--validation", str(validation), "--threads", "1"]
+
+
+def test_a_plan_is_trained_once_reported_and_frozen_by_its_test_results(study, capsys):
+    repo, options, run_options = study
+    plan, blob = write_plan(repo)
+    assert main(["study", "plan", str(plan), *options]) == 1
+    listing = capsys.readouterr().out
+    assert listing.count(": to train") == 4 and "0 of 4 runs done" in listing
+    assert main(["study", "report", str(plan), *options]) == 2
+    assert "runs not done: independent-seed5 (to train)" in capsys.readouterr().err
+
+    assert main(["study", "run", str(plan), *options, *run_options]) == 0
+    results = repo / "confirm-tiny"
+    made = {p.name: json.loads(p.read_text()) for p in results.glob("*.json")}
+    assert sorted(made) == [f"{r}-seed{s}.json" for r in ("independent", "ours") for s in (5, 6)]
+    assert {r[BLOB_KEY] for r in made.values()} == {blob}
+    assert {tuple(sorted(r["scores"])) for r in made.values()} == {("test", "val")}
+    assert all((results / f"{key[:-5]}.images.npz").is_file() for key in made)
+    capsys.readouterr()
+
+    assert main(["study", "run", str(plan), *options, *run_options]) == 0  # nothing left
+    assert "ours-seed5 @" not in capsys.readouterr().out
+    assert main(["study", "plan", str(plan), *options]) == 0
+    assert "4 of 4 runs done" in capsys.readouterr().out
+    assert main(["study", "report", str(plan), *options]) == 0
+    report = (results / "report.md").read_text()
+    assert "Primary comparisons on test (2, Holm-corrected together" in report
+    assert "| ours − independent | CNN (DeepLabV3+ R18) | independent |" in report
+    assert "| independent | `train.method=independent` |" in report
+
+    plan.write_text(plan.read_text() + "# seeds reconsidered\n")
+    git(repo, "commit", "-qam", "edit")
+    capsys.readouterr()
+    assert main(["study", "report", str(plan), *options]) == 2
+    assert "cannot change once the test split has been read" in capsys.readouterr().err
+
+
+def test_a_typo_an_uncommitted_plan_and_a_bad_plan_are_refused_before_training(study, capsys):
+    repo, options, run_options = study
+    typo = {**ROWS, "ours": {"train.method": "ours", "train.batch_szie": 8}}
+    plan, _ = write_plan(repo, rows=typo)
+    assert main(["study", "plan", str(plan), *options]) == 2
+    assert "batch_szie" in capsys.readouterr().err
+
+    plan, _ = write_plan(repo, commit=False)
+    assert main(["study", "run", str(plan), *options, *run_options]) == 2
+    assert "differs from its committed version" in capsys.readouterr().err
+    assert not (repo / "confirm-tiny").exists() and not any((repo.parent / "work").glob("*"))
+
+    plan.write_text("rows: {}\n")
+    assert main(["study", "plan", str(plan), *options]) == 2
+    assert "rows must name two rows or more" in capsys.readouterr().err
