@@ -34,11 +34,6 @@ from codistill.config import METHODS, RUN_ONLY_KEYS, Params
 from codistill.data.base import dataset_spec
 from codistill.data.gate import require_validated
 from codistill.study.identity import accepted_identities, is_current
-from codistill.study.preregistration import (
-    BLOB_KEY,
-    PreregistrationError,
-    require_unchanged_plan,
-)
 from codistill.study.provenance import study_device
 from codistill.study.results import RunSpec, Scoring, read_result, result_path, run_key
 from codistill.study.reuse import borrow, extend
@@ -246,21 +241,15 @@ def collect(
 def train_missing(
     args: argparse.Namespace,
     name: str,
-    regime: dict[str, Any],
     runs: Plan,
     scoring: Scoring,
     regime_dir: Path,
 ) -> None:
-    """Train the runs of this process's shard that have no current result.
-
-    A pre-registered regime's runs are trained and scored here, never made from a search's
-    run (whose seeds a search has seen), and record the plan they were scored under.
-    """
+    """Train the runs of this process's shard that have no current result."""
     keys = {run_spec.key for _, run_spec in runs}
     unknown = sorted(set(args.only or ()) - keys)
     if unknown:
         raise SystemExit(f"--only: {', '.join(unknown)} not in the plan of regime {name}")
-    stamp = preregistration_stamp(regime, regime_dir)
     require_validated(args.prepared, args.validation)
     device = study_device()
     for index, (variant, run_spec) in enumerate(runs):
@@ -271,9 +260,7 @@ def train_missing(
         if twin is not None:
             print(f"{run_spec.key}: the same run as {twin.name}, copied", flush=True)
             continue
-        if not stamp and extend_from_search(
-            args, variant, run_spec, params, scoring, regime_dir, device
-        ):
+        if extend_from_search(args, variant, run_spec, params, scoring, regime_dir, device):
             print(f"{run_spec.key}: its search run scored on the test split", flush=True)
             continue
         run(
@@ -284,25 +271,7 @@ def train_missing(
             regime_dir,
             scoring,
             device,
-            stamp=stamp,
         )
-
-
-def preregistration_stamp(regime: dict[str, Any], regime_dir: Path) -> dict[str, str]:
-    """What a pre-registered regime's results record: the plan's blob; {} for other regimes.
-
-    A regime with a ``preregistration`` file is scored on the test split only if that file is
-    committed, unchanged, and the plan every earlier test result of the regime was scored
-    under (``require_unchanged_plan``); otherwise this exits with the reason.
-    """
-    plan = regime.get("preregistration")
-    if plan is None:
-        return {}
-    results = [r for path in sorted(regime_dir.glob("*.json")) if (r := read_result(path))]
-    try:
-        return {BLOB_KEY: require_unchanged_plan(Path(plan), results)}
-    except PreregistrationError as err:
-        raise SystemExit(f"regime {regime_dir.name}: {err}") from None
 
 
 def extend_from_search(
@@ -339,7 +308,7 @@ def main() -> None:
     runs = plan(regime, args.ablations)
     scoring = Scoring(score_last=regime.get("score_last", 1))
     if args.train:
-        train_missing(args, name, regime, runs, scoring, regime_dir)
+        train_missing(args, name, runs, scoring, regime_dir)
     if args.tables:
         results, stale = collect(args, regime_dir, runs, scoring)
         write_tables(args, name, regime, results, stale)

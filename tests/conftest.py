@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -144,6 +145,18 @@ def repo_params(overrides: dict | None = None):
     from codistill.config import parse_params
 
     return parse_params(repo_params_mapping(overrides), f"params.yaml with {overrides}")
+
+
+def git(folder: Path, *args: str) -> str:
+    """Run git in ``folder`` as a throwaway committer; its stdout, stripped."""
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
 
 
 def tiny_params_file(

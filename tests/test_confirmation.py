@@ -138,12 +138,14 @@ def test_the_primary_claims_follow_holm_and_the_gain_is_traced_to_its_class():
         assert o.per_class["building"].low > 5
         assert abs(o.leave_one_out["building"].mean) < 0.5
         assert o.leave_one_out["road"].low > 0
+        assert o.largest_gain_class() == "building"
     assert min(o.adjusted_p for o in result.primary) == pytest.approx(4 * smallest)
     kdcl_dml = next(o for o in result.secondary if o.comparison.label == "kdcl − dml")
     assert kdcl_dml.interval.mean == pytest.approx(0, abs=1e-9)
     assert kdcl_dml.claim(plan.alpha) == "secondary: no claim"
     text = "\n".join(confirmation_lines(result, runs, CLASSES))
     assert text.count("**gain**") == 4 and "Holm-corrected together" in text
+    assert "| ours − kdcl | CNN (DeepLabV3+ R18) | building | +9.40 [" in text
 
 
 def test_a_null_effect_makes_no_claim():

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import yaml
 
 from codistill.cli import main
 from codistill.study.preregistration import BLOB_KEY
-from tests.conftest import tiny_params_file
+from tests.conftest import git, tiny_params_file
 
 ROWS = {"independent": {"train.method": "independent"}, "ours": {"train.method": "ours"}}
-
-
-def git(folder, *args) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=folder,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout.strip()
 
 
 def write_plan(folder, rows=ROWS, commit=True) -> tuple:

@@ -47,6 +47,10 @@ class Outcome:
     leave_one_out: dict[str, Interval]  # class left out -> mIoU difference (points)
     adjusted_p: float | None = None  # primary comparisons only
 
+    def largest_gain_class(self) -> str:
+        """The class whose IoU difference is the largest (among classes seen in every run)."""
+        return max(self.per_class, key=lambda name: self.per_class[name].mean)
+
     def claim(self, alpha: float) -> str:
         """``gain`` or ``loss`` where the Holm-adjusted p is below ``alpha``, else no claim."""
         if self.adjusted_p is None:

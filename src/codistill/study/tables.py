@@ -83,6 +83,25 @@ def class_lines(outcomes: tuple[Outcome, ...], class_names: tuple[str, ...]) -> 
     return markdown_table(header, rows)
 
 
+def largest_gain_lines(outcomes: tuple[Outcome, ...]) -> list[str]:
+    """Each outcome with the class that gains most left out of the mean."""
+    rows = []
+    for o in outcomes:
+        name = o.largest_gain_class()
+        rows.append(
+            [
+                f"{o.comparison.row} − {o.reference}",
+                STUDENT_NAMES[o.student],
+                name,
+                o.per_class[name].cell(),
+                o.interval.cell(),
+                o.leave_one_out[name].cell(),
+            ]
+        )
+    header = ["comparison", "student", "class gaining most", "its IoU Δ", "Δ mIoU"]
+    return markdown_table([*header, "Δ mIoU without it"], rows)
+
+
 def confirmation_lines(
     confirmation: Confirmation, runs: Runs, class_names: tuple[str, ...]
 ) -> list[str]:
@@ -111,6 +130,10 @@ def confirmation_lines(
         "and the mIoU difference with that class left out of the mean):",
         "",
         *class_lines(confirmation.primary, class_names),
+        "",
+        "The primary comparisons without the class that gains most:",
+        "",
+        *largest_gain_lines(confirmation.primary),
         "",
         "Secondary comparisons (reported, no claim; p not corrected):",
         "",
