@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import mlflow
 import pytest
 import yaml
 
@@ -64,6 +65,16 @@ def test_a_plan_is_trained_once_reported_and_frozen_by_its_test_results(study, c
     assert {r[BLOB_KEY] for r in made.values()} == {blob}
     assert {tuple(sorted(r["scores"])) for r in made.values()} == {("test", "val")}
     assert all((results / f"{key[:-5]}.images.npz").is_file() for key in made)
+    # each run is an MLflow run (the suite's own store), tagged and scored as its result
+    client = mlflow.MlflowClient()
+    for result in made.values():
+        tracked = client.get_run(result["mlflow_run_id"]).data
+        assert tracked.tags["study"] == "confirm-tiny"
+        assert (tracked.tags["study_row"], tracked.tags["study_seed"]) == (
+            result["label"],
+            str(result["seed"]),
+        )
+        assert tracked.metrics["test_vit_miou"] == result["scores"]["test"]["vit"]["miou"]
     capsys.readouterr()
 
     assert main(["study", "run", str(plan), *options, *run_options]) == 0  # nothing left

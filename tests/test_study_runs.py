@@ -1,5 +1,6 @@
 """One study run (codistill.study): identity, resumption, reuse, and the search tables."""
 
+import json
 import shutil
 import sys
 
@@ -13,7 +14,8 @@ from codistill.study.image_counts import counts_path, read_image_counts
 from tests.conftest import REPO_ROOT, tiny_params_file
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from codistill.study.identity import accepted_identities, legacy_float32_identities, run_identity
+from codistill.study.identity import accepted_identities, run_identity
+from codistill.study.migration import migrate_folder, rule_1_identities
 from codistill.study.provenance import machine, require_one_machine_kind
 from codistill.study.results import RunSpec, Scoring, result_path
 from codistill.study.reuse import borrow
@@ -75,7 +77,60 @@ def test_a_result_counts_only_for_the_configuration_it_was_made_with(validated_t
     assert run_identity(spec_params(spec, params_file), prepared, Scoring(score_last=2)) != identity
 
 
-def test_the_identity_holds_the_numeric_mode_and_older_float32_results_still_count(
+@pytest.mark.parametrize(
+    ("method", "unused", "used"),
+    [
+        ("independent", {"distill.weights.kdcl": 3.0}, {"train.iterations": 3}),
+        ("independent", {"distill.warmup_iters": 7}, {"train.cnn_optimizer.lr": 0.02}),
+        ("kdcl", {"distill.pbsd.temperature": 2.0}, {"distill.kdcl.temperature": 2.0}),
+        ("kdcl", {"distill.weights.dml": 9.0}, {"distill.weights.kdcl": 9.0}),
+        ("ours", {"distill.kdcl.temperature": 2.0}, {"distill.warmup_iters": 7}),
+        ("ours", {"tracking.enabled": True}, {"distill.rbsd.margin": 0.2}),
+        ("ours", {"train.log_every": 1, "train.num_workers": 1}, {"train.pbsd": False}),
+    ],
+)
+def test_the_identity_holds_the_options_a_run_uses_and_no_other(
+    validated_tiny, tmp_path, method, unused, used
+):
+    prepared, _ = validated_tiny
+    params_file = tiny_params_file(tmp_path, method, iterations=2)
+    scoring = Scoring()
+
+    def identity(overrides: dict) -> str:
+        spec = RunSpec(f"{method}-seed0", method, 0, overrides)
+        return run_identity(spec_params(spec, params_file), prepared, scoring, precision="float32")
+
+    assert identity(unused) == identity({})
+    assert identity(used) != identity({})
+
+
+def test_results_of_the_first_identity_rule_are_migrated_where_it_still_counts_them(
+    validated_tiny, tmp_path
+):
+    prepared, _ = validated_tiny
+    params_file = tiny_params_file(tmp_path, "kdcl", iterations=2)
+    results = tmp_path / "results"
+    spec = RunSpec("kdcl-seed0", "kdcl", 0, {"distill.kdcl.temperature": 2.0})
+    params = spec_params(spec, params_file)
+    scoring = Scoring(splits=("val",))
+    old = sorted(rule_1_identities(params, prepared, scoring, "code-a", "float32"))
+    assert len(old) == 3  # with the mode, and the two that hashed the amp flag instead
+    base = {"seed": 0, "overrides": spec.overrides, "code_digest": "code-a"}
+    base |= {"scores": {"val": {}}, "score_last": 1, "label": "kdcl"}
+    write_json_atomic(
+        results / "kdcl-seed0.json", {**base, "key": "kdcl-seed0", "identity": old[0]}
+    )
+    made_otherwise = {**base, "key": "kdcl-seed1", "seed": 1, "identity": old[1]}  # seed 0's
+    write_json_atomic(results / "kdcl-seed1.json", made_otherwise)
+    assert migrate_folder(results, params_file, prepared) == {"migrated": 1, "stale": 1}
+    moved = json.loads((results / "kdcl-seed0.json").read_text())
+    assert moved["identity_v1"] == old[0]
+    assert moved["identity"] == run_identity(params, prepared, scoring, "code-a", "float32")
+    assert json.loads((results / "kdcl-seed1.json").read_text()) == made_otherwise
+    assert migrate_folder(results, params_file, prepared) == {"present": 1, "stale": 1}
+
+
+def test_the_identity_holds_the_numeric_mode_not_the_amp_flag(
     validated_tiny, tmp_path, monkeypatch
 ):
     prepared, _ = validated_tiny
@@ -90,12 +145,12 @@ def test_the_identity_holds_the_numeric_mode_and_older_float32_results_still_cou
     assert run_identity(asked, prepared, scoring, precision="bf16") != run_identity(
         asked, prepared, scoring, precision="float32"
     )
-    older = {"identity": next(iter(legacy_float32_identities(asked, prepared, scoring)))}
     monkeypatch.setenv("CODISTILL_CPU_BF16", "0")  # amp asked for, float32 on this CPU
-    assert older["identity"] in accepted_identities(asked, prepared, scoring)
-    monkeypatch.setenv("CODISTILL_CPU_BF16", "1")  # a bf16 run: an older result does not count
+    float32 = run_identity(asked, prepared, scoring, precision="float32")
+    assert float32 in accepted_identities(asked, prepared, scoring)
+    monkeypatch.setenv("CODISTILL_CPU_BF16", "1")  # a bf16 run: a float32 result does not count
     accepted = accepted_identities(asked, prepared, scoring)
-    assert older["identity"] not in accepted
+    assert float32 not in accepted
     assert run_identity(asked, prepared, scoring, precision="bf16") in accepted
 
 

@@ -41,6 +41,21 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
                 help="the validate stage's output: the prepared data must have passed it",
             )
             sub.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+            sub.add_argument(
+                "--no-tracking",
+                dest="tracking",
+                action="store_false",
+                help="do not record the runs in MLflow (default: each run is an MLflow run)",
+            )
             add_shard_argument(sub)
         if name == "report":
             sub.add_argument("--out", type=Path, help="default: report.md in the results folder")
+    migrate = actions.add_parser(
+        "migrate",
+        help="Give results made under the first identity rule the present one, where it holds.",
+        description="Rewrite the identity of each result that the first rule (every term's "
+        "options hashed) still counts for its run; the old identity stays beside it.",
+    )
+    migrate.add_argument("folders", type=Path, nargs="+", help="folders of result files")
+    migrate.add_argument("--params", type=Path, default=Path("params.yaml"), help="base params")
+    migrate.add_argument("--prepared", type=Path, default=Path("build/prepared/camvid"))

@@ -119,6 +119,7 @@ def train_plan(args: argparse.Namespace, plan: StudyPlan) -> int:
             scoring,
             device,
             stamp=stamp,
+            tracking=args.tracking,
         )
         skipped += result is None
     return 1 if skipped else 0
@@ -152,8 +153,25 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
     return 0
 
 
+def migrate_results(args: argparse.Namespace) -> int:
+    """Migrate each folder's results to the present identity rule; print what each held."""
+    from codistill.study.migration import migrate_folder
+
+    for folder in args.folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such folder of results")
+        counts = migrate_folder(folder, args.params, args.prepared)
+        print(
+            f"{folder}: {counts['migrated']} migrated, {counts['present']} already under the "
+            f"present rule, {counts['stale']} stale (left as they are)"
+        )
+    return 0
+
+
 def run_study_command(args: argparse.Namespace) -> int:
     """Dispatch one ``codistill study`` action; return the exit code."""
+    if args.action == "migrate":
+        return migrate_results(args)
     plan = load_plan(args.plan_file)
     action = {"plan": show_plan, "run": train_plan, "report": write_report}[args.action]
     return action(args, plan)

@@ -5,17 +5,45 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from codistill.config import RUN_ONLY_KEYS, Params
+from codistill.config import RUN_ONLY_KEYS, Params, active_terms
 from codistill.data.prepare import DATASET_JSON
 from codistill.engine.code_digest import code_digest
-from codistill.engine.precision import FLOAT32, resolve_precision
+from codistill.engine.precision import resolve_precision
 from codistill.study.code_equivalence import EQUIVALENCE_FILE, equivalent_codes, read_records
 from codistill.study.provenance import study_device
-from codistill.study.results import RESULT_VERSION, RunSpec, Scoring, read_result, result_path
+from codistill.study.results import RunSpec, Scoring, read_result, result_path
+
+IDENTITY_VERSION = 2  # 1 hashed every term's options; 2 only those of the terms a run uses
+
+
+def used_distillation(params: Params) -> dict[str, Any]:
+    """The distillation options that act on a run: its terms, their weights and sections.
+
+    The shared warm-up counts only where some term is on; an unused term's options, which
+    the run never reads, do not count.
+    """
+    terms = active_terms(params.train.method, params.train.switches())
+    if not terms:
+        return {"terms": []}
+    distill = asdict(params.distill)
+    return {
+        "terms": list(terms),
+        "warmup_iters": distill["warmup_iters"],
+        "weights": {term: distill["weights"][term] for term in terms},
+        "options": {term: distill[term] for term in terms},
+    }
+
+
+def shaping_train(params: Params) -> dict[str, Any]:
+    """The ``train`` options that shape the weights: all but logging, workers and the amp flag."""
+    train = asdict(params.train)
+    for key in (*RUN_ONLY_KEYS, "train.amp"):
+        train.pop(key.removeprefix("train."))
+    return train
 
 
 def run_identity(
@@ -25,46 +53,23 @@ def run_identity(
     code: str | None = None,
     precision: str | None = None,
 ) -> str:
-    """What a result must have been made with to count: code, shaping config, data, scoring.
+    """The hash of what shapes a run's weights and its score: the run's identity.
 
-    ``code`` is a weight-shaping code digest (default: the present code's). ``precision`` is
-    the numeric mode (default: what ``train.amp`` resolves to on this machine); it stands in
-    for the flag, so a study never counts a bf16 run as a float32 one.
+    The students, the ``train`` options (schedule, optimizers, geometry) but for those that
+    only carry out or log the run, the options of the distillation terms the run uses, the
+    data manifest, the scoring rule and the weight-shaping code. ``code`` is a code digest
+    (default: the present code's); ``precision`` is the numeric mode (default: what
+    ``train.amp`` resolves to on this machine), so a bf16 run never counts as a float32 one.
+    Tracking, logging and an unused term's options do not count.
     """
-    train = asdict(params.train)
-    for key in (*RUN_ONLY_KEYS, "train.amp"):
-        train.pop(key.removeprefix("train."))
-    mode = precision or resolve_precision(params.train.amp, study_device()).mode
-    return _identity_hash(params, prepared, scoring, code, {"train": train, "precision": mode})
-
-
-def legacy_float32_identities(
-    params: Params, prepared: Path, scoring: Scoring, code: str | None = None
-) -> set[str]:
-    """The identities of float32 results made before runs recorded their numeric mode.
-
-    Those runs trained in float32 on the CPU whatever ``train.amp`` said (it acted on CUDA
-    only), and their identity hashed the flag instead of the mode.
-    """
-    identities = set()
-    for amp in (True, False):
-        train = asdict(replace(params.train, amp=amp))
-        for key in RUN_ONLY_KEYS:
-            train.pop(key.removeprefix("train."))
-        identities.add(_identity_hash(params, prepared, scoring, code, {"train": train}))
-    return identities
-
-
-def _identity_hash(
-    params: Params, prepared: Path, scoring: Scoring, code: str | None, shaping: dict[str, Any]
-) -> str:
     dataset = json.loads((prepared / DATASET_JSON).read_text())
     identity = {
-        "version": RESULT_VERSION,
+        "version": IDENTITY_VERSION,
         "code": code or code_digest(),
         "models": asdict(params.models),
-        **shaping,
-        "distill": asdict(params.distill),
+        "train": shaping_train(params),
+        "precision": precision or resolve_precision(params.train.amp, study_device()).mode,
+        "distill": used_distillation(params),
         "evaluate_scale": params.evaluate.scale,
         "manifest": dataset["manifest_sha256"],
         "scoring": asdict(scoring),
@@ -75,19 +80,10 @@ def _identity_hash(
 def accepted_identities(
     params: Params, prepared: Path, scoring: Scoring, equivalence: Path = EQUIVALENCE_FILE
 ) -> frozenset[str]:
-    """The run's identity with the present code, and with each code shown to train alike.
-
-    A float32 run on the CPU also accepts the identities of results made before runs
-    recorded their numeric mode (``legacy_float32_identities``).
-    """
+    """The run's identity with the present code, and with each code shown to train alike."""
     codes = equivalent_codes(code_digest(), read_records(equivalence))
-    device = study_device()
-    mode = resolve_precision(params.train.amp, device).mode
-    accepted = {run_identity(params, prepared, scoring, code, mode) for code in codes}
-    if mode == FLOAT32 and device.type == "cpu":
-        for code in codes:
-            accepted |= legacy_float32_identities(params, prepared, scoring, code)
-    return frozenset(accepted)
+    mode = resolve_precision(params.train.amp, study_device()).mode
+    return frozenset(run_identity(params, prepared, scoring, code, mode) for code in codes)
 
 
 def is_current(result: dict[str, Any] | None, identities: Collection[str]) -> bool:

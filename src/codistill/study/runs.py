@@ -5,9 +5,8 @@ The quality study and the validation searches are made of such runs.
 A run is a seed and a set of ``params.yaml`` overrides (dotted keys). It trains both
 students in its own folder, keeps their weights at each checkpoint, scores them, and writes
 ``<results>/<key>.json``, with its final students' per-image intersection and union counts
-beside it (``<key>.images.npz``). A run whose JSON has the run's identity (the weight-shaping code
-digest, the resolved configuration that shapes the weights, the data manifest and the
-scoring rule) is read back, not trained, and so is one made with code that
+beside it (``<key>.images.npz``). A run whose JSON has the run's identity
+(``codistill.study.identity``) is read back, not trained, and so is one made with code that
 ``codistill.study.code_equivalence`` records as training the same weights; an unfinished run
 resumes from its last checkpoint.
 """
@@ -53,6 +52,7 @@ from codistill.study.results import (
 )
 from codistill.study.scoring import score_split, write_counts
 from codistill.study.settings import resolve_params
+from codistill.study.tracking import record_study_run
 
 SNAPSHOTS = "snapshots"
 
@@ -82,16 +82,18 @@ class SnapshotHook(Hook):
 
 
 def train_with_snapshots(
-    params: Params, prepared: Path, folder: Path, keep_at: Iterable[int]
+    params: Params, prepared: Path, folder: Path, keep_at: Iterable[int], tracking: bool = False
 ) -> dict[str, Any]:
     """Train (or resume) one run in ``folder``, keeping the students at ``keep_at``.
 
-    A checkpoint left by code recorded as training the same weights is resumed too.
+    A checkpoint left by code recorded as training the same weights is resumed too. With
+    ``tracking``, the training is an MLflow run (a resumed one continues it).
     """
     return train_students(
         params,
         prepared,
         folder,
+        tracking=tracking,
         hooks=[SnapshotHook(folder, keep_at)],
         equivalent_codes=equivalent_codes(code_digest(), read_records()),
     )
@@ -141,12 +143,14 @@ def run(
     device: torch.device,
     accept_older: bool = False,
     stamp: dict[str, Any] | None = None,
+    tracking: bool = False,
 ) -> dict[str, Any] | None:
     """Train and score one run, or read back its result.
 
     A result from other weight-shaping code is trained again, unless ``accept_older``. A run
     that another process is training (its lock is held) is skipped: None. A new result also
-    records the entries of ``stamp`` (the plan it was scored under).
+    records the entries of ``stamp`` (the plan it was scored under); with ``tracking`` the run
+    is an MLflow run, tagged with the study (the results folder's name), row and seed.
     """
     path = result_path(results, spec.key)
     params = spec_params(spec, params_file)
@@ -167,7 +171,9 @@ def run(
         if (existing := finished()) is not None:
             return existing
         require_one_machine_kind(results, device)
-        return train_and_score(spec, params, prepared, folder, path, scoring, device, stamp)
+        return train_and_score(
+            spec, params, prepared, folder, path, scoring, device, stamp, tracking=tracking
+        )
 
 
 @contextmanager
@@ -192,16 +198,17 @@ def train_and_score(
     scoring: Scoring,
     device: torch.device,
     stamp: dict[str, Any] | None = None,
+    tracking: bool = False,
 ) -> dict[str, Any]:
     """Train one run in ``folder`` (resuming), score its checkpoints, and write ``path``.
 
-    The result records ``stamp``'s entries too.
+    The result records ``stamp``'s entries too, and with ``tracking`` its MLflow run.
     """
     started = time.time()
     iterations = params.train.iterations
     keep = checkpoint_iterations(iterations, params.train.checkpoint_every)
     drop_checkpoint_without_snapshots(folder, keep)
-    metrics = train_with_snapshots(params, prepared, folder, keep)
+    metrics = train_with_snapshots(params, prepared, folder, keep, tracking)
     num_classes = dataset_spec(params.data.dataset).num_classes
     scale = params.evaluate.scale
     checkpoints = []
@@ -245,6 +252,9 @@ def train_and_score(
         "config": asdict(params),
         **(stamp or {}),
     }
+    if tracking:
+        result["mlflow_run_id"] = metrics["mlflow_run_id"]
+        record_study_run(metrics["mlflow_run_id"], path.parent.name, spec, result["scores"])
     write_counts(path, prepared, per_image)
     write_json_atomic(path, result)
     # The result is all a finished run needs: drop the resume checkpoint and the snapshots,

@@ -1,0 +1,106 @@
+"""Results made under the first identity rule, given the present one where they still count.
+
+Rule 1 hashed every distillation term's options (and, before runs recorded their numeric mode,
+the ``train.amp`` flag): an edit to a term a run never used made the run stale. A result that
+counts under rule 1 for its run as the study defines it today (its overrides and seed over
+the present ``params.yaml``, its own code digest, numeric mode and scoring) is the same run
+under the present rule; migrating writes the present identity and keeps the old one beside it
+(``identity_v1``). A result that rule 1 no longer counts is left as it is: stale either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from codistill.artifacts import write_json_atomic
+from codistill.config import RUN_ONLY_KEYS, ConfigError, Params
+from codistill.data.prepare import DATASET_JSON
+from codistill.engine.precision import FLOAT32
+from codistill.study.identity import run_identity, shaping_train
+from codistill.study.results import STUDY_SPLITS, RunSpec, Scoring, read_result
+from codistill.study.runs import spec_params
+
+RULE_1_VERSION = 1
+
+
+def _rule_1_hash(
+    params: Params, prepared: Path, scoring: Scoring, code: str, shaping: dict[str, Any]
+) -> str:
+    dataset = json.loads((prepared / DATASET_JSON).read_text())
+    identity = {
+        "version": RULE_1_VERSION,
+        "code": code,
+        "models": asdict(params.models),
+        **shaping,
+        "distill": asdict(params.distill),
+        "evaluate_scale": params.evaluate.scale,
+        "manifest": dataset["manifest_sha256"],
+        "scoring": asdict(scoring),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def rule_1_identities(
+    params: Params, prepared: Path, scoring: Scoring, code: str, precision: str
+) -> set[str]:
+    """The identities rule 1 gave this run, in its numeric mode.
+
+    For float32 also the two that hashed the ``train.amp`` flag instead (results made before
+    runs recorded their numeric mode).
+    """
+    shaping = {"train": shaping_train(params), "precision": precision}
+    identities = {_rule_1_hash(params, prepared, scoring, code, shaping)}
+    if precision == FLOAT32:
+        for amp in (True, False):
+            train = asdict(replace(params.train, amp=amp))
+            for key in RUN_ONLY_KEYS:
+                train.pop(key.removeprefix("train."))
+            identities.add(_rule_1_hash(params, prepared, scoring, code, {"train": train}))
+    return identities
+
+
+def result_scoring(result: dict[str, Any]) -> Scoring:
+    """The scoring rule a result was made for: its ``score_last`` and the splits it scores."""
+    splits = tuple(split for split in STUDY_SPLITS if split in result["scores"])
+    return Scoring(score_last=result.get("score_last", 1), splits=splits)
+
+
+def migrated(result: dict[str, Any], params: Params, prepared: Path) -> dict[str, Any] | None:
+    """The result under the present rule if rule 1 counts it for ``params``, else None."""
+    scoring = result_scoring(result)
+    precision = result.get("precision", FLOAT32)
+    code = result["code_digest"]
+    if result.get("identity") not in rule_1_identities(params, prepared, scoring, code, precision):
+        return None
+    present = run_identity(params, prepared, scoring, code, precision)
+    return {**result, "identity": present, "identity_v1": result["identity"]}
+
+
+def migrate_folder(results: Path, params_file: Path, prepared: Path) -> Counter:
+    """Migrate every result file in ``results``; counts of migrated, present and stale ones."""
+    counts: Counter = Counter()
+    for path in sorted(results.glob("*.json")):
+        result = read_result(path)
+        if result is None or "identity" not in result:
+            continue
+        spec = RunSpec(result["key"], result.get("label", ""), result["seed"], result["overrides"])
+        try:
+            params = spec_params(spec, params_file)
+        except ConfigError:  # overrides the present schema no longer takes: stale
+            counts["stale"] += 1
+            continue
+        scoring, code = result_scoring(result), result["code_digest"]
+        precision = result.get("precision", FLOAT32)
+        if result["identity"] == run_identity(params, prepared, scoring, code, precision):
+            counts["present"] += 1
+        elif (moved := migrated(result, params, prepared)) is not None:
+            write_json_atomic(path, moved)
+            counts["migrated"] += 1
+        else:
+            counts["stale"] += 1
+    return counts
