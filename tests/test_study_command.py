@@ -11,6 +11,7 @@ import yaml
 from codistill.cli import main
 from codistill.study.preregistration import BLOB_KEY
 from tests.conftest import git, tiny_params_file
+from tests.servers.mlflow_server import mlflow_server
 
 ROWS = {"independent": {"train.method": "independent"}, "ours": {"train.method": "ours"}}
 
@@ -49,7 +50,17 @@ def study(validated_tiny, tmp_path):
     return repo, options, ["--validation", str(validation), "--threads", "1"]
 
 
-def test_a_plan_is_trained_once_reported_and_frozen_by_its_test_results(study, capsys):
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory):
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+def test_a_plan_is_trained_once_reported_and_frozen_by_its_test_results(
+    study, capsys, tracking_uri, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "codistill-study")
     repo, options, run_options = study
     plan, blob = write_plan(repo)
     assert main(["study", "plan", str(plan), *options]) == 1
@@ -65,20 +76,35 @@ def test_a_plan_is_trained_once_reported_and_frozen_by_its_test_results(study, c
     assert {r[BLOB_KEY] for r in made.values()} == {blob}
     assert {tuple(sorted(r["scores"])) for r in made.values()} == {("test", "val")}
     assert all((results / f"{key[:-5]}.images.npz").is_file() for key in made)
-    # each run is an MLflow run (the suite's own store), tagged and scored as its result
-    client = mlflow.MlflowClient()
+    # one parent run for the study, a nested run per row and seed, read back from the server
+    client = mlflow.MlflowClient(tracking_uri)
+    parents = client.search_runs(
+        [client.get_experiment_by_name("codistill-study").experiment_id],
+        filter_string="tags.study_parent = 'confirm-tiny'",
+    )
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     for result in made.values():
         tracked = client.get_run(result["mlflow_run_id"]).data
+        assert tracked.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert tracked.tags["study"] == "confirm-tiny"
+        assert tracked.tags["study_identity"] == result["identity"]
         assert (tracked.tags["study_row"], tracked.tags["study_seed"]) == (
             result["label"],
             str(result["seed"]),
         )
         assert tracked.metrics["test_vit_miou"] == result["scores"]["test"]["vit"]["miou"]
+        curve = client.get_metric_history(result["mlflow_run_id"], "loss_sup")
+        assert [m.step for m in curve] == [row["iteration"] for row in result["curves"]]
     capsys.readouterr()
 
     assert main(["study", "run", str(plan), *options, *run_options]) == 0  # nothing left
     assert "ours-seed5 @" not in capsys.readouterr().out
+    assert [
+        r.info.run_id
+        for r in client.search_runs(
+            [parents[0].info.experiment_id], filter_string="tags.study_parent = 'confirm-tiny'"
+        )
+    ] == [parents[0].info.run_id]  # the same parent, continued
     assert main(["study", "plan", str(plan), *options]) == 0
     assert "4 of 4 runs done" in capsys.readouterr().out
     assert main(["study", "report", str(plan), *options]) == 0

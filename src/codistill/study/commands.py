@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ def train_plan(args: argparse.Namespace, plan: StudyPlan) -> int:
     from codistill.study.provenance import study_device
     from codistill.study.runs import run
     from codistill.study.shards import in_shard
+    from codistill.study.tracking import study_parent_run
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,22 +108,23 @@ def train_plan(args: argparse.Namespace, plan: StudyPlan) -> int:
     stamp = plan_stamp(args, plan, results)
     require_validated(args.prepared, args.validation)
     device = study_device()
-    skipped = 0
-    for index, spec in enumerate(plan_specs(plan)):
-        if not in_shard(index, args.shard):
-            continue
-        result = run(
-            spec,
-            args.params,
-            args.prepared,
-            args.workdir / plan.name,
-            results,
-            scoring,
-            device,
-            stamp=stamp,
-            tracking=args.tracking,
-        )
-        skipped += result is None
+    with study_parent_run(plan.name) if args.tracking else nullcontext():
+        skipped = 0
+        for index, spec in enumerate(plan_specs(plan)):
+            if not in_shard(index, args.shard):
+                continue
+            result = run(
+                spec,
+                args.params,
+                args.prepared,
+                args.workdir / plan.name,
+                results,
+                scoring,
+                device,
+                stamp=stamp,
+                tracking=args.tracking,
+            )
+            skipped += result is None
     return 1 if skipped else 0
 
 

@@ -254,7 +254,7 @@ def train_and_score(
     }
     if tracking:
         result["mlflow_run_id"] = metrics["mlflow_run_id"]
-        record_study_run(metrics["mlflow_run_id"], path.parent.name, spec, result["scores"])
+        record_study_run(metrics["mlflow_run_id"], path.parent.name, spec, result)
     write_counts(path, prepared, per_image)
     write_json_atomic(path, result)
     # The result is all a finished run needs: drop the resume checkpoint and the snapshots,
