@@ -167,7 +167,7 @@ def tiny_params_file(
     checkpoint_every: int = 3,
     hfd_mode: str = "mimic",
     tracking: bool = False,
-    min_miou: float = 0.0,
+    min_miou_points: float = 0.0,
     changes: dict | None = None,
     name: str | None = None,
 ) -> Path:
@@ -184,7 +184,7 @@ def tiny_params_file(
         "train.checkpoint_every": checkpoint_every,
         "distill.hfd.mode": hfd_mode,
         "tracking.enabled": tracking,
-        "gates.min_miou": min_miou,
+        "gates.min_miou_points": min_miou_points,
         **(changes or {}),
     }
     return write_params(path, changes)

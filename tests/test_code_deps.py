@@ -27,7 +27,6 @@ def package(tmp_path):
             "__init__.py": "",
             "a.py": "def f():\n    from codistill.b import g\n",
             "b.py": "def g():\n    pass\n",
-            "registry.py": "import codistill.b\n\ndef stage():\n    from codistill.sub import y\n",
             "sub/__init__.py": "",
             "sub/x.py": "",
             "sub/y.py": "",
@@ -63,13 +62,6 @@ def test_the_closure_follows_imports_inside_functions_and_a_new_import_is_covere
         "b.py",
         "sub",
     ]
-
-
-def test_a_registry_module_is_followed_by_its_top_level_imports_only(package):
-    as_registry = import_closure({"codistill.registry"}, package, {"codistill.registry"})
-    assert names(as_registry, package) == ["__init__.py", "b.py", "registry.py"]
-    as_module = import_closure({"codistill.registry"}, package)
-    assert "sub/y.py" in names(as_module, package)
 
 
 @pytest.mark.parametrize("stage", ["prepare", "validate"])

@@ -85,7 +85,7 @@ def assert_variants_kept_within_the_gate(folder):
             entry = student[variant]
             drop = 100 * (student["fp32"]["miou"] - entry["miou"])
             assert entry["miou_drop_points"] == pytest.approx(drop)
-            assert entry["kept"] == (drop <= report["max_quant_drop"])
+            assert entry["kept"] == (drop <= report["max_quant_drop_points"])
             path = folder / f"{role}.{variant}.onnx"
             assert path.exists() == entry["kept"] == (variant in kept[role])
             if not entry["kept"]:
@@ -121,7 +121,7 @@ def test_a_variant_over_the_quantization_gate_is_deleted_and_reported(tmp_path, 
     monkeypatch.setattr(variant_gate, "score_graphs", fake_scores)
     monkeypatch.setattr(variant_gate, "evenly_spaced_images", lambda *args: [])
     (tmp_path / "cnn.onnx").write_text("fp32")
-    params = parse_params(over_repo({"gates": {"max_quant_drop": 1.0}}), "test")
+    params = parse_params(over_repo({"gates": {"max_quant_drop_points": 1.0}}), "test")
     report = variant_gate.faster_variants(params, tmp_path, tmp_path, ("cnn",))
     cnn = report["students"]["cnn"]
     assert cnn["int8"]["kept"] is False and cnn["int8"]["file"] is None
@@ -129,7 +129,7 @@ def test_a_variant_over_the_quantization_gate_is_deleted_and_reported(tmp_path, 
     assert cnn["int8"]["speedup"] == pytest.approx(4.0)
     assert cnn["fp16"]["kept"] is True and cnn["fp16"]["speedup"] == pytest.approx(0.8)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.fp16.onnx", "cnn.onnx"]
-    loose = parse_params(over_repo({"gates": {"max_quant_drop": 1.2}}), "test")
+    loose = parse_params(over_repo({"gates": {"max_quant_drop_points": 1.2}}), "test")
     (tmp_path / "cnn.fp16.onnx").unlink()
     report = variant_gate.faster_variants(loose, tmp_path, tmp_path, ("cnn",))
     assert report["students"]["cnn"]["int8"]["kept"] is True
@@ -138,7 +138,10 @@ def test_a_variant_over_the_quantization_gate_is_deleted_and_reported(tmp_path, 
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"gates": {"max_quant_drop": -0.5}}, r"gates\.max_quant_drop: -0\.5 must be within"),
+        (
+            {"gates": {"max_quant_drop_points": -0.5}},
+            r"gates\.max_quant_drop_points: -0\.5 must be",
+        ),
         ({"export": {"variants": ["int4"]}}, r"export\.variants: 'int4' is not one of int8, fp16"),
         ({"export": {"variants": ["int8", "int8"]}}, r"export\.variants: .* names a variant twice"),
         ({"export": {"calibration_images": 0}}, r"export\.calibration_images: 0 must be at least"),

@@ -31,7 +31,7 @@ def local_run(tmp_path_factory, tracking_uri) -> dict:
     """One `codistill pipeline run --local` on a tiny tree, tracked by the real server."""
     base = tmp_path_factory.mktemp("kfp-local")
     tree = build_camvid_tree(base / "camvid", size=TRAIN_SIZE)
-    params = tiny_params_file(base, iterations=4, tracking=True, min_miou=0.0)
+    params = tiny_params_file(base, iterations=4, tracking=True, min_miou_points=0.0)
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": tracking_uri,
@@ -127,13 +127,13 @@ def test_both_students_are_registered_with_their_onnx_graphs(
         assert [o.name for o in graph.output] == ["logits", "labels"]
 
 
-def publish(tmp_path: Path, miou: dict[str, float], min_miou: float) -> dict:
+def publish(tmp_path: Path, miou: dict[str, float], min_points: float) -> dict:
     evaluation = tmp_path / "eval"
     evaluation.mkdir(exist_ok=True)
     (evaluation / "metrics.json").write_text(
         json.dumps({"split": "test", **{r: {"miou": v} for r, v in miou.items()}})
     )
-    raw = over_repo({"gates": {"min_miou": min_miou}, "tracking": {"enabled": True}})
+    raw = over_repo({"gates": {"min_miou_points": min_points}, "tracking": {"enabled": True}})
     return run_stage(
         "publish",
         raw,
@@ -157,14 +157,14 @@ def test_publish_promotes_only_students_that_clear_the_gate(
             return None
 
     before = {role: candidate(role) for role in ("cnn", "vit")}
-    publish(tmp_path, {"cnn": 0.61, "vit": 0.42}, min_miou=0.5)
+    publish(tmp_path, {"cnn": 0.61, "vit": 0.42}, min_points=50.0)
     release = json.loads((tmp_path / "release" / "release.json").read_text())
     cnn, vit = release["students"]["cnn"], release["students"]["vit"]
     assert cnn["passed"] and cnn["alias"] == "candidate" and candidate("cnn") == cnn["version"]
     assert not vit["passed"] and vit["alias"] is None and vit["version"]
     assert candidate("vit") == before["vit"]  # a failing student does not take the alias
 
-    publish(tmp_path, {"cnn": 0.49, "vit": 0.42}, min_miou=0.5)
+    publish(tmp_path, {"cnn": 0.49, "vit": 0.42}, min_points=50.0)
     again = json.loads((tmp_path / "release" / "release.json").read_text())
     assert int(again["students"]["cnn"]["version"]) == int(cnn["version"]) + 1
     assert candidate("cnn") == cnn["version"]  # the alias stays on the version that passed

@@ -73,7 +73,7 @@ def test_unknown_stage_is_named():
 PROFILES = {
     "gpu": {
         "train": {"iterations": 9, "log_every": 5},
-        "gates": {"min_miou": 0.6},
+        "gates": {"min_miou_points": 60.0},
         "evaluate": {"scale": 1.0},
     },
     "tiny": {},
@@ -119,14 +119,16 @@ def test_a_stage_depends_on_each_value_it_reads_and_each_profile_value_over_one(
     assert train[train.index("profile") :] == ["profile", "profiles.gpu.train.iterations"]
     serving = [key for key in stages["publish"]["params"] if key.startswith("serving.")]
     assert len(serving) == len(repo_params_mapping()["serving"]) >= 7
-    assert stages["publish"]["params"][-2:] == ["profile", "profiles.gpu.gates.min_miou"]
-    # the gpu profile overrides gates.min_miou, not the gate export reads, and the scale
+    assert stages["publish"]["params"][-2:] == ["profile", "profiles.gpu.gates.min_miou_points"]
+    # the gpu profile overrides gates.min_miou_points, not the gate export reads, and the scale
     # export bakes into the graphs
     export = stages["export"]["params"]
-    assert {"export.parity.max_abs_logit_diff", "evaluate.scale", "gates.max_quant_drop"} <= set(
-        export
-    )
-    assert "gates.min_miou" not in export and "evaluate.split" not in export
+    assert {
+        "export.parity.max_abs_logit_diff",
+        "evaluate.scale",
+        "gates.max_quant_drop_points",
+    } <= set(export)
+    assert "gates.min_miou_points" not in export and "evaluate.split" not in export
     assert export[-2:] == ["profile", "profiles.gpu.evaluate.scale"]
     assert stages["prepare"]["params"] == [  # no profile touches it
         "data.dataset",

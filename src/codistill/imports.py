@@ -25,11 +25,10 @@ def module_file(name: str, root: Path = PACKAGE_ROOT) -> Path | None:
     return None
 
 
-def _imports(tree: ast.AST, root: Path, where: str, top_level_only: bool = False) -> set[str]:
-    """The package's modules that the import statements of ``tree`` name."""
-    nodes = tree.body if top_level_only and isinstance(tree, ast.Module) else ast.walk(tree)
+def _imports(tree: ast.AST, root: Path, where: str) -> set[str]:
+    """The package's modules that the import statements of ``tree`` name, at any depth."""
     names: set[str] = set()
-    for node in nodes:
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level > 0:
@@ -48,15 +47,8 @@ def _with_parents(name: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def import_closure(
-    seeds: Iterable[str], root: Path = PACKAGE_ROOT, registries: Iterable[str] = ()
-) -> set[Path]:
-    """The source files of ``seeds`` and of every package module they import, transitively.
-
-    Of a ``registries`` module (one that declares functions whose imports are their own
-    business, like the stage registry) only the top-level imports are followed.
-    """
-    registries = set(registries)
+def import_closure(seeds: Iterable[str], root: Path = PACKAGE_ROOT) -> set[Path]:
+    """The source files of ``seeds`` and of every package module they import, transitively."""
     files: set[Path] = set()
     pending = list(seeds)
     seen: set[str] = set()
@@ -68,5 +60,5 @@ def import_closure(
             seen.add(module)
             files.add(path)
             tree = ast.parse(path.read_text())
-            pending.extend(_imports(tree, root, str(path), module in registries))
+            pending.extend(_imports(tree, root, str(path)))
     return files

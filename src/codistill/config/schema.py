@@ -261,8 +261,8 @@ class ExportConfig:
 class GatesConfig:
     """Quality bars a student must clear before it is promoted."""
 
-    min_miou: Annotated[float, UNIT_INTERVAL]
-    max_quant_drop: Annotated[float, Range(0, 100)]
+    min_miou_points: Annotated[float, Range(0, 100)]  # a student's test mIoU, in points
+    max_quant_drop_points: Annotated[float, Range(0, 100)]  # a variant's validation mIoU loss
 
 
 @dataclass(frozen=True)

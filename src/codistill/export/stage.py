@@ -139,6 +139,10 @@ def run(params: Params, prepared: Path, students: Path, out: Path) -> StageSumma
             lines.append(
                 f"{role} {variant}: mIoU {entry['miou']:.4f} (drop {entry['miou_drop_points']:.2f}"
                 f" points), {entry['speedup']:.2f}x FP32 on the CPU; "
-                + ("kept" if entry["kept"] else f"dropped (over {params.gates.max_quant_drop})")
+                + (
+                    "kept"
+                    if entry["kept"]
+                    else f"dropped (over {params.gates.max_quant_drop_points})"
+                )
             )
     return StageSummary("\n".join(lines), metrics)

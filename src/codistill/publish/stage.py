@@ -22,13 +22,16 @@ def registered_model_name(role: str) -> str:
     return f"codistill-{role}"
 
 
-def gate_students(metrics: dict[str, Any], min_miou: float) -> dict[str, dict[str, Any]]:
-    """Each student's mIoU and whether it clears ``min_miou``."""
+def gate_students(metrics: dict[str, Any], min_points: float) -> dict[str, dict[str, Any]]:
+    """Each student's mIoU and whether it clears ``min_points`` mIoU points."""
     missing = [role for role in ROLES if role not in metrics]
     if missing:
         raise StageInputError(f"evaluation metrics have no entry for {', '.join(missing)}")
     return {
-        role: {"miou": float(metrics[role]["miou"]), "passed": metrics[role]["miou"] >= min_miou}
+        role: {
+            "miou": float(metrics[role]["miou"]),
+            "passed": 100 * metrics[role]["miou"] >= min_points,
+        }
         for role in ROLES
     }
 
@@ -40,14 +43,14 @@ def run_publish(
 
     ``out_dir`` gets one served model per student (graph and configurations) and
     ``release.json``. With tracking on, each student is registered in MLflow; one that clears
-    ``gates.min_miou`` gets the ``candidate`` alias, one that misses it is registered without
+    ``gates.min_miou_points`` gets the ``candidate`` alias, one that misses it is registered without
     it, and the alias stays on the last version that cleared the bar. Nothing is replaced
     unless every step succeeds.
     """
     metrics_path = Path(evaluation_dir) / "metrics.json"
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{metrics_path}: no evaluation metrics; run the evaluate stage")
-    students = gate_students(json.loads(metrics_path.read_text()), params.gates.min_miou)
+    students = gate_students(json.loads(metrics_path.read_text()), params.gates.min_miou_points)
     files = {}
     for role, entry in students.items():
         files[role] = Path(onnx_dir) / f"{role}.onnx"
@@ -56,7 +59,7 @@ def run_publish(
         entry["onnx"] = files[role].name
         entry["registered_model"] = registered_model_name(role)
         entry["alias"] = CANDIDATE_ALIAS if entry["passed"] else None
-    release = {"min_miou": params.gates.min_miou, "students": students}
+    release = {"min_miou_points": params.gates.min_miou_points, "students": students}
     with staged_output(out_dir) as staged:
         served = write_model_repository(onnx_dir, staged, params.serving, ROLES)
         contract = Path(onnx_dir) / PREPROCESSING_JSON
@@ -83,7 +86,8 @@ def run(params: Params, evaluation: Path, onnx: Path, out: Path) -> StageSummary
     release = run_publish(params, evaluation, onnx, out)
     lines = [
         f"{role}: mIoU {r['miou']:.4f} "
-        f"{'clears' if r['passed'] else 'misses'} gates.min_miou {params.gates.min_miou}"
+        f"{'clears' if r['passed'] else 'misses'} gates.min_miou_points "
+        f"{params.gates.min_miou_points}"
         + (f"; {r['registered_model']} v{r['version']}" if r.get("version") else "")
         + (f", alias {r['alias']}" if r.get("alias") else "")
         + f"; served as {out / r['served_as']}"

@@ -80,7 +80,7 @@ STAGES: tuple[Stage, ...] = (
         entry="codistill.export.stage:run",
         inputs=(Input("prepared"), Input("students", files=("cnn.pt", "vit.pt"))),
         output=ArtifactSpec("onnx", "build/export", "Model"),
-        params=("export", "models", "evaluate.scale", "gates.max_quant_drop"),
+        params=("export", "models", "evaluate.scale", "gates.max_quant_drop_points"),
     ),
     Stage(
         name="publish",
@@ -91,6 +91,6 @@ STAGES: tuple[Stage, ...] = (
         entry="codistill.publish.stage:run",
         inputs=(Input("evaluation", files=("metrics.json",)), Input("onnx")),
         output=ArtifactSpec("release", "serving/model_repository", "Model"),
-        params=("gates.min_miou", "serving"),
+        params=("gates.min_miou_points", "serving"),
     ),
 )
