@@ -145,6 +145,7 @@ def test_a_variant_over_the_quantization_gate_is_deleted_and_reported(tmp_path, 
         ({"export": {"variants": ["int4"]}}, r"export\.variants: 'int4' is not one of int8, fp16"),
         ({"export": {"variants": ["int8", "int8"]}}, r"export\.variants: .* names a variant twice"),
         ({"export": {"calibration_images": 0}}, r"export\.calibration_images: 0 must be at least"),
+        ({"gates": {"max_quant_drop": 1.0}}, r"unknown key gates\.max_quant_drop \(allowed"),
     ],
 )
 def test_bad_variant_settings_are_config_errors_naming_the_key(section, message):
