@@ -72,9 +72,10 @@ def test_a_plan_fixes_rows_seeds_and_the_primary_family_and_lists_the_rest_as_se
         ({"primary": [{"row": "ours", "reference": "kd"}]}, "'kd' is not one of the rows"),
         (
             {"primary": [{"row": "ours", "reference": "dml", "better_of": ["kdcl"]}]},
-            "give reference or better_of",
+            "needs either reference or better_of, not both",
         ),
         ({"alpha": 5}, "alpha 5 not in"),
+        ({"name": "../elsewhere"}, "name '../elsewhere' must be letters"),
     ],
 )
 def test_a_malformed_plan_is_refused_with_the_key_named(changes, message):

@@ -113,6 +113,10 @@ def test_a_plan_is_trained_once_reported_and_frozen_by_its_test_results(
     assert "| ours − independent | CNN (DeepLabV3+ R18) | independent |" in report
     assert "| independent | `train.method=independent` |" in report
 
+    (results / "ours-seed6.images.npz").unlink()
+    assert main(["study", "report", str(plan), *options]) == 2
+    assert "ours-seed6: no per-image counts" in capsys.readouterr().err
+
     plan.write_text(plan.read_text() + "# seeds reconsidered\n")
     git(repo, "commit", "-qam", "edit")
     capsys.readouterr()

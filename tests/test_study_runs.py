@@ -15,7 +15,7 @@ from tests.conftest import REPO_ROOT, tiny_params_file
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 from codistill.study.identity import accepted_identities, run_identity
-from codistill.study.migration import migrate_folder, rule_1_identities
+from codistill.study.migration import NotAResultError, migrate_folder, rule_1_identities
 from codistill.study.provenance import machine, require_one_machine_kind
 from codistill.study.results import RunSpec, Scoring, result_path
 from codistill.study.reuse import borrow
@@ -128,6 +128,21 @@ def test_results_of_the_first_identity_rule_are_migrated_where_it_still_counts_t
     assert moved["identity"] == run_identity(params, prepared, scoring, "code-a", "float32")
     assert json.loads((results / "kdcl-seed1.json").read_text()) == made_otherwise
     assert migrate_folder(results, params_file, prepared) == {"present": 1, "stale": 1}
+    write_json_atomic(results / "kdcl-seed2.json", {**base, "key": "kdcl-seed2", "seed": 2})
+    assert migrate_folder(results, params_file, prepared) == {"present": 1, "stale": 2}
+    (results / "kdcl-seed2.json").unlink()  # older than identities: stale, left as it is
+    # a file that is not a result stops it by name, before anything is rewritten
+    write_json_atomic(
+        results / "kdcl-seed0.json", {**base, "key": "kdcl-seed0", "identity": old[0]}
+    )
+    for text, reason in (
+        ("{broken", "not JSON"),
+        ('{"identity": "x"}', "not a study result \\(no key, seed, overrides"),
+    ):
+        (results / "notes.json").write_text(text)
+        with pytest.raises(NotAResultError, match=rf"notes\.json: {reason}"):
+            migrate_folder(results, params_file, prepared)
+        assert json.loads((results / "kdcl-seed0.json").read_text())["identity"] == old[0]
 
 
 def test_the_identity_holds_the_numeric_mode_not_the_amp_flag(

@@ -352,11 +352,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from codistill.engine.checkpoint import CheckpointError
     from codistill.serving.errors import ServerError
     from codistill.study.confirmation import IncompleteStudyError
+    from codistill.study.migration import NotAResultError
     from codistill.study.plan import PlanError
     from codistill.study.preregistration import PreregistrationError
 
     return (
         IncompleteStudyError,
+        NotAResultError,
         PlanError,
         PreregistrationError,
         ServerError,

@@ -145,7 +145,15 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
         raise IncompleteStudyError(f"{plan.name}: runs not done: {', '.join(pending)}")
     runs = {row: {} for row in plan.rows}
     for spec in plan_specs(plan):
-        runs[spec.label][spec.seed] = read_image_counts(counts_path(result_path(results, spec.key)))
+        counts = counts_path(result_path(results, spec.key))
+        if not counts.is_file():
+            raise IncompleteStudyError(
+                f"{spec.key}: no per-image counts ({counts}); train it again"
+            )
+        try:
+            runs[spec.label][spec.seed] = read_image_counts(counts)
+        except ValueError as err:
+            raise IncompleteStudyError(str(err)) from None
     params = spec_params(plan_specs(plan)[0], args.params)
     class_names = dataset_spec(params.data.dataset).class_names
     lines = confirmation_lines(confirm(plan, runs, class_names), runs, class_names)

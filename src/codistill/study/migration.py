@@ -81,12 +81,39 @@ def migrated(result: dict[str, Any], params: Params, prepared: Path) -> dict[str
     return {**result, "identity": present, "identity_v1": result["identity"]}
 
 
-def migrate_folder(results: Path, params_file: Path, prepared: Path) -> Counter:
-    """Migrate every result file in ``results``; counts of migrated, present and stale ones."""
-    counts: Counter = Counter()
-    for path in sorted(results.glob("*.json")):
+RESULT_KEYS = ("key", "seed", "overrides", "code_digest", "scores")  # what any result holds
+
+
+class NotAResultError(ValueError):
+    """A file in a results folder is not a study result; the message names it."""
+
+
+def readable_result(path: Path) -> dict[str, Any]:
+    """The result in ``path``; a file that is not JSON or lacks a result's keys is refused."""
+    try:
         result = read_result(path)
-        if result is None or "identity" not in result:
+    except ValueError as err:
+        raise NotAResultError(f"{path}: not JSON ({err}); nothing was migrated") from None
+    missing = [key for key in RESULT_KEYS if not isinstance(result, dict) or key not in result]
+    if missing:
+        raise NotAResultError(
+            f"{path}: not a study result (no {', '.join(missing)}); nothing was migrated"
+        )
+    return result
+
+
+def migrate_folder(results: Path, params_file: Path, prepared: Path) -> Counter:
+    """Migrate every result file in ``results``; counts of migrated, present and stale ones.
+
+    Every file is read and ``params_file`` checked before any is rewritten: a file that is not
+    a result, or a broken ``params_file``, stops the migration with its name.
+    """
+    spec_params(RunSpec("check", "", 0), params_file)  # a ConfigError names the file's problem
+    found = {path: readable_result(path) for path in sorted(results.glob("*.json"))}
+    counts: Counter = Counter()
+    for path, result in found.items():
+        if "identity" not in result:  # made before results had one: stale under any rule
+            counts["stale"] += 1
             continue
         spec = RunSpec(result["key"], result.get("label", ""), result["seed"], result["overrides"])
         try:

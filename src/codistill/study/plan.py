@@ -12,6 +12,7 @@ strongest baseline never reads the scored split.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -38,6 +39,7 @@ PLAN_KEYS = {
     "alpha",
 }
 COMPARISON_KEYS = {"row", "reference", "better_of"}
+NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class PlanError(ValueError):
@@ -114,7 +116,11 @@ def _comparison(entry: Any, rows: dict[str, Any], where: str) -> Comparison:
     _require(isinstance(entry, dict), where, f"a primary comparison must be a mapping: {entry!r}")
     unknown = set(entry) - COMPARISON_KEYS
     _require(not unknown, where, f"unknown key(s) {sorted(unknown)} in a primary comparison")
-    _require(("reference" in entry) != ("better_of" in entry), where, "give reference or better_of")
+    _require(
+        ("reference" in entry) != ("better_of" in entry),
+        where,
+        f"the primary comparison {entry!r} needs either reference or better_of, not both",
+    )
     better_of = _strings(entry["better_of"], where, "better_of") if "better_of" in entry else ()
     comparison = Comparison(entry.get("row"), entry.get("reference"), better_of)
     for name in (comparison.row, comparison.reference, *better_of):
@@ -127,6 +133,12 @@ def parse_plan(data: dict[str, Any], source: str) -> StudyPlan:
     """A ``StudyPlan`` from the plan's mapping; a ``PlanError`` names what is wrong."""
     unknown = set(data) - PLAN_KEYS
     _require(not unknown, source, f"unknown key(s) {sorted(unknown)}; known: {sorted(PLAN_KEYS)}")
+    name = str(data.get("name") or Path(source).stem)
+    _require(
+        NAME.fullmatch(name) is not None,
+        source,
+        f"name {name!r} must be letters, digits, '.', '_' or '-' (it names the results folder)",
+    )
     rows = data.get("rows")
     _require(isinstance(rows, dict) and len(rows) >= 2, source, "rows must name two rows or more")
     for row, overrides in rows.items():
@@ -158,7 +170,7 @@ def parse_plan(data: dict[str, Any], source: str) -> StudyPlan:
     students = _strings(data.get("students", list(STUDENTS)), source, "students")
     _require(set(students) <= set(STUDENTS), source, f"students must be among {list(STUDENTS)}")
     return StudyPlan(
-        name=str(data.get("name") or Path(source).stem),
+        name=name,
         description=str(data.get("description", "")),
         params=dict(data.get("params") or {}),
         rows={str(row): dict(overrides) for row, overrides in rows.items()},
