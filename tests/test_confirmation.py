@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codistill.study.confirmation import IncompleteStudyError, confirm
+from codistill.study.confirmation import confirm
 from codistill.study.image_counts import ImageCounts
-from codistill.study.plan import PlanError, parse_plan
+from codistill.study.plan import IncompleteStudyError, PlanError, parse_plan
 from codistill.study.tables import confirmation_lines
 
 SEEDS = [5, 6, 7, 8, 9]

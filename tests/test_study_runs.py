@@ -15,9 +15,9 @@ from tests.conftest import REPO_ROOT, tiny_params_file
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 from codistill.study.identity import accepted_identities, run_identity
-from codistill.study.migration import NotAResultError, migrate_folder, rule_1_identities
+from codistill.study.migration import migrate_folder, rule_1_identities
 from codistill.study.provenance import machine, require_one_machine_kind
-from codistill.study.results import RunSpec, Scoring, result_path
+from codistill.study.results import NotAResultError, RunSpec, Scoring, result_path
 from codistill.study.reuse import borrow
 from codistill.study.runs import SNAPSHOTS, claimed, run, spec_params, train_with_snapshots
 from codistill.study.scoring import add_missing_counts

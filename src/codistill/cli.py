@@ -351,10 +351,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from codistill.data.shards import EmptySplitError
     from codistill.engine.checkpoint import CheckpointError
     from codistill.serving.errors import ServerError
-    from codistill.study.confirmation import IncompleteStudyError
-    from codistill.study.migration import NotAResultError
-    from codistill.study.plan import PlanError
+    from codistill.study.plan import IncompleteStudyError, PlanError
     from codistill.study.preregistration import PreregistrationError
+    from codistill.study.results import NotAResultError
 
     return (
         IncompleteStudyError,

@@ -7,7 +7,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from codistill.study.plan import StudyPlan, load_plan
+from codistill.study.plan import IncompleteStudyError, StudyPlan, load_plan
 from codistill.study.results import STUDY_SPLITS, RunSpec, Scoring, read_result, run_key
 
 TEST = "test"
@@ -132,7 +132,7 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
     """Analyse the finished runs as the plan fixes it; write and print the report."""
     from codistill.artifacts import write_text_atomic
     from codistill.data.base import dataset_spec
-    from codistill.study.confirmation import IncompleteStudyError, confirm
+    from codistill.study.confirmation import confirm
     from codistill.study.image_counts import counts_path, read_image_counts
     from codistill.study.results import result_path
     from codistill.study.runs import spec_params

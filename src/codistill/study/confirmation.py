@@ -17,7 +17,7 @@ import numpy as np
 
 from codistill.evaluation.metrics import mean_iou
 from codistill.study.image_counts import ImageCounts
-from codistill.study.plan import Comparison, StudyPlan
+from codistill.study.plan import Comparison, IncompleteStudyError, StudyPlan
 from codistill.study.statistics import (
     Interval,
     bootstrap_interval,
@@ -27,10 +27,6 @@ from codistill.study.statistics import (
 )
 
 Runs = dict[str, dict[int, ImageCounts]]  # row -> seed -> that run's counts
-
-
-class IncompleteStudyError(ValueError):
-    """A run the plan names is missing, or runs were scored on different images."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,13 @@ from codistill.config import RUN_ONLY_KEYS, ConfigError, Params
 from codistill.data.prepare import DATASET_JSON
 from codistill.engine.precision import FLOAT32
 from codistill.study.identity import run_identity, shaping_train
-from codistill.study.results import STUDY_SPLITS, RunSpec, Scoring, read_result
+from codistill.study.results import (
+    STUDY_SPLITS,
+    NotAResultError,
+    RunSpec,
+    Scoring,
+    read_result,
+)
 from codistill.study.runs import spec_params
 
 RULE_1_VERSION = 1
@@ -82,10 +88,6 @@ def migrated(result: dict[str, Any], params: Params, prepared: Path) -> dict[str
 
 
 RESULT_KEYS = ("key", "seed", "overrides", "code_digest", "scores")  # what any result holds
-
-
-class NotAResultError(ValueError):
-    """A file in a results folder is not a study result; the message names it."""
 
 
 def readable_result(path: Path) -> dict[str, Any]:

@@ -46,6 +46,10 @@ class PlanError(ValueError):
     """The plan file is malformed; the message names the file and the key."""
 
 
+class IncompleteStudyError(ValueError):
+    """A run the plan names is missing, or runs were scored on different images."""
+
+
 @dataclass(frozen=True)
 class Comparison:
     """``row`` against ``reference``, or against the better of the rows ``better_of``."""

@@ -17,6 +17,10 @@ STUDY_SPLITS = ("val", "test")
 RESULT_VERSION = 1
 
 
+class NotAResultError(ValueError):
+    """A file in a results folder is not a study result; the message names it."""
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run: a file key, a row label, and its overrides of ``params.yaml``."""
