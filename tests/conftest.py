@@ -253,3 +253,21 @@ def exported_variants(exported_students: Path, tmp_path_factory: pytest.TempPath
         for variant in VARIANTS:
             build_variant(variant, source, calibration)
     return folder
+
+
+@pytest.fixture(scope="module")
+def repository(exported_students: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The exported students published as a model repository (a small warm-up)."""
+    from tests.servers.triton_server import served_repository
+
+    return served_repository(exported_students, tmp_path_factory.mktemp("repository"))
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``codistill serve`` on ``repository`` with the test pixel budget, for a test module."""
+    from tests.servers.triton_server import TEST_MAX_PIXELS, triton_server
+
+    log = tmp_path_factory.mktemp("triton") / "serve.log"
+    with triton_server(repository, log, TEST_MAX_PIXELS) as running:
+        yield running

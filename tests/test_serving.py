@@ -22,26 +22,11 @@ from codistill.config import parse_params
 from codistill.serving.model_repository import write_model_repository
 from codistill.serving.triton_config import read_config
 from tests.conftest import REPO_ROOT, SHARED, over_repo, repo_params
-from tests.servers.triton_server import triton_server
+from tests.servers.triton_server import TEST_MAX_PIXELS, triton_server
 
 pytestmark = pytest.mark.integration
-MAX_PIXELS = 96 * 128
+MAX_PIXELS = TEST_MAX_PIXELS
 MODELS = ("codistill_cnn", "codistill_vit")
-
-
-@pytest.fixture(scope="module")
-def repository(exported_students, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("repository")
-    serving = parse_params(over_repo({"serving": {"warmup_size": [64, 96]}}), "d").serving
-    write_model_repository(exported_students, folder, serving, ("cnn", "vit"))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def server(repository, tmp_path_factory):
-    log = tmp_path_factory.mktemp("triton") / "serve.log"
-    with triton_server(repository, log, MAX_PIXELS) as running:
-        yield running
 
 
 def direct(repository: Path, model: str, image: np.ndarray) -> dict[str, np.ndarray]:
@@ -163,9 +148,9 @@ def test_the_pixel_budget_counts_every_image_of_a_request(server, repository):
     within = rng.integers(0, 255, (2, 64, 96, 3), dtype=np.uint8)  # 2 x 6144 = the limit
     answer = infer(http, server["urls"]["http"], MODELS[1], within)
     assert np.array_equal(answer["labels"], direct(repository, MODELS[1], within)["labels"])
-    # over HTTP the front refuses it (above); over gRPC the model counts the images itself
-    with pytest.raises(InferenceServerException, match="3 images of 64x96 are over") as over:
-        infer(grpc, server["urls"]["grpc"], MODELS[1], np.concatenate([within, within[:1]]))
+    over_budget = np.concatenate([within, within[:1]])
+    with pytest.raises(InferenceServerException, match="declares 55296 bytes, over") as over:
+        infer(grpc, server["urls"]["grpc"], MODELS[1], over_budget)
     assert over.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
@@ -290,8 +275,8 @@ def test_a_crashed_tritonserver_is_restarted_logged_in_one_line_and_counted(repo
         lines = running["log"].read_text().splitlines()
         assert "tritonserver stopped (signal 6 (SIGABRT)); restart 1" in lines
         assert "Traceback" not in running["log"].read_text()
-        for model in MODELS:
-            answer = infer(http, running["urls"]["http"], model, image)
+        for model, (module, protocol) in zip(MODELS, [(http, "http"), (grpc, "grpc")], strict=True):
+            answer = infer(module, running["urls"][protocol], model, image)
             assert np.array_equal(answer["labels"], direct(repository, model, image)["labels"])
         assert restarts_gauge(running) == dict.fromkeys(MODELS, 1.0)
 
@@ -775,10 +760,12 @@ def test_the_front_command_guards_a_triton_server_run_elsewhere(server, reposito
 
     from codistill.serving.process import free_port
 
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     command = [sys.executable, "-m", "codistill.cli", "front", "--upstream"]
-    command += [server["urls"]["http"], "--repository", str(repository), "--port", str(port)]
-    command += ["--max-pixels", str(MAX_PIXELS)]
+    command += [server["urls"]["http"], "--grpc-upstream", server["urls"]["grpc"]]
+    command += ["--repository", str(repository), "--port", str(port)]
+    # half the server's budget, so a refusal within the server's comes from this front
+    command += ["--grpc-port", str(grpc_port), "--max-pixels", str(MAX_PIXELS // 2)]
     log = tmp_path / "front.log"
     with log.open("w") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
@@ -787,13 +774,13 @@ def test_the_front_command_guards_a_triton_server_run_elsewhere(server, reposito
         while "checking requests" not in log.read_text():
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
-        url = f"127.0.0.1:{port}"
-        body = '{"inputs":[{"name":"image","shape":[1,9999,9999,3],"datatype":"UINT8","data":[]}]}'
-        status, text = post_raw(url, f"/v2/models/{MODELS[0]}/infer", body.encode())
-        assert status == 400 and "over this server's limit" in json.loads(text)["error"]
-        good = np.full((1, 32, 48, 3), 30, np.uint8)
-        answer = infer(http, url, MODELS[0], good)
-        assert np.array_equal(answer["labels"], direct(repository, MODELS[0], good)["labels"])
+        within_server = np.full((1, 96, 96, 3), 30, np.uint8)  # 27648 bytes: 18432 < it < 36864
+        for module, url in ((http, f"127.0.0.1:{port}"), (grpc, f"127.0.0.1:{grpc_port}")):
+            with pytest.raises(InferenceServerException, match="limit of 18432 bytes"):
+                infer(module, url, MODELS[0], within_server)
+            good = np.full((1, 32, 48, 3), 30, np.uint8)
+            answer = infer(module, url, MODELS[0], good)
+            assert np.array_equal(answer["labels"], direct(repository, MODELS[0], good)["labels"])
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

@@ -34,26 +34,61 @@ def _front(args: argparse.Namespace) -> int:
 
     from codistill.serving.client import check_address
     from codistill.serving.front import RGB_BYTES, model_ranks, start_front
+    from codistill.serving.grpc_front import start_grpc_front
 
     try:
-        upstream_host, _, upstream_port = check_address(args.upstream).rpartition(":")
+        upstreams = [check_address(a) for a in (args.upstream, args.grpc_upstream) if a]
     except ValueError as err:
         print(f"codistill front: {err}", file=sys.stderr)
         return 2
+    http_upstream, *grpc_upstream = [
+        (h, int(p)) for h, _, p in (a.rpartition(":") for a in upstreams)
+    ]
     ranks = model_ranks(args.repository, args.model_config_name)
     budget = args.max_pixels * RGB_BYTES
-    front, _ = start_front(args.host, args.port, (upstream_host, int(upstream_port)), budget, ranks)
+    front, _ = start_front(args.host, args.port, http_upstream, budget, ranks)
+    listening = f"http://{args.host}:{args.port} for {args.upstream}"
+    grpc_front = None
+    if grpc_upstream:
+        grpc_front = start_grpc_front(args.host, args.grpc_port, grpc_upstream[0], budget, ranks)
+        listening += f" and grpc {args.host}:{args.grpc_port} for {args.grpc_upstream}"
     print(
-        f"checking requests on http://{args.host}:{args.port} for {args.upstream} "
-        f"({', '.join(sorted(ranks))}; {args.max_pixels} pixels per request); SIGTERM stops",
+        f"checking requests on {listening} ({', '.join(sorted(ranks))}; {args.max_pixels} "
+        "pixels per request); SIGTERM stops",
         flush=True,
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
+    if grpc_front is not None:
+        grpc_front.stop()
     front.shutdown()
     front.server_close()
+    return 0
+
+
+def _manifests(args: argparse.Namespace) -> int:
+    from codistill.artifacts import write_text_atomic
+    from codistill.pipeline.kfp_components import COMPONENT_IMAGE
+    from codistill.serving.kubernetes import Deployment, manifest_text
+
+    try:
+        deployment = Deployment(
+            host=args.ingress_host,
+            front_image=args.front_image or COMPONENT_IMAGE,
+            max_pixels=args.max_pixels,
+            config_name=args.model_config_name,
+            models_claim=args.models_claim,
+            tls_secret=args.tls_secret,
+            replicas=args.replicas,
+        )
+    except ValueError as err:
+        print(f"codistill manifests: {err}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, manifest_text(deployment))
+    print(f"wrote {args.out}: serve {args.models_claim} at {deployment.host}", flush=True)
     return 0
 
 
@@ -205,6 +240,18 @@ def _study(args: argparse.Namespace) -> int:
     return run_study_command(args)
 
 
+def _add_pixel_budget(parser: argparse.ArgumentParser) -> None:
+    """The ``--max-pixels`` option of the commands that enforce or configure the budget."""
+    from codistill.serving.limits import DEFAULT_MAX_PIXELS
+
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="most pixels one request may hold (images × height × width)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``codistill`` command."""
     parser = argparse.ArgumentParser(prog="codistill", description=__doc__)
@@ -234,14 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--model-config-name", default="cpu", help="configs/<name>.pbtxt of each model to use"
     )
-    from codistill.serving.limits import DEFAULT_MAX_LOGIT_PIXELS, DEFAULT_MAX_PIXELS
+    from codistill.serving.limits import DEFAULT_MAX_LOGIT_PIXELS
 
-    serve.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        help="most pixels one request may hold (images × height × width)",
-    )
+    _add_pixel_budget(serve)
     serve.add_argument(
         "--max-logit-pixels",
         type=int,
@@ -264,10 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     front = commands.add_parser(
         "front",
-        help="Check inference requests before a Triton server you run sizes them (HTTP).",
+        help="Check inference requests before a Triton server you run sizes them.",
         description="The front codistill serve puts before its own server, for a Triton "
         "container: requests over the pixel budget, of the wrong rank, with negative "
-        "dimensions or data that does not fill the declared shape get a one-line 400.",
+        "dimensions or data that does not fill the declared shape get a one-line 400 "
+        "(gRPC: INVALID_ARGUMENT, with --grpc-upstream).",
     )
     front.add_argument("--upstream", required=True, help="the Triton HTTP address (host:port)")
     front.add_argument("--repository", type=Path, default=Path("serving/model_repository"))
@@ -275,12 +318,28 @@ def build_parser() -> argparse.ArgumentParser:
     front.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     front.add_argument("--port", type=int, default=8080)
     front.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        help="most pixels one request may hold (images × height × width)",
+        "--grpc-upstream", help="the Triton gRPC address (host:port) to guard as well"
     )
+    front.add_argument("--grpc-port", type=int, default=8081)
+    _add_pixel_budget(front)
     front.set_defaults(run=_front)
+
+    kube = commands.add_parser(
+        "manifests",
+        help="Write Kubernetes manifests serving the repository: Triton behind the front.",
+        description="A Deployment (Triton on loopback, codistill front as its sidecar), a "
+        "Service and two ingress-nginx Ingresses (HTTP, gRPC) whose body caps match the "
+        "front's, for the pixel budget given.",
+    )
+    kube.add_argument("--ingress-host", required=True, help="the host name clients call")
+    kube.add_argument("--out", type=Path, default=Path("serving/kubernetes.yaml"))
+    kube.add_argument("--front-image", default=None, help="default: the component image")
+    kube.add_argument("--model-config-name", default="gpu", help="configs/<name>.pbtxt to serve")
+    kube.add_argument("--models-claim", default="codistill-models", help="PVC with the repository")
+    kube.add_argument("--tls-secret", default="codistill-tls", help="the ingress's TLS secret")
+    kube.add_argument("--replicas", type=int, default=1)
+    _add_pixel_budget(kube)
+    kube.set_defaults(run=_manifests)
 
     infer = commands.add_parser(
         "infer", help="Segment images through a Triton endpoint; write masks and overlays."

@@ -9,6 +9,22 @@ from pathlib import Path
 
 from codistill.serving.process import serve_in_background
 
+# The pixel budget of the shared test server: one 96x128 image.
+TEST_MAX_PIXELS = 96 * 128
+# The smallest warm-up the students take, so the test servers start quickly.
+WARMUP_SIZE = [64, 96]
+
+
+def served_repository(exported_students: Path, folder: Path) -> Path:
+    """Publish the exported students into ``folder`` as a model repository (small warm-up)."""
+    from codistill.config import parse_params
+    from codistill.serving.model_repository import write_model_repository
+    from tests.conftest import over_repo
+
+    serving = parse_params(over_repo({"serving": {"warmup_size": WARMUP_SIZE}}), "d").serving
+    write_model_repository(exported_students, folder, serving, ("cnn", "vit"))
+    return folder
+
 
 @contextlib.contextmanager
 def triton_server(

@@ -55,6 +55,16 @@ JSON_SLACK_BYTES = 64 * 1024  # a request's JSON beyond its tensor data
 RGB_BYTES = 3  # one uint8 pixel of an RGB image: the byte budget per budgeted pixel
 
 
+def http_body_limit(max_bytes: int) -> int:
+    """The largest HTTP body read for a budget of ``max_bytes``: JSON takes up to 4 a value."""
+    return 4 * max_bytes + JSON_SLACK_BYTES
+
+
+def grpc_message_limit(max_bytes: int) -> int:
+    """The largest gRPC message read for a budget of ``max_bytes`` (tensor data is raw bytes)."""
+    return max_bytes + JSON_SLACK_BYTES
+
+
 def model_ranks(repository: Path, config_name: str = "cpu") -> dict[str, int]:
     """Each model's input rank, batch first, from a model repository's configs."""
     from codistill.serving.backend_repository import chosen_config
@@ -101,6 +111,39 @@ def _leaves(value: Any, budget: int) -> int:
     return count
 
 
+def declared_bytes(name: str, shape: Any, datatype: Any, rank: int | None) -> int:
+    """The bytes input ``name`` declares; RefusedRequestError for a shape or type not served.
+
+    ``rank``, where known, is the number of dimensions the model's input has, batch first.
+    """
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in shape
+    ):
+        raise RefusedRequestError(400, f"input {name}: shape must be a list of integers")
+    if any(d < 0 for d in shape):
+        raise RefusedRequestError(400, f"input {name}: shape {shape} has a negative dimension")
+    if rank is not None and len(shape) != rank:
+        raise RefusedRequestError(
+            400,
+            f"input {name}: shape {shape} has {len(shape)} dimensions; the model takes "
+            f"{rank}, the batch first",
+        )
+    if datatype not in ELEMENT_BYTES:
+        raise RefusedRequestError(400, f"input {name}: datatype {datatype!r} is not one served")
+    return math.prod(shape) * ELEMENT_BYTES[datatype]
+
+
+def check_budget(name: str, shape: list[int], datatype: str, total: int, max_bytes: int) -> None:
+    """Raise RefusedRequestError if the request's inputs up to ``name`` declare over the budget."""
+    if total > max_bytes:
+        raise RefusedRequestError(
+            400,
+            f"input {name}: shape {shape} ({datatype}) declares "
+            f"{math.prod(shape) * ELEMENT_BYTES[datatype]} bytes, over this server's limit of "
+            f"{max_bytes} bytes per request (--max-pixels RGB pixels)",
+        )
+
+
 def check_inputs(
     header: dict[str, Any], binary_bytes: int, max_bytes: int, rank: int | None = None
 ) -> None:
@@ -116,31 +159,11 @@ def check_inputs(
     for tensor in inputs:
         name = tensor.get("name", "?") if isinstance(tensor, dict) else "?"
         shape = tensor.get("shape") if isinstance(tensor, dict) else None
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) for d in shape
-        ):
-            raise RefusedRequestError(400, f"input {name}: shape must be a list of integers")
-        if any(d < 0 for d in shape):
-            raise RefusedRequestError(400, f"input {name}: shape {shape} has a negative dimension")
-        if rank is not None and len(shape) != rank:
-            raise RefusedRequestError(
-                400,
-                f"input {name}: shape {shape} has {len(shape)} dimensions; the model takes "
-                f"{rank}, the batch first",
-            )
         datatype = tensor.get("datatype")
-        if datatype not in ELEMENT_BYTES:
-            raise RefusedRequestError(400, f"input {name}: datatype {datatype!r} is not one served")
-        elements = math.prod(shape)
-        declared = elements * ELEMENT_BYTES[datatype]
+        declared = declared_bytes(name, shape, datatype, rank)
         declared_total += declared
-        if declared_total > max_bytes:
-            raise RefusedRequestError(
-                400,
-                f"input {name}: shape {shape} ({datatype}) declares {declared} bytes, over "
-                f"this server's limit of {max_bytes} bytes per request (--max-pixels RGB "
-                "pixels)",
-            )
+        check_budget(name, shape, datatype, declared_total, max_bytes)
+        elements = math.prod(shape)
         parameters = tensor.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise RefusedRequestError(400, f"input {name}: parameters must be an object")
@@ -201,7 +224,7 @@ class Front(ThreadingHTTPServer):
         self.upstream = upstream
         self.max_bytes = max_bytes
         self.ranks = ranks  # each served model's input rank, batch first
-        self.max_body = 4 * max_bytes + JSON_SLACK_BYTES  # JSON numbers take up to 4 bytes
+        self.max_body = http_body_limit(max_bytes)
         super().__init__(address, FrontHandler)
 
     def handle_error(self, request: Any, client_address: tuple[str, int]) -> None:

@@ -41,6 +41,7 @@ from codistill.serving.backend_repository import (
 from codistill.serving.client import LabelsClient
 from codistill.serving.errors import ServerError
 from codistill.serving.front import RGB_BYTES, model_ranks, start_front
+from codistill.serving.grpc_front import start_grpc_front
 from codistill.serving.limits import DEFAULT_MAX_LOGIT_PIXELS, DEFAULT_MAX_PIXELS
 from codistill.serving.process import free_port, stop_process, wait_until_ready
 
@@ -270,7 +271,7 @@ def _server_command(
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         "--http-address=127.0.0.1",  # behind the front, which listens on the public port
         f"--http-port={ports.http}",
-        f"--grpc-address={host}",
+        "--grpc-address=127.0.0.1",  # behind the gRPC front too
         f"--grpc-port={ports.grpc}",
         f"--metrics-address={host}",
         f"--metrics-port={ports.metrics}",
@@ -350,17 +351,18 @@ def serve(
     holder = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
     (holder / PID_FILE).write_text(str(os.getpid()))
     limits = Limits(max_pixels, min_native_side(inference_scale(repository)), max_logit_pixels)
-    process = front = None
+    process = front = grpc_front = None
     try:
         names = [
             write_backend_model(d, holder / "models", config_name, limits, dynamic_batching)
             for d in model_dirs
         ]
         backends = link_backends(holder / "backends")
-        private = Ports(free_port(), ports.grpc, ports.metrics)
+        private = Ports(free_port(), free_port(), ports.metrics)
         ranks = model_ranks(repository, config_name)
-        upstream = ("127.0.0.1", private.http)
-        front, _ = start_front(host, ports.http, upstream, max_pixels * RGB_BYTES, ranks)
+        budget = max_pixels * RGB_BYTES
+        front, _ = start_front(host, ports.http, ("127.0.0.1", private.http), budget, ranks)
+        grpc_front = start_grpc_front(host, ports.grpc, ("127.0.0.1", private.grpc), budget, ranks)
 
         def start(restarts: int) -> subprocess.Popen | None:
             """A ready, warmed-up tritonserver (None if ``stop`` was set meanwhile)."""
@@ -396,8 +398,9 @@ def serve(
                 for region in Path("/dev/shm").glob(f"{shm_prefix(os.getpid())}*"):
                     region.unlink(missing_ok=True)  # the dead server's; the next names its own
                 # a new private port: another process may have taken the old one meanwhile
-                private = Ports(free_port(), ports.grpc, ports.metrics)
+                private = Ports(free_port(), free_port(), ports.metrics)
                 front.upstream = ("127.0.0.1", private.http)
+                grpc_front.upstream = ("127.0.0.1", private.grpc)
                 try:
                     if start(restarts.count) is None:
                         return
@@ -406,6 +409,8 @@ def serve(
                         raise
             print(f"serving again after restart {restarts.count}", flush=True)
     finally:
+        if grpc_front is not None:
+            grpc_front.stop()
         if front is not None:
             front.shutdown()
             front.server_close()
