@@ -228,11 +228,15 @@ def test_sigterm_stops_the_server_cleanly_and_the_next_start_removes_a_killed_on
             time.sleep(0.5)
         assert not group_pids(running["process"].pid)
     assert killed.is_dir()  # nobody could clean up after a SIGKILL
+    killed_lock = Path(f"/dev/shm/codistill{killed.name.removeprefix('codistill-triton-')}.lock")
+    assert killed_lock.is_file()
     with triton_server(repository, tmp_path / "serve.log", MAX_PIXELS) as running:
         workspace = workspace_of(running)
         assert workspace.is_dir() and not killed.exists()
+        assert not list(Path("/dev/shm").glob(f"{killed_lock.stem}*"))  # lock and regions
         # the regions that carry request tensors between processes are the owner's alone
-        regions = list(Path("/dev/shm").glob(f"codistill{running['process'].pid}-*"))
+        token = workspace.name.removeprefix("codistill-triton-")
+        regions = list(Path("/dev/shm").glob(f"codistill{token}-*"))
         assert regions and all(r.stat().st_mode & 0o077 == 0 for r in regions), regions
         assert f"removed {killed}, the workspace of a server that is gone" in (
             running["log"].read_text()
@@ -332,38 +336,70 @@ def test_the_largest_allowed_image_leaves_the_servers_memory_where_it_was(reposi
     assert refused[-1] - after[MODELS[-1]][-1] < 32  # a refused request keeps nothing
 
 
-def test_only_shared_memory_of_servers_that_are_gone_is_removed(tmp_path):
-    from codistill.serving.local_server import remove_stale_regions, shm_prefix
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from codistill.serving.ownership import hold
+assert hold(Path(sys.argv[1])) is not None
+print("held", flush=True)
+sys.stdin.read()
+"""
 
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    names = [f"{shm_prefix(gone.pid)}a", f"{shm_prefix(os.getpid())}b", "codistill-notes"]
+
+def held_by_another_process(lock: Path) -> subprocess.Popen:
+    """A child process that holds ``lock`` until its stdin closes."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline() == "held\n"
+    return child
+
+
+def test_only_shared_memory_of_servers_that_are_gone_is_removed(tmp_path):
+    from codistill.serving.workspace import ServerWorkspace, remove_stale_regions
+
+    ours = ServerWorkspace(root=tmp_path, shm=tmp_path)  # this process's server
+    elsewhere = tmp_path / "codistilltokenB.lock"  # a server in another process (or namespace)
+    child = held_by_another_process(elsewhere)
+    (tmp_path / "codistilltokenC.lock").write_text("")  # a server that is gone
+    names = [f"{ours.shm_prefix}a", "codistilltokenB-a", "codistilltokenC-a", "codistilltokenC-b"]
+    names += ["codistill-notes"]  # not a server's
     for name in names:
         (tmp_path / name).write_bytes(b"region")
-    assert remove_stale_regions(tmp_path) == [tmp_path / names[0]]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
+    try:
+        assert remove_stale_regions(tmp_path) == [tmp_path / n for n in names[2:4]]
+        assert not (tmp_path / "codistilltokenC.lock").exists()
+        left = {p.name for p in tmp_path.iterdir()}
+        assert {names[0], names[1], names[4], elsewhere.name} <= left
+        assert not left & set(names[2:4])
+    finally:
+        child.communicate("")  # its process ends, so its lock is free
+    assert remove_stale_regions(tmp_path) == [tmp_path / names[1]]
+    ours.close()
+    assert not ours.folder.exists() and not (tmp_path / names[0]).exists()
+    assert {p.name for p in tmp_path.iterdir()} == {"codistill-notes"}
 
 
 def test_only_workspaces_of_servers_that_are_gone_are_removed(tmp_path):
-    from codistill.serving.local_server import PID_FILE, WORKSPACE_PREFIX, remove_stale_workspaces
+    from codistill.serving.workspace import LOCK_FILE, WORKSPACE_PREFIX, remove_stale_workspaces
 
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        text=True,
-        capture_output=True,
-        check=True,
-    )
-    folders = {}
-    for name, pid in (("gone", gone.stdout.strip()), ("alive", str(os.getpid())), ("new", None)):
-        folders[name] = tmp_path / f"{WORKSPACE_PREFIX}{name}"
-        folders[name].mkdir()
-        if pid is not None:
-            (folders[name] / PID_FILE).write_text(pid)
-    assert remove_stale_workspaces(tmp_path) == [folders["gone"]]
-    assert [p.name for p in sorted(tmp_path.iterdir())] == [
-        f"{WORKSPACE_PREFIX}alive",
-        f"{WORKSPACE_PREFIX}new",
-    ]
+    folders = {name: tmp_path / f"{WORKSPACE_PREFIX}{name}" for name in ("gone", "alive", "new")}
+    for folder in folders.values():
+        folder.mkdir()
+    (folders["gone"] / LOCK_FILE).write_text("")  # its process no longer holds it
+    child = held_by_another_process(folders["alive"] / LOCK_FILE)
+    try:
+        assert remove_stale_workspaces(tmp_path) == [folders["gone"]]
+        assert [p.name for p in sorted(tmp_path.iterdir())] == [
+            f"{WORKSPACE_PREFIX}alive",
+            f"{WORKSPACE_PREFIX}new",  # no lock file yet: still starting
+        ]
+    finally:
+        child.communicate("")
+    assert remove_stale_workspaces(tmp_path) == [folders["alive"]]
 
 
 def test_the_int8_config_serves_the_int8_graph_with_batching_off(exported_variants, tmp_path):

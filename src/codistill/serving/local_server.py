@@ -9,17 +9,14 @@ the server accepts get a one-line 400 before their pixels are read.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -44,9 +41,12 @@ from codistill.serving.front import RGB_BYTES, model_ranks, start_front
 from codistill.serving.grpc_front import start_grpc_front
 from codistill.serving.limits import DEFAULT_MAX_LOGIT_PIXELS, DEFAULT_MAX_PIXELS
 from codistill.serving.process import free_port, stop_process, wait_until_ready
+from codistill.serving.workspace import (
+    ServerWorkspace,
+    remove_stale_regions,
+    remove_stale_workspaces,
+)
 
-WORKSPACE_PREFIX = "codistill-triton-"
-PID_FILE = "server.pid"
 START_TIMEOUT_S = 300.0
 EXIT_TIMEOUT_S = 10
 # Repository control, shared-memory registration, logging and tracing settings: refused to
@@ -108,8 +108,6 @@ def _warm_through_server(
 MMAP_THRESHOLD_BYTES = 1 << 20
 # How often ``codistill serve`` has restarted the server, for the models' restart gauge.
 RESTARTS_ENV = "CODISTILL_SERVER_RESTARTS"
-# Shared-memory regions are named ``codistill<server pid>-...`` (``shm_prefix``).
-SHM_NAME = "codistill"
 
 
 class WarmupError(RuntimeError):
@@ -141,73 +139,6 @@ def exit_cause(returncode: int) -> str:
         return f"signal {-returncode} ({signal.Signals(-returncode).name})"
     except ValueError:
         return f"signal {-returncode}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def remove_stale_workspaces(root: Path | None = None) -> list[Path]:
-    """Remove the workspaces that killed servers of this user left behind; return them.
-
-    Each server writes its process id into its workspace folder; a folder whose process is
-    gone belongs to a server that could not clean up (SIGKILL, a crash, a lost machine).
-    """
-    removed = []
-    for holder in sorted(Path(root or tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}*")):
-        try:
-            pid = int((holder / PID_FILE).read_text())
-            if holder.stat().st_uid != os.getuid() or _alive(pid):
-                continue
-        except (OSError, ValueError):  # not a server's folder, or one still starting
-            continue
-        shutil.rmtree(holder, ignore_errors=True)
-        for region in Path("/dev/shm").glob(f"{shm_prefix(pid)}*"):
-            region.unlink(missing_ok=True)
-        removed.append(holder)
-    return removed
-
-
-def remove_stale_regions(shm: Path = Path("/dev/shm")) -> list[Path]:
-    """Remove this user's shared-memory regions of servers whose process is gone; return them.
-
-    A server whose tritonserver crashed loses its regions' owner before it can unlink them,
-    and its workspace (which names its process) is removed on exit: the name still does.
-    """
-    removed = []
-    for region in sorted(shm.glob(f"{SHM_NAME}*-*")):
-        pid = region.name.removeprefix(SHM_NAME).partition("-")[0]
-        try:
-            if not pid.isdigit() or region.stat().st_uid != os.getuid() or _alive(int(pid)):
-                continue
-        except FileNotFoundError:
-            continue
-        region.unlink(missing_ok=True)
-        removed.append(region)
-    return removed
-
-
-def shm_prefix(server_pid: int) -> str:
-    """The name prefix of the shared-memory regions of the server run by ``server_pid``."""
-    return f"{SHM_NAME}{server_pid}-"
-
-
-def _owner_only_regions(prefix: str) -> None:
-    """Make the Python backend's shared-memory regions readable by their owner only.
-
-    They carry request and response tensors between tritonserver and the model processes;
-    the backend creates them world-readable whatever the umask, so they are narrowed once
-    the models are loaded. Processes that have them open keep their access.
-    """
-    for region in Path("/dev/shm").glob(f"{prefix}*"):
-        with contextlib.suppress(FileNotFoundError):  # a region the backend just dropped
-            region.chmod(0o600)
 
 
 class RestartBudget:
@@ -348,9 +279,9 @@ def serve(
     for stale in remove_stale_workspaces():
         print(f"removed {stale}, the workspace of a server that is gone", flush=True)
     remove_stale_regions()
-    holder = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
-    (holder / PID_FILE).write_text(str(os.getpid()))
     limits = Limits(max_pixels, min_native_side(inference_scale(repository)), max_logit_pixels)
+    workspace = ServerWorkspace()
+    holder = workspace.folder
     process = front = grpc_front = None
     try:
         names = [
@@ -368,7 +299,7 @@ def serve(
             """A ready, warmed-up tritonserver (None if ``stop`` was set meanwhile)."""
             server_id = f"codistill-{secrets.token_hex(8)}"
             command = _server_command(
-                holder / "models", backends, host, private, shm_prefix(os.getpid()), server_id
+                holder / "models", backends, host, private, workspace.shm_prefix, server_id
             )
             started = subprocess.Popen(
                 command, env=_server_environment(restarts), preexec_fn=_die_with_parent
@@ -378,7 +309,7 @@ def serve(
             _wait_until_ready(started, f"127.0.0.1:{private.http}", server_id, stop)
             if stop.is_set():
                 return None
-            _owner_only_regions(shm_prefix(os.getpid()))
+            workspace.owner_only()
             if warmup:
                 _warm_through_server(f"{host}:{ports.http}", model_dirs, config_name, stop)
             return started
@@ -395,8 +326,7 @@ def serve(
                 cause = exit_cause(process.returncode)
                 restarts.spend(cause)
                 print(f"tritonserver stopped ({cause}); restart {restarts.count}", flush=True)
-                for region in Path("/dev/shm").glob(f"{shm_prefix(os.getpid())}*"):
-                    region.unlink(missing_ok=True)  # the dead server's; the next names its own
+                workspace.remove_regions()  # the dead server's; the next makes its own
                 # a new private port: another process may have taken the old one meanwhile
                 private = Ports(free_port(), free_port(), ports.metrics)
                 front.upstream = ("127.0.0.1", private.http)
@@ -416,6 +346,4 @@ def serve(
             front.server_close()
         if process is not None:
             stop_process(process, EXIT_TIMEOUT_S + 20)
-        shutil.rmtree(holder, ignore_errors=True)
-        for region in Path("/dev/shm").glob(f"{shm_prefix(os.getpid())}*"):
-            region.unlink(missing_ok=True)
+        workspace.close()
