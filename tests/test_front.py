@@ -48,3 +48,43 @@ def test_an_unforeseen_connection_failure_is_one_line(front, capfd):
     captured = capfd.readouterr()
     assert captured.out == "front: the connection from 127.0.0.1:4242 failed: the first line\n"
     assert "Traceback" not in captured.err
+
+
+def post_head(port: int, length: int) -> socket.socket:
+    """A connection that has sent an inference request's head announcing ``length`` bytes."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = f"POST /v2/models/m/infer HTTP/1.1\r\nContent-Length: {length}\r\n\r\n"
+    connection.sendall(head.encode())
+    return connection
+
+
+def status_of(connection: socket.socket) -> str:
+    """The status line of the answer on ``connection``."""
+    return connection.recv(65536).decode().splitlines()[0]
+
+
+def test_large_bodies_are_read_a_few_at_a_time_and_small_ones_never_wait(front):
+    import threading
+
+    from codistill.serving.front import LARGE_BODY_BYTES
+
+    front.large_bodies = threading.BoundedSemaphore(1)
+    front.slot_wait_s = 0.5
+    port = front.server_address[1]
+    large = LARGE_BODY_BYTES + 1
+    slow = post_head(port, large)
+    slow.sendall(b"x" * 1000)  # holds the one slot while the rest of its body is awaited
+    time.sleep(0.3)
+    started = time.monotonic()
+    with post_head(port, large) as waiting:
+        assert status_of(waiting).startswith("HTTP/1.1 503 ")  # refused unread after the wait
+    assert 0.4 < time.monotonic() - started < 10
+    with post_head(port, 9) as small:
+        small.sendall(b"not json!")
+        assert status_of(small).startswith("HTTP/1.1 400 ")  # no slot needed
+    slow.sendall(b"x" * (large - 1000))
+    assert status_of(slow).startswith("HTTP/1.1 400 ")  # read, then refused as not JSON
+    slow.close()
+    with post_head(port, large) as after:
+        after.sendall(b"x" * large)
+        assert status_of(after).startswith("HTTP/1.1 400 ")  # the slot came back

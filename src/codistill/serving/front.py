@@ -53,6 +53,11 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
 JSON_SLACK_BYTES = 64 * 1024  # a request's JSON beyond its tensor data
 RGB_BYTES = 3  # one uint8 pixel of an RGB image: the byte budget per budgeted pixel
+# Bodies over this size are read and parsed a few at a time (JSON takes several times its size
+# once parsed); a request that waits longer than the slot wait gets a 503.
+LARGE_BODY_BYTES = 1 << 20
+LARGE_BODY_SLOTS = 4
+SLOT_WAIT_S = 30.0
 
 
 def http_body_limit(max_bytes: int) -> int:
@@ -225,6 +230,8 @@ class Front(ThreadingHTTPServer):
         self.max_bytes = max_bytes
         self.ranks = ranks  # each served model's input rank, batch first
         self.max_body = http_body_limit(max_bytes)
+        self.large_bodies = threading.BoundedSemaphore(LARGE_BODY_SLOTS)
+        self.slot_wait_s = SLOT_WAIT_S
         super().__init__(address, FrontHandler)
 
     def handle_error(self, request: Any, client_address: tuple[str, int]) -> None:
@@ -305,6 +312,8 @@ class FrontHandler(BaseHTTPRequestHandler):
         path, infer = self._target()
         try:
             length = self._length()
+            if length > LARGE_BODY_BYTES:
+                self._take_large_body_slot()
         except RefusedRequestError:
             self.close_connection = True  # the body is not read
             raise
@@ -323,7 +332,24 @@ class FrontHandler(BaseHTTPRequestHandler):
         )
         return body
 
+    def _take_large_body_slot(self) -> None:
+        """Wait for one of the few slots large bodies are read in; 503 after the wait."""
+        if not self.server.large_bodies.acquire(timeout=self.server.slot_wait_s):
+            raise RefusedRequestError(
+                503,
+                f"{LARGE_BODY_SLOTS} large requests are being read already; send it again later",
+            )
+        self._holds_slot = True
+
     def _relay(self) -> None:
+        try:
+            self._relay_checked()
+        finally:
+            if getattr(self, "_holds_slot", False):
+                self._holds_slot = False
+                self.server.large_bodies.release()
+
+    def _relay_checked(self) -> None:
         try:
             body = self._checked_body()
         except RefusedRequestError as refused:
