@@ -285,6 +285,15 @@ def test_a_crashed_tritonserver_is_restarted_logged_in_one_line_and_counted(repo
         assert restarts_gauge(running) == dict.fromkeys(MODELS, 1.0)
 
 
+def test_triton_never_gets_a_port_a_front_will_bind(monkeypatch):
+    from codistill.serving import local_server
+    from codistill.serving.local_server import Ports, private_ports
+
+    draws = iter([8001, 5000, 8000, 5000, 8002, 6000])  # public ports and a repeat among them
+    monkeypatch.setattr(local_server, "free_port", lambda: next(draws))
+    assert private_ports(Ports(8000, 8001, 8002)) == Ports(5000, 6000, 8002)
+
+
 def test_a_server_that_keeps_stopping_is_given_up_in_one_line():
     from codistill.serving.errors import ServerError
     from codistill.serving.local_server import RestartBudget

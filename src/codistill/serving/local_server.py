@@ -63,6 +63,21 @@ class Ports:
     metrics: int = 8002
 
 
+def private_ports(public: Ports) -> Ports:
+    """Free loopback ports for Triton's HTTP and gRPC behind the fronts, none of ``public``'s.
+
+    The fronts bind the public ports after these are drawn, so a draw must not return one.
+    """
+    taken = {public.http, public.grpc, public.metrics}
+    drawn: list[int] = []
+    while len(drawn) < 2:
+        port = free_port()
+        if port not in taken:
+            taken.add(port)
+            drawn.append(port)
+    return Ports(drawn[0], drawn[1], public.metrics)
+
+
 def warmup_inputs(config: Any) -> list[dict[str, np.ndarray]]:
     """The requests of ``config.model_warmup`` as arrays (zero data), batch first."""
     from tritonclient.grpc import model_config_pb2 as pb
@@ -289,7 +304,7 @@ def serve(
             for d in model_dirs
         ]
         backends = link_backends(holder / "backends")
-        private = Ports(free_port(), free_port(), ports.metrics)
+        private = private_ports(ports)
         ranks = model_ranks(repository, config_name)
         budget = max_pixels * RGB_BYTES
         front, _ = start_front(host, ports.http, ("127.0.0.1", private.http), budget, ranks)
@@ -328,7 +343,7 @@ def serve(
                 print(f"tritonserver stopped ({cause}); restart {restarts.count}", flush=True)
                 workspace.remove_regions()  # the dead server's; the next makes its own
                 # a new private port: another process may have taken the old one meanwhile
-                private = Ports(free_port(), free_port(), ports.metrics)
+                private = private_ports(ports)
                 front.upstream = ("127.0.0.1", private.http)
                 grpc_front.upstream = ("127.0.0.1", private.grpc)
                 try:
