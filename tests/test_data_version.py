@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,26 @@ def test_a_dvc_file_outside_a_dvc_repository_is_named(tmp_path):
     (tmp_path / "data.dvc").write_text("outs:\n- md5: 0123.dir\n  path: camvid\n")
     with pytest.raises(DataVersionError, match=r"data\.dvc: not inside a DVC repository$"):
         require_recorded_version(tmp_path / "camvid", RecordedVersion(tmp_path / "data.dvc"))
+
+
+def test_why_prepare_does_not_depend_on_the_data_folder_even_with_the_source_frozen(project):
+    """A dependency on data/ links data.dvc in ``dvc dag``, and lets edits be re-recorded.
+
+    ``dvc repro`` records an unchecked edit as the data's new version before any stage runs,
+    frozen or not. If a DVC release stops doing so, this fails, and prepare can depend on the
+    folder.
+    """
+    dvc = str(Path(sys.executable).parent / "dvc")
+    _run([dvc, "freeze", "data.dvc"], project)
+    (project / "dvc.yaml").write_text(
+        "stages:\n  prepare:\n    cmd: cat data/camvid/train/a.png > out.txt\n"
+        "    deps: [data/camvid]\n    outs: [out.txt]\n"
+    )
+    _run([dvc, "repro", "-q"], project)
+    dag = subprocess.run([dvc, "dag", "--dot"], cwd=project, capture_output=True, text=True)
+    assert re.search(r'"data\.dvc"\s*->\s*"prepare"', dag.stdout), dag.stdout  # linked
+    recorded = (project / "data.dvc").read_text()
+    assert "frozen: true" in recorded
+    (project / "data" / "camvid" / "train" / "a.png").write_text("an edit no gate has seen")
+    _run([dvc, "repro", "-q"], project)
+    assert (project / "data.dvc").read_text() != recorded  # re-recorded despite the freeze

@@ -2,8 +2,9 @@
 
 ``dvc repro`` would record any change it finds in a folder that a stage depends on, and that
 a ``.dvc`` file tracks, as that data's new version before a single stage ran: a corrupted mask
-would rewrite ``data.dvc`` and ``dvc.lock`` even though the data gate then rejects it. So the
-prepare stage does not depend on the data folder. ``dvc.yaml`` reads ``data.dvc`` as
+would rewrite ``data.dvc`` and ``dvc.lock`` even though the data gate then rejects it, and
+freezing ``data.dvc`` does not stop it. So the prepare stage does not depend on the data
+folder. ``dvc.yaml`` reads ``data.dvc`` as
 variables and passes the recorded hash on prepare's command line, so that a new recorded
 version (``dvc add``, or a ``git pull`` and ``dvc checkout``) reruns it, and prepare checks
 the folder against that record before it reads anything. A change that was never recorded
