@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from codistill.artifacts import write_text_atomic
+from codistill.markdown import markdown_table
 from codistill.study.provenance import cpu_model
-from codistill.study.tables import markdown_table
 
 
 def machine_lines(packages: tuple[str, ...]) -> list[str]:

@@ -24,24 +24,16 @@ another row, which has no finished result to copy yet, is trained).
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from codistill.config import METHODS, RUN_ONLY_KEYS, Params
+from codistill.config import ROLES
 from codistill.data.base import dataset_spec
-from codistill.data.gate import require_validated
-from codistill.study.identity import accepted_identities, is_current
-from codistill.study.provenance import study_device
-from codistill.study.results import RunSpec, Scoring, read_result, result_path, run_key
-from codistill.study.reuse import borrow, extend
-from codistill.study.runs import run, spec_params
-from codistill.study.settings import load_studies, parse_overrides
-from codistill.study.shards import add_shard_argument, in_shard
-from environment import markdown_table, publish_table, write_section
-from quality_tables import (
+from codistill.study.plan import PlanError
+from codistill.study.regime_tables import (
     STUDENT_NAMES,
     Results,
     ablation_rows,
@@ -51,41 +43,24 @@ from quality_tables import (
     diagnostics_summary,
     headline,
     main_rows,
-    plot_curves,
     probe_lines,
     tuned_lines,
 )
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One row of a table: a method, the terms forced on or off, and other settings."""
-
-    label: str
-    slug: str
-    method: str
-    switches: dict[str, bool] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
-    search: str = ""  # a tuned row's search, and its candidate there
-    candidate: str = ""
-
-    def overrides(self) -> dict[str, Any]:
-        """The ``params.yaml`` keys this row sets."""
-        switches = {f"train.{k}": v for k, v in self.switches.items()}
-        return {"train.method": self.method, **switches, **self.settings}
-
-
-MAIN = tuple(Variant(method, method, method) for method in METHODS)
-ABLATIONS = (
-    Variant("HFD only", "hfd-only", "ours", {"hfd": True, "rbsd": False, "pbsd": False}),
-    Variant("region-BSD only", "rbsd-only", "ours", {"hfd": False, "rbsd": True, "pbsd": False}),
-    Variant("pixel-BSD only", "pbsd-only", "ours", {"hfd": False, "rbsd": False, "pbsd": True}),
-    Variant("BSD (region + pixel)", "bsd", "ours", {"hfd": False, "rbsd": True, "pbsd": True}),
+from codistill.study.regimes import (
+    ABLATIONS,
+    MAIN,
+    RegimeFiles,
+    collect,
+    plan,
+    train_missing,
+    tuned_variants,
 )
+from codistill.study.results import Scoring
+from codistill.study.settings import load_studies, parse_overrides
+from codistill.study.shards import add_shard_argument
+from environment import markdown_table, new_figure, publish_table, save_figure, write_section
+
 ALL_TERMS = "all (= ours)"
-# What a search's base may set beyond its regime's recipe: the method it tunes, run-only knobs.
-NOT_RECIPE = ("train.method", *RUN_ONLY_KEYS)
-Plan = list[tuple[Variant, RunSpec]]
 
 
 def parse_args() -> argparse.Namespace:
@@ -154,164 +129,52 @@ def resolved_regime(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return name, {**regime, "params": params}
 
 
-def tuned_variants(
-    regime: dict[str, Any], params: dict[str, Any], searches: dict[str, Any]
-) -> tuple[Variant, ...]:
-    """Rows of a method under settings a validation search chose (the regime's ``tuned``).
-
-    Each entry names a search of ``bench/studies.yaml`` and one of its candidates; the row
-    trains the search's method with that candidate's own overrides over the regime's
-    ``params``. The search's base must be those params, so that the choice was made on the
-    recipe the row is run with.
-    """
-    variants: list[Variant] = []
-    for entry in regime.get("tuned", []):
-        if not isinstance(entry, dict) or {"search", "candidate"} - set(entry):
-            raise SystemExit(f"tuned: {entry!r} is not a mapping with search and candidate")
-        name, candidate = entry["search"], entry["candidate"]
-        search = searches.get(name)
-        if search is None:
-            raise SystemExit(f"tuned: no search {name!r}")
-        if candidate not in search["candidates"]:
-            raise SystemExit(f"tuned: no candidate {candidate!r} in search {name!r}")
-        base = search.get("base", {})
-        differing = sorted(
-            key
-            for key in {*base, *params}
-            if key not in NOT_RECIPE and base.get(key) != params.get(key)
-        )
-        if differing:
-            raise SystemExit(
-                f"tuned: search {name!r} ran another recipe than the regime: "
-                + ", ".join(differing)
-            )
-        settings = search["candidates"][candidate]
-        if not settings:
-            raise SystemExit(f"tuned: candidate {candidate!r} of {name!r} changes nothing")
-        method = {**base, **settings}.get("train.method")
-        if method is None:
-            raise SystemExit(f"tuned: search {name!r} names no train.method in its base")
-        label, slug = f"{method} ({candidate})", f"{method}-{candidate}"
-        variant = Variant(label, slug, method, settings=settings, search=name, candidate=candidate)
-        if variant.slug in {v.slug for v in variants}:
-            raise SystemExit(f"tuned: {variant.label} is listed twice")
-        variants.append(variant)
-    return tuple(variants)
-
-
-def plan(regime: dict[str, Any], ablations: bool) -> Plan:
-    """Every run of the regime: the main rows, the tuned rows, then the ablations.
-
-    Within each group seed by seed, so that paired sets complete early.
-    """
-    tuned = tuple(v for v in regime["methods"] if v.search)
-    groups = [(MAIN, regime["seeds"]), (tuned, regime["seeds"])]
-    if ablations:
-        groups.append((ABLATIONS, regime["ablation_seeds"]))
-    return [(v, spec(v, s, regime)) for variants, seeds in groups for s in seeds for v in variants]
-
-
-def spec(variant: Variant, seed: int, regime: dict[str, Any]) -> RunSpec:
-    """The run of ``variant`` at ``seed`` under the regime's overrides."""
-    return RunSpec(
-        run_key(variant.slug, seed),
-        variant.label,
-        seed,
-        {**regime.get("params", {}), **variant.overrides()},
-    )
-
-
-def collect(
-    args: argparse.Namespace, regime_dir: Path, runs: Plan, scoring: Scoring
-) -> tuple[Results, list[str]]:
-    """Current results by row label, and the keys of results with another identity."""
-    results: Results = {v.label: [] for v in (*MAIN, *ABLATIONS)}
-    results.update({v.label: [] for v, _ in runs})
-    stale = []
-    for variant, run_spec in runs:
-        result = read_result(result_path(regime_dir, run_spec.key))
-        identity = accepted_identities(spec_params(run_spec, args.params), args.prepared, scoring)
-        if is_current(result, identity):
-            results[variant.label].append(result)
-        elif result is not None:
-            stale.append(run_spec.key)
-    return results, stale
-
-
-def train_missing(
-    args: argparse.Namespace,
-    name: str,
-    runs: Plan,
-    scoring: Scoring,
-    regime_dir: Path,
-) -> None:
-    """Train the runs of this process's shard that have no current result."""
-    keys = {run_spec.key for _, run_spec in runs}
-    unknown = sorted(set(args.only or ()) - keys)
-    if unknown:
-        raise SystemExit(f"--only: {', '.join(unknown)} not in the plan of regime {name}")
-    require_validated(args.prepared, args.validation)
-    device = study_device()
-    for index, (variant, run_spec) in enumerate(runs):
-        if not in_shard(index, args.shard) or (args.only and run_spec.key not in args.only):
-            continue
-        params = spec_params(run_spec, args.params)
-        twin = borrow(run_spec, params, args.prepared, scoring, regime_dir, regime_dir)
-        if twin is not None:
-            print(f"{run_spec.key}: the same run as {twin.name}, copied", flush=True)
-            continue
-        if extend_from_search(args, variant, run_spec, params, scoring, regime_dir, device):
-            print(f"{run_spec.key}: its search run scored on the test split", flush=True)
-            continue
-        run(
-            run_spec,
-            args.params,
-            args.prepared,
-            args.workdir / name,
-            regime_dir,
-            scoring,
-            device,
-        )
-
-
-def extend_from_search(
-    args: argparse.Namespace,
-    variant: Variant,
-    run_spec: RunSpec,
-    params: Params,
-    scoring: Scoring,
-    out: Path,
-    device: torch.device,
-) -> bool:
-    """Make a tuned row's run from the search's run at its seed, if that has this configuration."""
-    if not variant.search:
-        return False
-    key = run_key(variant.candidate, run_spec.seed)
-    return extend(
-        run_spec,
-        params,
-        args.prepared,
-        scoring,
-        out,
-        result_path(args.search_results / variant.search, key),
-        args.search_workdir / variant.search / key,
-        device,
-    )
-
-
 def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    name, regime = resolved_regime(args)
-    regime_dir = args.results / name
-    runs = plan(regime, args.ablations)
-    scoring = Scoring(score_last=regime.get("score_last", 1))
-    if args.train:
-        train_missing(args, name, runs, scoring, regime_dir)
+    files = RegimeFiles(
+        args.params,
+        args.prepared,
+        args.validation,
+        args.workdir,
+        args.search_results,
+        args.search_workdir,
+    )
+    try:
+        name, regime = resolved_regime(args)
+        regime_dir = args.results / name
+        runs = plan(regime, args.ablations)
+        scoring = Scoring(score_last=regime.get("score_last", 1))
+        if args.train:
+            train_missing(files, name, runs, scoring, regime_dir, args.only, args.shard)
+    except PlanError as err:
+        raise SystemExit(str(err)) from None
     if args.tables:
-        results, stale = collect(args, regime_dir, runs, scoring)
+        results, stale = collect(files, regime_dir, runs, scoring)
         write_tables(args, name, regime, results, stale)
+
+
+def plot_curves(results: Results, labels: list[str], path: Path) -> None:
+    """Validation mIoU against iterations, mean over seeds, one panel per student."""
+    figure, axes = new_figure(1, 2, figsize=(10, 4), sharey=True)
+    for axis, role in zip(axes, ROLES, strict=True):
+        for label in labels:
+            runs = results[label]
+            if not runs:
+                continue
+            xs = [c["iteration"] for c in runs[0]["checkpoints"]]
+            ys = [
+                statistics.fmean(100 * r["checkpoints"][i]["val"][role]["miou"] for r in runs)
+                for i in range(len(xs))
+            ]
+            axis.plot(xs, ys, marker="o", label=f"{label} ({len(runs)} seeds)")
+        axis.set_title(STUDENT_NAMES[role])
+        axis.set_xlabel("iteration")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("validation mIoU (%)")
+    axes[0].legend()
+    save_figure(figure, path)
 
 
 def class_names(results: Results) -> tuple[str, ...]:

@@ -29,8 +29,8 @@ from codistill.engine.host_memory import reuse_freed_host_memory
 from codistill.engine.optim import cnn_optimizer, vit_optimizer
 from codistill.engine.precision import BF16, FLOAT32, Precision, resolve_precision
 from codistill.engine.trainer import train_step
+from codistill.study.regimes import ABLATIONS, MAIN, Variant
 from environment import bench_parser, markdown_table, num_classes, publish_table
-from quality import ABLATIONS, MAIN, Variant
 
 TERMS_ALONE = tuple(v for v in ABLATIONS if sum(v.switches.values()) == 1)
 VARIANTS = (*MAIN, *TERMS_ALONE)

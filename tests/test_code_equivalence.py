@@ -8,15 +8,13 @@ import sys
 import pytest
 
 from codistill.engine.code_digest import code_digest
-from tests.conftest import REPO_ROOT, TINY_TRAIN, tiny_params_file
-
-sys.path.insert(0, str(REPO_ROOT / "bench"))
 from codistill.study.code_equivalence import append_record, equivalent_codes, read_records
 from codistill.study.identity import accepted_identities, is_current, run_identity
+from codistill.study.replay import Side, code_digest_of, mismatches, replay, train, worktree
 from codistill.study.results import RunSpec, Scoring
 from codistill.study.runs import spec_params
 from codistill.study.settings import load_studies
-from replay_code import Side, code_digest_of, mismatches, replay, train, worktree
+from tests.conftest import REPO_ROOT, TINY_TRAIN, tiny_params_file
 
 STUDIES = REPO_ROOT / "bench" / "studies.yaml"
 
@@ -113,13 +111,13 @@ def test_the_earlier_code_comes_from_a_worktree_that_is_removed_afterwards():
 )
 def test_a_bad_commit_or_regime_is_named_before_any_training(flags, message):
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "replay_code.py"), *flags],
+        [sys.executable, "-m", "codistill.cli", "study", "replay", *flags],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
@@ -136,7 +134,7 @@ def test_a_reproduction_compares_a_committed_runs_weights_and_records_the_outcom
     results.mkdir(parents=True)
     run = {"overrides": overrides, "seed": 3, "commit": "c0ffee", "code_digest": "d1"}
     record = tmp_path / "reproductions.json"
-    command = [sys.executable, str(REPO_ROOT / "bench" / "reproduce_run.py"), "--regime", "tiny"]
+    command = [sys.executable, "-m", "codistill.cli", "study", "reproduce", "--regime", "tiny"]
     command += ["--results", str(tmp_path / "results"), "--record", str(record)]
     command += ["--prepared", str(prepared), "--validation", str(validation)]
     command += ["--workdir", str(tmp_path / "work")]
@@ -164,9 +162,9 @@ def test_a_reproduction_of_a_run_without_weight_digests_is_refused_before_traini
     results.mkdir(parents=True)
     (results / "old.json").write_text(json.dumps({"overrides": {}, "seed": 0}))
     record = tmp_path / "reproductions.json"
-    command = [sys.executable, str(REPO_ROOT / "bench" / "reproduce_run.py"), "--regime", "tiny"]
+    command = [sys.executable, "-m", "codistill.cli", "study", "reproduce", "--regime", "tiny"]
     command += ["--key", "old", "--results", str(tmp_path / "results"), "--record", str(record)]
     refused = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert "old.json: records no weights_sha256" in refused.stderr
     assert "Traceback" not in refused.stderr and not record.exists()

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import sys
 
 import pytest
 import torch
@@ -10,19 +9,17 @@ import torch
 from codistill.artifacts import write_json_atomic
 from codistill.config.loader import load_yaml_mapping
 from codistill.evaluation.metrics import mean_iou
-from codistill.study.image_counts import counts_path, read_image_counts
-from tests.conftest import REPO_ROOT, tiny_params_file
-
-sys.path.insert(0, str(REPO_ROOT / "bench"))
 from codistill.study.identity import accepted_identities, run_identity
+from codistill.study.image_counts import counts_path, read_image_counts
 from codistill.study.migration import migrate_folder, rule_1_identities
 from codistill.study.provenance import machine, require_one_machine_kind
 from codistill.study.results import NotAResultError, RunSpec, Scoring, result_path
 from codistill.study.reuse import borrow
 from codistill.study.runs import SNAPSHOTS, claimed, run, spec_params, train_with_snapshots
 from codistill.study.scoring import add_missing_counts
+from codistill.study.searches import choice_line, table_rows
 from codistill.study.settings import load_studies, resolve_params
-from search import choice_line, table_rows
+from tests.conftest import REPO_ROOT, tiny_params_file
 
 
 def test_a_run_missing_a_snapshot_it_had_passed_starts_afresh(validated_tiny, tmp_path, capsys):

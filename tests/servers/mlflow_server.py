@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -36,6 +37,9 @@ def mlflow_server(workdir: Path, timeout: float = 90.0) -> Iterator[str]:
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=workdir,
+        # no job runner: the tests run no server-side jobs, and its store in /dev/shm
+        # would outlive the server
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     uri = f"http://127.0.0.1:{port}"
     try:

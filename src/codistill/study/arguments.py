@@ -59,3 +59,39 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     migrate.add_argument("folders", type=Path, nargs="+", help="folders of result files")
     migrate.add_argument("--params", type=Path, default=Path("params.yaml"), help="base params")
     migrate.add_argument("--prepared", type=Path, default=Path("build/prepared/camvid"))
+    _add_replay_arguments(actions)
+
+
+def _add_replay_arguments(actions: argparse._SubParsersAction) -> None:
+    """``replay`` and ``reproduce``: the same weights from two codes, or from a committed run."""
+    from codistill.config import METHODS
+    from codistill.study.code_equivalence import EQUIVALENCE_FILE, REPRODUCTIONS_FILE
+
+    replay = actions.add_parser(
+        "replay",
+        help="Train a short run per method with an earlier commit's code and the present "
+        "code; record the two code digests as equivalent if every student's weights match.",
+    )
+    replay.add_argument("--from", dest="commit", required=True, help="the earlier code's commit")
+    replay.add_argument("--regime", help="a regime of the studies file (default: the first)")
+    replay.add_argument("--studies", type=Path, default=Path("bench/studies.yaml"))
+    replay.add_argument("--iterations", type=int, default=16)
+    replay.add_argument("--seed", type=int, default=0)
+    replay.add_argument("--methods", nargs="+", default=list(METHODS))
+    replay.add_argument("--workdir", type=Path, default=Path("build/bench/replay"))
+    replay.add_argument("--record", type=Path, default=EQUIVALENCE_FILE)
+    reproduce = actions.add_parser(
+        "reproduce",
+        help="Train a committed run's whole schedule again with a commit's code and record "
+        "whether its weights match.",
+    )
+    reproduce.add_argument("--regime", required=True)
+    reproduce.add_argument("--key", required=True, help="a committed run, e.g. ours-seed0")
+    reproduce.add_argument("--commit", default="HEAD", help="whose code trains it (default HEAD)")
+    reproduce.add_argument("--results", type=Path, default=Path("bench/results/quality"))
+    reproduce.add_argument("--workdir", type=Path, default=Path("build/bench/reproduce"))
+    reproduce.add_argument("--record", type=Path, default=REPRODUCTIONS_FILE)
+    for sub in (replay, reproduce):
+        sub.add_argument("--threads", type=int, default=1)
+        sub.add_argument("--prepared", type=Path, default=Path("build/prepared/camvid"))
+        sub.add_argument("--validation", type=Path, default=Path("build/validate"))

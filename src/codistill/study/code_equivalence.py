@@ -3,7 +3,7 @@
 A study result counts only for the code that made it (its digest is part of the run's
 identity). A change that does not alter what training computes (a clearer error message, a
 safer checkpoint write, a moved function) would otherwise make every finished run stale.
-``bench/replay_code.py`` trains the same short runs with an earlier commit's code and with
+``codistill study replay`` trains the same short runs with an earlier commit's code and with
 the present code, and only if every student's weights come out bit for bit the same does it
 append a record here: the two digests, the commits, and the evidence. Results made with any
 digest that records link to the present one count as current.
@@ -18,6 +18,8 @@ from typing import Any
 from codistill.artifacts import write_json_atomic
 
 EQUIVALENCE_FILE = Path("bench/results/code_equivalence.json")
+# Each end-to-end reproduction of a committed run, matched or not.
+REPRODUCTIONS_FILE = Path("bench/results/reproductions.json")
 
 
 def read_records(path: Path = EQUIVALENCE_FILE) -> list[dict[str, Any]]:

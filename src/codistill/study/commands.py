@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,19 @@ def run_study_command(args: argparse.Namespace) -> int:
     """Dispatch one ``codistill study`` action; return the exit code."""
     if args.action == "migrate":
         return migrate_results(args)
+    if args.action in ("replay", "reproduce"):
+        return _replay_command(args)
     plan = load_plan(args.plan_file)
     action = {"plan": show_plan, "run": train_plan, "report": write_report}[args.action]
     return action(args, plan)
+
+
+def _replay_command(args: argparse.Namespace) -> int:
+    """``replay`` or ``reproduce``: 1, with the difference in one line, if weights differ."""
+    from codistill.study.replay import ReplayError, replay_code, reproduce_run
+
+    try:
+        return {"replay": replay_code, "reproduce": reproduce_run}[args.action](args)
+    except ReplayError as err:
+        print(f"codistill study {args.action}: {err}", file=sys.stderr)
+        return 1

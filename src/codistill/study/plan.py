@@ -18,10 +18,11 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from codistill.config import ROLES
 from codistill.config.loader import load_yaml_mapping
 
 SPLITS = ("test", "val")  # the prepared splits' names
-STUDENTS = ("cnn", "vit")
+STUDENTS = ROLES
 CHECKPOINT_RULES = ("last",)
 CORRECTIONS = ("holm",)
 PLAN_KEYS = {

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import math
 
+from codistill.markdown import markdown_table
 from codistill.study.confirmation import Confirmation, Outcome, Runs, row_mious
 from codistill.study.statistics import Interval, mean_std
 
 STUDENT_NAMES = {"cnn": "CNN (DeepLabV3+ R18)", "vit": "ViT (SegFormer-style)"}
 SHORT_NAMES = {"cnn": "CNN", "vit": "ViT"}
 SPLIT_NAMES = {"val": "validation", "test": "test"}
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """Lines of a markdown table; every column after the first is right-aligned."""
-    return [
-        "| " + " | ".join(header) + " |",
-        "|---|" + "---:|" * (len(header) - 1),
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
 
 
 def _settings(overrides: dict) -> str:

@@ -1,21 +1,20 @@
-"""The quality study's tables, built from per-run results only.
+"""A regime's tables, built from its per-run results only.
 
-The probe, the method comparison with paired intervals, the ablation grid, the diagnostics
-of `ours`, the README headline, and the learning curves.
+The probe, the method comparison with paired intervals, the ablation grid, the per-class
+scores, the diagnostics of `ours` and the README headline, as markdown lines.
 """
 
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Any
 
 from codistill.config import ROLES, TERM_NAMES
 from codistill.distill.objective import DIRECTION_SHARES
+from codistill.markdown import markdown_table
 from codistill.study.results import miou_by_seed, seconds_per_step
 from codistill.study.statistics import Interval, mean_std, paired_differences, paired_interval
 from codistill.study.tables import STUDENT_NAMES
-from environment import markdown_table, new_figure, save_figure
 
 REFERENCE = "independent"
 BASELINES = ("dml", "kdcl")
@@ -427,25 +426,3 @@ def headline(results: Results, description: str, labels: list[str]) -> list[str]
         "",
         *markdown_table(["method", *(STUDENT_NAMES[r] for r in ROLES)], rows),
     ]
-
-
-def plot_curves(results: Results, labels: list[str], path: Path) -> None:
-    """Validation mIoU against iterations, mean over seeds, one panel per student."""
-    figure, axes = new_figure(1, 2, figsize=(10, 4), sharey=True)
-    for axis, role in zip(axes, ROLES, strict=True):
-        for label in labels:
-            runs = results[label]
-            if not runs:
-                continue
-            xs = [c["iteration"] for c in runs[0]["checkpoints"]]
-            ys = [
-                statistics.fmean(100 * r["checkpoints"][i]["val"][role]["miou"] for r in runs)
-                for i in range(len(xs))
-            ]
-            axis.plot(xs, ys, marker="o", label=f"{label} ({len(runs)} seeds)")
-        axis.set_title(STUDENT_NAMES[role])
-        axis.set_xlabel("iteration")
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel("validation mIoU (%)")
-    axes[0].legend()
-    save_figure(figure, path)

@@ -1,11 +1,6 @@
-"""The quality study's probe text, built from per-run results (bench/quality_tables.py)."""
+"""A regime's tables, built from per-run results (codistill.study.regime_tables)."""
 
-import sys
-
-from tests.conftest import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-from quality_tables import (
+from codistill.study.regime_tables import (
     REGIME_FIXES_SCORING,
     ablation_rows,
     checkpoint_choice_lines,

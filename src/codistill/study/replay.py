@@ -1,13 +1,17 @@
-"""Show that a change to the weight-shaping code trains bit-identical weights, and record it.
+"""Show that two versions of the code train the same weights, and record what was shown.
 
-    python bench/replay_code.py --from COMMIT [--regime cpu-640] [--iterations 16]
+``codistill study replay --from COMMIT`` trains one short run per method with the code of
+``COMMIT`` (a git worktree) and with the present working tree, each with its own
+``params.yaml`` under the regime's overrides, the same seed, prepared data and thread count,
+through ``codistill train``. If every student's ``weights_sha256`` matches, the pair of code
+digests is appended to ``bench/results/code_equivalence.json`` and results made with either
+code count for both; otherwise nothing is recorded.
 
-Trains one short run per method with the code of ``COMMIT`` (a git worktree) and with the
-present working tree, each with its own ``params.yaml`` under the regime's overrides, the
-same seed, prepared data and thread count, through the ``codistill train`` command. If every
-student's ``weights_sha256`` matches, the pair of code digests is appended to
-``bench/results/code_equivalence.json`` and the study's results made with either code count
-for both; otherwise the differences are printed and nothing is recorded.
+``codistill study reproduce --regime R --key K`` is the end-to-end check: the whole schedule
+of a committed run (its overrides and seed over that commit's ``params.yaml``), trained with a
+commit's code, must end with the committed ``weights_sha256``; the outcome, match or not, is
+appended to ``bench/results/reproductions.json``. If ``params.yaml`` changed since the run in
+a way that shapes weights, a mismatch can be that.
 """
 
 from __future__ import annotations
@@ -28,13 +32,32 @@ from typing import Any
 
 import torch
 
+from codistill.artifacts import write_json_atomic
 from codistill.config import ROLES
-from codistill.study.code_equivalence import EQUIVALENCE_FILE, append_record
+from codistill.study.code_equivalence import REPRODUCTIONS_FILE, append_record
+from codistill.study.plan import PlanError
 from codistill.study.provenance import cpu_model, git_commit
+from codistill.study.results import result_path
 from codistill.study.settings import bench_mapping, load_studies
-from quality import MAIN
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+
+class ReplayError(RuntimeError):
+    """Two codes trained different weights, or a side could not train at all."""
+
+
+def repository_root() -> Path:
+    """The top folder of the git repository the command runs in."""
+    found = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=False
+    )
+    if found.returncode != 0:
+        raise PlanError("not inside a git repository: replays check out earlier commits")
+    return Path(found.stdout.strip())
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "no output"
 
 
 @dataclass(frozen=True)
@@ -67,10 +90,10 @@ def code_digest_of(side: Side) -> str:
     )
     result = _python(side, ["-c", probe], threads=1)
     if result.returncode != 0:
-        raise SystemExit(f"{side.name}: could not import its code:\n{result.stderr}")
+        raise ReplayError(f"{side.name}: could not import its code: {_last_line(result.stderr)}")
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     if not Path(answer["file"]).resolve().is_relative_to(side.src.resolve()):
-        raise SystemExit(f"{side.name}: imported {answer['file']}, not the code in {side.src}")
+        raise ReplayError(f"{side.name}: imported {answer['file']}, not the code in {side.src}")
     return answer["digest"]
 
 
@@ -94,7 +117,9 @@ def train(
     command += ["--prepared", str(prepared), "--validation", str(validation), "--out", str(out)]
     result = _python(side, command, threads)
     if result.returncode != 0:
-        raise SystemExit(f"{side.name}: training failed:\n{result.stdout}\n{result.stderr}")
+        raise ReplayError(
+            f"{side.name}: training failed: {_last_line(result.stderr or result.stdout)}"
+        )
     return json.loads((out / "train_metrics.json").read_text())["weights_sha256"]
 
 
@@ -143,13 +168,13 @@ def resolved_commit(name: str, flag: str) -> str:
     """The full hash of commit ``name``; exits naming ``flag`` when it is not a commit here."""
     resolved = subprocess.run(
         ["git", "rev-parse", "--verify", f"{name}^{{commit}}"],
-        cwd=REPO_ROOT,
+        cwd=repository_root(),
         capture_output=True,
         text=True,
         check=False,
     )
     if resolved.returncode != 0:
-        raise SystemExit(f"{flag} {name}: not a commit of this repository")
+        raise PlanError(f"{flag} {name}: not a commit of this repository")
     return resolved.stdout.strip()
 
 
@@ -160,7 +185,7 @@ def worktree(commit: str) -> Iterator[Path]:
         folder = Path(tmp) / "tree"
         subprocess.run(
             ["git", "worktree", "add", "--detach", str(folder), commit],
-            cwd=REPO_ROOT,
+            cwd=repository_root(),
             check=True,
             capture_output=True,
         )
@@ -169,54 +194,55 @@ def worktree(commit: str) -> Iterator[Path]:
         finally:
             subprocess.run(
                 ["git", "worktree", "remove", "--force", str(folder)],
-                cwd=REPO_ROOT,
+                cwd=repository_root(),
                 check=False,
                 capture_output=True,
             )
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--from", dest="commit", required=True, help="the earlier code's commit")
-    parser.add_argument("--regime", help="a regime of bench/studies.yaml (default: the first)")
-    parser.add_argument("--studies", type=Path, default=Path("bench/studies.yaml"))
-    parser.add_argument("--iterations", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", default=[v.method for v in MAIN])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--prepared", type=Path, default=Path("build/prepared/camvid"))
-    parser.add_argument("--validation", type=Path, default=Path("build/validate"))
-    parser.add_argument("--workdir", type=Path, default=Path("build/bench/replay"))
-    parser.add_argument("--record", type=Path, default=EQUIVALENCE_FILE)
-    return parser.parse_args()
+def run_overrides(result: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that made a committed run: its regime and variant, and its seed."""
+    return {**result["overrides"], "train.seed": result["seed"]}
 
 
-def main() -> None:
-    args = parse_args()
+def differing_students(expected: dict[str, str], got: dict[str, str]) -> list[str]:
+    """The roles whose weight digests differ."""
+    return [role for role in ROLES if expected[role] != got[role]]
+
+
+def append_reproduction(record: dict[str, Any], path: Path = REPRODUCTIONS_FILE) -> None:
+    """Add ``record`` to the reproductions file."""
+    earlier = json.loads(path.read_text())["records"] if path.is_file() else []
+    write_json_atomic(path, {"records": [*earlier, record]})
+
+
+def replay_code(args: argparse.Namespace) -> int:
+    """Train the regime's short run per method with both codes; record the link if equal."""
     regimes = load_studies(args.studies)["regimes"]
     regime = args.regime or next(iter(regimes))
     if regime not in regimes:
-        raise SystemExit(f"{args.studies}: no regime {regime!r} (found: {', '.join(regimes)})")
+        raise PlanError(f"{args.studies}: no regime {regime!r} (found: {', '.join(regimes)})")
     overrides = {
         **regimes[regime].get("params", {}),
         "train.iterations": args.iterations,
         "train.checkpoint_every": max(1, args.iterations // 2),
         "train.seed": args.seed,
     }
-    new = Side("present", REPO_ROOT / "src", REPO_ROOT / "params.yaml")
+    root = repository_root()
+    new = Side("present", root / "src", root / "params.yaml")
     commit = resolved_commit(args.commit, "--from")
     with worktree(commit) as tree:
         old = Side("earlier", tree / "src", tree / "params.yaml")
         codes = {side.name: code_digest_of(side) for side in (old, new)}
         if codes["earlier"] == codes["present"]:
             print(f"{commit[:12]} and the present tree have the same code digest: nothing to show")
-            return
+            return 0
         paths = {"prepared": args.prepared, "validation": args.validation}
         paths["workdir"] = args.workdir
         digests = replay(old, new, overrides, args.methods, paths, args.threads)
     different = mismatches(digests)
     if different:
-        raise SystemExit(f"weights differ ({', '.join(different)}): nothing recorded")
+        raise ReplayError(f"weights differ ({', '.join(different)}): nothing recorded")
     present = git_commit()
     append_record(
         {
@@ -235,7 +261,52 @@ def main() -> None:
         args.record,
     )
     print(f"same weights for {', '.join(args.methods)}: recorded in {args.record}")
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+def reproduce_run(args: argparse.Namespace) -> int:
+    """Train a committed run's whole schedule with a commit's code; record whether it matched."""
+    path = result_path(args.results / args.regime, args.key)
+    if not path.is_file():
+        raise PlanError(f"{path}: no committed result to reproduce")
+    result = json.loads(path.read_text())
+    if "weights_sha256" not in result:
+        raise PlanError(f"{path}: records no weights_sha256, so there is nothing to compare with")
+    commit = resolved_commit(args.commit, "--commit")
+    overrides = run_overrides(result)
+    started = time.perf_counter()
+    with worktree(commit) as tree:
+        side = Side(commit[:12], tree / "src", tree / "params.yaml")
+        code = code_digest_of(side)
+        weights = train(
+            side,
+            overrides,
+            args.prepared,
+            args.validation,
+            args.workdir / args.regime / args.key,
+            args.threads,
+        )
+    different = differing_students(result["weights_sha256"], weights)
+    append_reproduction(
+        {
+            "regime": args.regime,
+            "key": args.key,
+            "result_commit": result["commit"],
+            "result_code_digest": result["code_digest"],
+            "commit": commit,
+            "code_digest": code,
+            "overrides": overrides,
+            "threads": args.threads,
+            "seconds": round(time.perf_counter() - started, 1),
+            "expected_weights_sha256": result["weights_sha256"],
+            "weights_sha256": weights,
+            "same_weights": not different,
+            "machine": {"cpu": cpu_model(), "torch": torch.__version__},
+            "date": time.strftime("%Y-%m-%d"),
+        },
+        args.record,
+    )
+    if different:
+        raise ReplayError(f"{args.key}: weights differ ({', '.join(different)}); recorded")
+    print(f"{args.key}: the same weights with {commit[:12]}'s code; recorded in {args.record}")
+    return 0

@@ -1,0 +1,196 @@
+"""A validation search: candidate settings on the same seeds, scored on validation only.
+
+Choosing among the candidates never looks at the test split. Each run keeps its result under
+the search's results folder; a run with a current result is not trained again, so the search
+can be stopped and continued, and its table rewritten from the files alone. A search shows
+runs made with older code, configuration or data too, marked, unless told to retrain them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codistill.config import ROLES
+from codistill.data.gate import require_validated
+from codistill.engine.precision import FLOAT32
+from codistill.study.identity import accepted_identities, is_current
+from codistill.study.provenance import study_device
+from codistill.study.results import (
+    RunSpec,
+    Scoring,
+    miou_by_seed,
+    read_result,
+    result_path,
+    run_key,
+    seconds_per_step,
+)
+from codistill.study.reuse import borrow
+from codistill.study.runs import run, spec_params
+from codistill.study.scoring import add_missing_counts
+from codistill.study.shards import in_shard
+from codistill.study.statistics import mean_std, paired_interval
+
+# A search scores the last checkpoint on the validation split only.
+SCORING = Scoring(score_last=1, splits=("val",))
+
+
+@dataclass(frozen=True)
+class SearchFiles:
+    """Where one search's inputs, checkpoints and results are."""
+
+    params: Path
+    prepared: Path
+    validation: Path
+    workdir: Path  # the search's own folder of run folders
+    results: Path  # the search's own folder of result files
+    borrow_from: Path  # quality-study results a candidate may reuse (same identity)
+
+
+def specs(search: dict[str, Any], seeds: list[int]) -> list[RunSpec]:
+    """One run per candidate and seed, the search's base overrides under each candidate's."""
+    return [
+        RunSpec(run_key(name, seed), name, seed, {**search.get("base", {}), **overrides})
+        for name, overrides in search["candidates"].items()
+        for seed in seeds
+    ]
+
+
+def settings_cell(overrides: dict[str, Any], base: dict[str, Any]) -> str:
+    """The candidate's own overrides, as `key=value` pairs."""
+    own = {k: v for k, v in overrides.items() if base.get(k) != v}
+    return ", ".join(f"`{k}={v}`" for k, v in own.items()) or "(base)"
+
+
+def table_rows(
+    search: dict[str, Any], results: dict[str, list[dict[str, Any]]], current: set[str]
+) -> list[list[str]]:
+    """Per candidate: its settings, seeds, validation mIoU of each student, and seconds/step.
+
+    With two or more seeds, each candidate's paired difference to its reference follows its
+    mean, with the 95 % t-interval: the first candidate, or the one the search's ``compare``
+    maps it to. ``current`` holds the keys of results made with the present identity; the
+    others are marked.
+    """
+    base = search.get("base", {})
+    names = list(search["candidates"])
+    rows = []
+    for name in names:
+        runs = results[name]
+        settings = settings_cell(search["candidates"][name], base)
+        if not runs:
+            rows.append([name, settings, "0", "-", "-", "-", ""])
+            continue
+        cells = [name, settings, str(len(runs))]
+        reference = search.get("compare", {}).get(name, names[0])
+        for role in ROLES:
+            own = miou_by_seed(runs, role, "val")
+            mean, std = mean_std(list(own.values()))
+            cell = f"{mean:.2f}" + (f" ± {std:.2f}" if len(runs) > 1 else "")
+            interval = paired_interval(own, miou_by_seed(results[reference], role, "val"))
+            if name != reference and interval is not None and interval.n > 1:
+                cell += f" (vs {reference}: {interval.cell()})"
+            cells.append(cell)
+        seconds = [s for r in runs if (s := seconds_per_step(r)) is not None]
+        threads = "/".join(str(t) for t in sorted({r["machine"]["torch_threads"] for r in runs}))
+        modes = "/".join(sorted({r.get("precision", FLOAT32) for r in runs}))
+        cells.append(f"{statistics.median(seconds):.2f} ({threads}, {modes})" if seconds else "-")
+        older = sum(r["key"] not in current for r in runs)
+        made = f"{older} of {len(runs)} made otherwise" if older else "current"
+        borrowed = sum("borrowed_from" in r for r in runs)
+        cells.append(made + (f", {borrowed} from the quality study" if borrowed else ""))
+        rows.append(cells)
+    return rows
+
+
+def choice_line(
+    search: dict[str, Any],
+    results: dict[str, list[dict[str, Any]]],
+    seeds: list[int],
+    current: set[str],
+) -> str:
+    """The search's choice: the best validation mIoU, averaged over both students and the seeds.
+
+    Only candidates with a current result (``current`` keys) at every one of ``seeds``
+    compete; the first candidate is the reference the choice is set against.
+    """
+
+    def mean_miou(runs: list[dict[str, Any]]) -> float:
+        return statistics.fmean(
+            100 * r["scores"]["val"][role]["miou"] for r in runs for role in ROLES
+        )
+
+    if not search.get("choose", True):
+        return "This search measures the paired differences above (`compare`); it chooses nothing."
+    complete = {}
+    for name, runs in results.items():
+        made_now = [r for r in runs if r["key"] in current]
+        if {r["seed"] for r in made_now} >= set(seeds):
+            complete[name] = made_now
+    if not complete:
+        return "Choice: none yet (no candidate has a current run at every seed)."
+    best = max(complete, key=lambda name: mean_miou(complete[name]))
+    first = next(iter(search["candidates"]))
+    line = (
+        "Choice (the highest validation mIoU averaged over both students and the seeds, among "
+        f"candidates with a current run at every seed): **{best}**, {mean_miou(complete[best]):.2f}"
+    )
+    if best != first and first in complete:
+        line += f" against {first} {mean_miou(complete[first]):.2f}"
+    waiting = len(search["candidates"]) - len(complete)
+    return line + (f"; {waiting} candidate(s) without one yet." if waiting else ".")
+
+
+def train_missing(
+    search: dict[str, Any],
+    seeds: list[int],
+    files: SearchFiles,
+    candidates: list[str] | None = None,
+    shard: tuple[int, int] | None = None,
+    rerun_older: bool = False,
+) -> None:
+    """Train this process's share of the chosen candidates' runs that have no current result.
+
+    A run the quality study already made is borrowed from its results instead.
+    """
+    require_validated(files.prepared, files.validation)
+    device = study_device()
+    chosen = set(candidates or search["candidates"])
+    todo = [spec for spec in specs(search, seeds) if spec.label in chosen]
+    for index, spec in enumerate(todo):
+        if not in_shard(index, shard):
+            continue
+        params = spec_params(spec, files.params)
+        source = borrow(spec, params, files.prepared, SCORING, files.results, files.borrow_from)
+        if source is not None:
+            print(f"{spec.key}: borrowed from {source}", flush=True)
+        path = result_path(files.results, spec.key)
+        add_missing_counts(spec, params, files.prepared, path, files.workdir / spec.key, device)
+        run(
+            spec,
+            files.params,
+            files.prepared,
+            files.workdir,
+            files.results,
+            SCORING,
+            device,
+            accept_older=not rerun_older,
+        )
+
+
+def collect(
+    search: dict[str, Any], seeds: list[int], files: SearchFiles
+) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
+    """Every result of the search's runs by candidate, and the keys of the current ones."""
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in search["candidates"]}
+    current = set()
+    for spec in specs(search, seeds):
+        result = read_result(result_path(files.results, spec.key))
+        if result is not None:
+            results[spec.label].append(result)
+            params = spec_params(spec, files.params)
+            if is_current(result, accepted_identities(params, files.prepared, SCORING)):
+                current.add(spec.key)
+    return results, current
