@@ -1,9 +1,10 @@
-"""The HTTP front's own connection handling, without a Triton behind it."""
+"""The fronts' own handling of connections and requests, without a Triton behind them."""
 
 from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -88,3 +89,115 @@ def test_large_bodies_are_read_a_few_at_a_time_and_small_ones_never_wait(front):
     with post_head(port, large) as after:
         after.sendall(b"x" * large)
         assert status_of(after).startswith("HTTP/1.1 400 ")  # the slot came back
+
+
+def test_a_body_that_trickles_in_past_the_deadline_gets_408_and_frees_its_slot(front):
+    import threading
+
+    from codistill.serving.front import LARGE_BODY_BYTES
+
+    front.large_bodies = threading.BoundedSemaphore(1)
+    front.body_deadline_s = 0.5
+    port = front.server_address[1]
+    large = LARGE_BODY_BYTES + 1
+    with post_head(port, large) as trickle:
+        for _ in range(3):  # a few bytes at a time, each well within the read timeout
+            trickle.sendall(b"x" * 10)
+            time.sleep(0.4)
+        assert status_of(trickle).startswith("HTTP/1.1 408 ")
+    with post_head(port, large) as after:
+        after.sendall(b"x" * large)
+        assert status_of(after).startswith("HTTP/1.1 400 ")  # the slot was given back
+
+
+def infer_request(shape: list[int], datatype: str = "UINT8", **tensor_fields) -> object:
+    """A ModelInferRequest of one input ``image`` (no data unless given)."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="image", datatype=datatype, shape=shape, **tensor_fields
+    )
+    return pb.ModelInferRequest(model_name="m", inputs=[tensor])
+
+
+def test_grpc_requests_are_sized_from_what_they_declare_and_carry():
+    from tritonclient.grpc import service_pb2 as pb
+
+    from codistill.serving.front import RefusedRequestError
+    from codistill.serving.grpc_front import check_infer_request
+
+    typed = infer_request(
+        [1, 2, 2, 3], "INT32", contents=pb.InferTensorContents(int_contents=[1] * 12)
+    )
+    check_infer_request(typed, 1000, 4)  # 12 values of 4 bytes: 48 bytes, sent
+    short = infer_request([1, 2, 2, 3], "INT32", contents=pb.InferTensorContents(int_contents=[1]))
+    two_raw = infer_request([1, 2, 2, 3])
+    two_raw.raw_input_contents.extend([b"\0" * 12, b"\0" * 12])
+    for request, message in (
+        (short, "needs 48 bytes, the request holds 4"),
+        (infer_request([1, 2, 2, 3], "BYTES"), "datatype 'BYTES' is not one served"),
+        (two_raw, "2 raw input contents for 1 inputs"),
+        (infer_request([1, 100, 100, 3]), "declares 30000 bytes, over this server's limit of 1000"),
+    ):
+        with pytest.raises(RefusedRequestError, match=message):
+            check_infer_request(request, 1000, 4)
+
+
+@pytest.fixture
+def grpc_front():
+    """A gRPC front on loopback, relaying to a port where nothing listens."""
+    from codistill.serving.grpc_front import start_grpc_front
+
+    front = start_grpc_front("127.0.0.1", free_port(), ("127.0.0.1", free_port()), 1 << 20, {})
+    yield front
+    front.stop()
+
+
+def test_a_grpc_port_in_use_is_refused_not_shared(grpc_front):
+    from codistill.serving.grpc_front import GrpcFront
+
+    with pytest.raises(OSError, match=f"address already in use: 127.0.0.1:{grpc_front.port}"):
+        GrpcFront(("127.0.0.1", grpc_front.port), ("127.0.0.1", 9), 1 << 20, {})
+
+
+def test_idle_streams_never_take_the_workers_single_calls_need(grpc_front):
+    import grpc
+
+    from codistill.serving.grpc_front import SERVICE, STREAMS
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_front.port}")
+    stream = channel.stream_stream(f"/{SERVICE}/ModelStreamInfer")
+    idle = threading.Event()
+    opened = [stream(iter(idle.wait, True)) for _ in range(STREAMS)]  # open, sending nothing
+    try:
+        time.sleep(1.0)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(stream(iter([b""])))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        live = channel.unary_unary(f"/{SERVICE}/ServerLive")
+        with pytest.raises(grpc.RpcError) as answered:
+            live(b"", timeout=10)
+        # a worker took it at once: the upstream is down, not the front
+        assert answered.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        idle.set()
+        for call in opened:
+            call.cancel()
+        channel.close()
+
+
+@pytest.mark.parametrize("option", ["--port", "--grpc-port"])
+def test_the_front_command_on_a_busy_port_says_which_in_one_line(tmp_path, capsys, option):
+    from codistill.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        ports = {"--port": str(free_port()), "--grpc-port": str(free_port()), option: str(port)}
+        argv = ["front", "--upstream", "127.0.0.1:9", "--grpc-upstream", "127.0.0.1:9"]
+        argv += ["--repository", str(tmp_path), *(x for kv in ports.items() for x in kv)]
+        assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"codistill front: {option} {port}: ") and error.count("\n") == 1
+    assert "in use" in error.lower()

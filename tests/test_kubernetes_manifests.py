@@ -58,7 +58,7 @@ def test_the_ingress_caps_the_body_at_what_the_front_reads(objects):
     front, _ = start_front("127.0.0.1", 0, ("127.0.0.1", 9), MAX_PIXELS * RGB_BYTES, {})
     try:
         # the ingress never refuses a body the front reads, and lets little more through
-        assert front.max_body <= cap < front.max_body + MIB
+        assert front.max_body < cap <= front.max_body + MIB
         port = front.server_address[1]
         for size, status in ((front.max_body, 400), (front.max_body + 1, 413)):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -76,7 +76,7 @@ def test_the_ingress_caps_the_body_at_what_the_front_reads(objects):
     grpc_ingress = objects["Ingress/codistill-serving-grpc"]["metadata"]["annotations"]
     assert grpc_ingress["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
     grpc_cap = int(grpc_ingress[annotation][:-1]) * MIB
-    assert MAX_PIXELS * RGB_BYTES <= grpc_cap < cap
+    assert MAX_PIXELS * RGB_BYTES + 5 < grpc_cap < cap
 
 
 def test_only_the_front_is_reachable_and_it_guards_triton_with_the_budget(objects):
@@ -102,6 +102,15 @@ def test_only_the_front_is_reachable_and_it_guards_triton_with_the_budget(object
         (path,) = rule["http"]["paths"]
         assert path["backend"]["service"]["port"]["name"] in {"http", "grpc"}
     assert pod["triton"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # the front is restarted only if it stops answering, never while Triton loads
+    assert pod["front"]["livenessProbe"] == {"tcpSocket": {"port": "http"}, "periodSeconds": 10}
+    assert pod["front"]["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def test_a_limit_of_whole_mib_still_fits_under_the_cap():
+    from codistill.serving.kubernetes import ingress_body_size
+
+    assert ingress_body_size(4 * MIB) == "5m" and ingress_body_size(4 * MIB - 100) == "4m"
 
 
 def test_a_cpu_deployment_asks_for_no_gpu(tmp_path):
@@ -115,7 +124,9 @@ def test_a_cpu_deployment_asks_for_no_gpu(tmp_path):
     [
         (["--max-pixels", "0"], "max_pixels: 0 is not a positive count"),
         (["--replicas", "-1"], "replicas: -1 is not a positive count"),
-        (["--ingress-host", "https://seg.example.com"], "is not a host name"),
+        (["--ingress-host", "https://seg.example.com"], "host: 'https://seg.example.com' is not"),
+        (["--ingress-host", "Seg_Example.com"], "host: 'Seg_Example.com' is not a DNS name"),
+        (["--models-claim", "My Models"], "models_claim: 'My Models' is not a DNS name"),
     ],
 )
 def test_bad_options_are_named_in_one_line_and_leave_the_old_file(

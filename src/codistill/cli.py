@@ -46,11 +46,23 @@ def _front(args: argparse.Namespace) -> int:
     ]
     ranks = model_ranks(args.repository, args.model_config_name)
     budget = args.max_pixels * RGB_BYTES
-    front, _ = start_front(args.host, args.port, http_upstream, budget, ranks)
+    try:
+        front, _ = start_front(args.host, args.port, http_upstream, budget, ranks)
+    except OSError as err:
+        print(f"codistill front: --port {args.port}: {err.strerror or err}", file=sys.stderr)
+        return 2
     listening = f"http://{args.host}:{args.port} for {args.upstream}"
     grpc_front = None
     if grpc_upstream:
-        grpc_front = start_grpc_front(args.host, args.grpc_port, grpc_upstream[0], budget, ranks)
+        try:
+            grpc_front = start_grpc_front(
+                args.host, args.grpc_port, grpc_upstream[0], budget, ranks
+            )
+        except OSError as err:
+            front.shutdown()
+            front.server_close()
+            print(f"codistill front: --grpc-port {args.grpc_port}: {err}", file=sys.stderr)
+            return 2
         listening += f" and grpc {args.host}:{args.grpc_port} for {args.grpc_upstream}"
     print(
         f"checking requests on {listening} ({', '.join(sorted(ranks))}; {args.max_pixels} "

@@ -15,6 +15,7 @@ import math
 import re
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,13 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
 JSON_SLACK_BYTES = 64 * 1024  # a request's JSON beyond its tensor data
 RGB_BYTES = 3  # one uint8 pixel of an RGB image: the byte budget per budgeted pixel
-# Bodies over this size are read and parsed a few at a time (JSON takes several times its size
-# once parsed); a request that waits longer than the slot wait gets a 503.
+# Bodies over this size are read and checked a few at a time (JSON takes several times its size
+# once parsed); a request that waits longer than the slot wait gets a 503. A body must arrive
+# within the body deadline, however slowly its bytes trickle in.
 LARGE_BODY_BYTES = 1 << 20
 LARGE_BODY_SLOTS = 4
 SLOT_WAIT_S = 30.0
+BODY_DEADLINE_S = 120.0
 
 
 def http_body_limit(max_bytes: int) -> int:
@@ -232,6 +235,7 @@ class Front(ThreadingHTTPServer):
         self.max_body = http_body_limit(max_bytes)
         self.large_bodies = threading.BoundedSemaphore(LARGE_BODY_SLOTS)
         self.slot_wait_s = SLOT_WAIT_S
+        self.body_deadline_s = BODY_DEADLINE_S
         super().__init__(address, FrontHandler)
 
     def handle_error(self, request: Any, client_address: tuple[str, int]) -> None:
@@ -312,25 +316,48 @@ class FrontHandler(BaseHTTPRequestHandler):
         path, infer = self._target()
         try:
             length = self._length()
-            if length > LARGE_BODY_BYTES:
+            large = length > LARGE_BODY_BYTES
+            if large:
                 self._take_large_body_slot()
         except RefusedRequestError:
             self.close_connection = True  # the body is not read
             raise
-        body = self.rfile.read(length)
-        if infer is None:
-            if body:
+        try:
+            body = self._read_body(length)
+            if infer is not None:
+                self._check_infer(body, infer["model"])
+            elif body:
                 raise RefusedRequestError(400, f"{path} takes no body")
             return body
+        finally:
+            if large:  # parsed and checked: the next large body may be read
+                self.server.large_bodies.release()
+
+    def _read_body(self, length: int) -> bytes:
+        """The body, read within the body deadline; 408 (connection closed) after it."""
+        deadline = time.monotonic() + self.server.body_deadline_s
+        chunks, left = [], length
+        while left:
+            chunk = self.rfile.read1(min(left, 1 << 20))
+            if not chunk:
+                self.close_connection = True
+                raise RefusedRequestError(400, f"the body ended {left} bytes early")
+            chunks.append(chunk)
+            left -= len(chunk)
+            if left and time.monotonic() > deadline:
+                self.close_connection = True
+                raise RefusedRequestError(
+                    408, f"the body did not arrive within {self.server.body_deadline_s:.0f} s"
+                )
+        return b"".join(chunks)
+
+    def _check_infer(self, body: bytes, model: str) -> None:
         if self._single("Content-Encoding") is not None:
             raise RefusedRequestError(400, "send inference requests uncompressed")
         header_length = self._single(HEADER_LENGTH)
         if header_length is not None and not DIGITS.fullmatch(header_length):
             raise RefusedRequestError(400, f"{HEADER_LENGTH} {header_length!r} is not a length")
-        check_infer_body(
-            body, header_length, self.server.max_bytes, self.server.ranks.get(infer["model"])
-        )
-        return body
+        check_infer_body(body, header_length, self.server.max_bytes, self.server.ranks.get(model))
 
     def _take_large_body_slot(self) -> None:
         """Wait for one of the few slots large bodies are read in; 503 after the wait."""
@@ -339,17 +366,8 @@ class FrontHandler(BaseHTTPRequestHandler):
                 503,
                 f"{LARGE_BODY_SLOTS} large requests are being read already; send it again later",
             )
-        self._holds_slot = True
 
     def _relay(self) -> None:
-        try:
-            self._relay_checked()
-        finally:
-            if getattr(self, "_holds_slot", False):
-                self._holds_slot = False
-                self.server.large_bodies.release()
-
-    def _relay_checked(self) -> None:
         try:
             body = self._checked_body()
         except RefusedRequestError as refused:

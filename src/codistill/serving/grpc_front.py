@@ -9,6 +9,7 @@ else is relayed, as the bytes the client sent, to Triton's gRPC on a private loo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -38,8 +39,12 @@ READ_METHODS = frozenset(
         "ModelStatistics",
     }
 )
-# Requests checked and relayed at once; more wait, their bodies unread (flow control).
-WORKERS = 8
+# Calls handled at once; up to QUEUED_CALLS more wait (gRPC may have read their messages),
+# and any beyond get RESOURCE_EXHAUSTED at once. A stream holds a worker while it is open, so
+# at most STREAMS are open together and the other workers stay free for single calls.
+WORKERS = 16
+QUEUED_CALLS = 16
+STREAMS = 4
 UPSTREAM_TIMEOUT_S = 600.0
 # The typed lists a tensor's values may come in (``InferTensorContents``).
 CONTENTS_FIELDS = tuple(f.name for f in pb.InferTensorContents.DESCRIPTOR.fields)
@@ -85,11 +90,16 @@ class GrpcFront:
         self.ranks = ranks  # each served model's input rank, batch first
         self._channel: grpc.Channel | None = None
         self.upstream = upstream
+        self.streams = threading.BoundedSemaphore(STREAMS)
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="codistill-grpc-front"),
             handlers=[_Handlers(self)],
-            # a message over the budget is refused from its length, before it is read
-            options=[("grpc.max_receive_message_length", grpc_message_limit(max_bytes))],
+            maximum_concurrent_rpcs=WORKERS + QUEUED_CALLS,
+            options=[
+                # a message over the budget is refused from its length, before it is read
+                ("grpc.max_receive_message_length", grpc_message_limit(max_bytes)),
+                ("grpc.so_reuseport", 0),  # a port another process holds is an error, not shared
+            ],
         )
         host, port = address
         try:
@@ -98,6 +108,7 @@ class GrpcFront:
             bound = 0
         if bound == 0:
             raise OSError(f"address already in use: {host}:{port}")
+        self.port = bound
 
     @property
     def upstream(self) -> tuple[str, int]:
@@ -106,13 +117,12 @@ class GrpcFront:
 
     @upstream.setter
     def upstream(self, address: tuple[str, int]) -> None:
-        old, self._upstream = self._channel, address
+        # the old channel is left to the calls still using it, and closed once none holds it
+        self._upstream = address
         self._channel = grpc.insecure_channel(
             f"{address[0]}:{address[1]}",
             options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
         )
-        if old is not None:
-            old.close()
 
     def start(self) -> None:
         """Start answering."""
@@ -126,7 +136,7 @@ class GrpcFront:
 
     def relay(self, method: str, request: bytes, context: grpc.ServicerContext) -> bytes:
         """Triton's answer to ``request`` (as sent); its error, or UNAVAILABLE while it restarts."""
-        call = self._channel.unary_unary(f"/{SERVICE}/{method}")
+        call = self._channel.unary_unary(f"/{SERVICE}/{method}")  # holds its channel
         metadata = [
             (key, value)
             for key, value in context.invocation_metadata()
@@ -139,46 +149,59 @@ class GrpcFront:
                 context.abort(err.code(), "the server behind this endpoint is restarting")
             context.abort(err.code(), err.details() or err.code().name)
 
-    def checked(self, request: bytes) -> Any:
-        """The ModelInferRequest in ``request``; RefusedRequestError unless the budget allows it."""
+    def parsed(self, request: bytes) -> Any:
+        """The ModelInferRequest in ``request``; RefusedRequestError if it is not one."""
         try:
-            parsed = pb.ModelInferRequest.FromString(request)
+            return pb.ModelInferRequest.FromString(request)
         except DecodeError as err:
             raise RefusedRequestError(400, f"not an inference request: {err}") from None
+
+    def check(self, parsed: Any) -> None:
+        """RefusedRequestError unless the budget and the model's rank allow ``parsed``."""
         check_infer_request(parsed, self.max_bytes, self.ranks.get(parsed.model_name))
-        return parsed
 
     def infer(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         """Check one inference request, then relay it."""
         try:
-            self.checked(request)
+            self.check(self.parsed(request))
         except RefusedRequestError as refused:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(refused))
         return self.relay("ModelInfer", request, context)
 
     def stream_infer(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator:
-        """Check and answer each request of a stream in turn; a refusal is that reply's error."""
-        for request in requests:
-            try:
-                parsed = self.checked(request)
-            except RefusedRequestError as refused:
-                reply = pb.ModelStreamInferResponse(error_message=str(refused))
-                yield reply.SerializeToString()
-                continue
-            try:
-                answer = self._channel.unary_unary(f"/{SERVICE}/ModelInfer")(
-                    request, timeout=_remaining(context)
-                )
-            except grpc.RpcError as err:
-                reply = pb.ModelStreamInferResponse(
-                    error_message=err.details() or err.code().name,
-                    infer_response=pb.ModelInferResponse(id=parsed.id),
-                )
-            else:
-                reply = pb.ModelStreamInferResponse(
-                    infer_response=pb.ModelInferResponse.FromString(answer)
-                )
-            yield reply.SerializeToString()
+        """Check and answer each request of a stream in turn; a refusal is that reply's error.
+
+        At most ``STREAMS`` streams are open at once; one more is refused at its start.
+        """
+        if not self.streams.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{STREAMS} streams are open already; use single calls or retry later",
+            )
+        try:
+            for request in requests:
+                yield self._stream_reply(request, context).SerializeToString()
+        finally:
+            self.streams.release()
+
+    def _stream_reply(self, request: bytes, context: grpc.ServicerContext) -> Any:
+        """The stream's reply to one request: Triton's answer, or the error, with the id."""
+        try:
+            parsed = self.parsed(request)
+        except RefusedRequestError as refused:
+            return pb.ModelStreamInferResponse(error_message=str(refused))
+        failed = pb.ModelInferResponse(id=parsed.id, model_name=parsed.model_name)
+        try:
+            self.check(parsed)
+            answer = self._channel.unary_unary(f"/{SERVICE}/ModelInfer")(
+                request, timeout=_remaining(context)
+            )
+        except RefusedRequestError as refused:
+            return pb.ModelStreamInferResponse(error_message=str(refused), infer_response=failed)
+        except grpc.RpcError as err:
+            message = err.details() or err.code().name
+            return pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
+        return pb.ModelStreamInferResponse(infer_response=pb.ModelInferResponse.FromString(answer))
 
 
 def _remaining(context: grpc.ServicerContext) -> float:

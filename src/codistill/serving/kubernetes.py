@@ -9,6 +9,7 @@ an oversized request before it is buffered anywhere.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from codistill.serving.front import RGB_BYTES, grpc_message_limit, http_body_limit
@@ -22,6 +23,9 @@ FRONT_USER = 10001  # the component image's unprivileged user
 PORTS = {"http": 8080, "grpc": 8081, "metrics": 8002}
 TRITON_PORTS = {"http": 8000, "grpc": 8001}
 MIB = 1 << 20
+# What Kubernetes takes as a host or an object name (an RFC 1123 subdomain).
+DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+FRAMING_BYTES = 64  # a gRPC message's prefix (5 bytes) and then some
 # The paths of each protocol: one host serves both (gRPC's are /<service>/<method>).
 ROUTES = {"http": "/v2", "grpc": "/inference.GRPCInferenceService"}
 
@@ -43,13 +47,22 @@ class Deployment:
         for name in ("max_pixels", "replicas"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: {getattr(self, name)} is not a positive count")
-        if not self.host or "/" in self.host or ":" in self.host:
-            raise ValueError(f"host: {self.host!r} is not a host name (no scheme, port or path)")
+        for name in ("host", "models_claim", "tls_secret"):
+            value = getattr(self, name)
+            if not DNS_NAME.fullmatch(value) or len(value) > 253:
+                raise ValueError(
+                    f"{name}: {value!r} is not a DNS name (lower-case letters, digits, '-' "
+                    "and '.'; no scheme, port or path)"
+                )
 
 
 def ingress_body_size(limit_bytes: int) -> str:
-    """ingress-nginx's ``proxy-body-size`` for a limit: whole MiB, rounded up (``49m``)."""
-    return f"{math.ceil(limit_bytes / MIB)}m"
+    """ingress-nginx's ``proxy-body-size`` above a limit: whole MiB, rounded up (``49m``).
+
+    Strictly above it, with room for gRPC's 5-byte message prefix, so a body the front would
+    read always passes the ingress.
+    """
+    return f"{math.ceil((limit_bytes + FRAMING_BYTES) / MIB)}m"
 
 
 def _triton(deployment: Deployment) -> dict:
@@ -97,11 +110,10 @@ def _front(deployment: Deployment) -> dict:
             {"name": "http", "containerPort": PORTS["http"]},
             {"name": "grpc", "containerPort": PORTS["grpc"]},
         ],
+        # ready when Triton is (the probe is relayed); alive while the front answers at all,
+        # so a Triton still loading its models never gets the front restarted
         "readinessProbe": probe,
-        "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http"},
-            "initialDelaySeconds": 60,
-        },
+        "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10},
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": FRONT_USER,

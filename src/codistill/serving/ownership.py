@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 
 def hold(path: Path) -> int | None:
-    """Create ``path`` and lock it for this process's life; its descriptor, or None if taken.
+    """Create ``path`` locked by this process for its life; its descriptor, or None if taken.
 
-    None also when another process removed the file between its creation and the lock.
+    The file is made and locked under a private name, then linked into place, so no other
+    process ever sees it unlocked; a ``path`` that exists already (a live server's, or one
+    another user made) is never taken over.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd, private = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.stat(path).st_ino != os.fstat(fd).st_ino:
-            raise FileNotFoundError(path)
-    except (BlockingIOError, FileNotFoundError):
+        os.link(private, path)
+    except FileExistsError:
         os.close(fd)
         return None
+    finally:
+        os.unlink(private)
     return fd
 
 
@@ -43,8 +47,8 @@ def remove_if_abandoned(path: Path, remove: Callable[[], None]) -> bool:
     file of another user, or one that is gone, is left alone (False).
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except (FileNotFoundError, PermissionError):
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:  # gone, another user's, or a symbolic link (ELOOP)
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
