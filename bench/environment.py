@@ -37,6 +37,11 @@ def bench_parser(description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def tracking() -> bool:
+    """Whether runs a bench trains go to MLflow: when a tracking URI is set."""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
 def num_classes(params: Any) -> int:
     """The class count of the dataset ``params`` names."""
     from codistill.data import dataset_spec

@@ -58,7 +58,14 @@ from codistill.study.regimes import (
 from codistill.study.results import Scoring
 from codistill.study.settings import load_studies, parse_overrides
 from codistill.study.shards import add_shard_argument
-from environment import markdown_table, new_figure, publish_table, save_figure, write_section
+from environment import (
+    markdown_table,
+    new_figure,
+    publish_table,
+    save_figure,
+    tracking,
+    write_section,
+)
 
 ALL_TERMS = "all (= ours)"
 
@@ -147,7 +154,7 @@ def main() -> None:
         runs = plan(regime, args.ablations)
         scoring = Scoring(score_last=regime.get("score_last", 1))
         if args.train:
-            train_missing(files, name, runs, scoring, regime_dir, args.only, args.shard)
+            train_missing(files, name, runs, scoring, regime_dir, args.only, args.shard, tracking())
     except PlanError as err:
         raise SystemExit(str(err)) from None
     if args.tables:

@@ -15,7 +15,7 @@ import torch
 from codistill.study.searches import SearchFiles, choice_line, collect, table_rows, train_missing
 from codistill.study.settings import load_studies
 from codistill.study.shards import add_shard_argument
-from environment import bench_parser, publish_table
+from environment import bench_parser, publish_table, tracking
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,16 +47,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     search = load_studies(args.studies)["searches"][args.search]
-    files = SearchFiles(
-        args.params,
-        args.prepared,
-        args.validation,
-        args.workdir / args.search,
-        args.results / args.search,
-        args.borrow_from,
-    )
+    folders = (args.workdir / args.search, args.results / args.search)
+    files = SearchFiles(args.params, args.prepared, args.validation, *folders, args.borrow_from)
     if args.train:
-        train_missing(search, args.seeds, files, args.candidates, args.shard, args.rerun_older)
+        options = (args.candidates, args.shard, args.rerun_older, tracking())
+        train_missing(search, args.seeds, files, *options)
     results, current = collect(search, args.seeds, files)
     publish_table(
         args.out,

@@ -1,18 +1,21 @@
 """The quality and search benchmarks at a tiny size: runs, resumption, tables."""
 
 import json
+import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 
+import mlflow
 import pytest
 import yaml
 from scipy.stats import t
 
 from codistill.study.image_counts import read_image_counts
 from tests.conftest import REPO_ROOT, tiny_params_file
+from tests.servers.mlflow_server import mlflow_server
 
 
 def tiny_studies(directory):
@@ -327,9 +330,24 @@ def test_search_bench_scores_candidates_on_the_validation_split_only_and_borrows
     study_run = json.loads(made.read_text())
     command = [*bench_command("search.py", validated_tiny, tmp_path), "tiny"]
     command += ["--borrow-from", str(made.parent)]
-    result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
+    (tmp_path / "mlflow").mkdir()
+    with mlflow_server(tmp_path / "mlflow") as uri:  # a tracking URI: trained runs are tracked
+        tracked = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "search"}
+        result = subprocess.run(
+            command, check=True, capture_output=True, text=True, timeout=900, env=tracked
+        )
+        client = mlflow.MlflowClient(uri)
+        experiment = client.get_experiment_by_name("search").experiment_id
+        (parent,) = client.search_runs([experiment], filter_string="tags.study_parent = 'tiny'")
+        (nested,) = client.search_runs(
+            [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+        )
     # `plain` is the study's `independent` run: borrowed; `balanced` differs in one value
     assert trained_keys(result.stdout) == ["balanced-seed0"]
+    balanced = json.loads((tmp_path / "results/tiny/balanced-seed0.json").read_text())
+    assert parent.info.status == "FINISHED" and nested.info.run_id == balanced["mlflow_run_id"]
+    assert (nested.data.tags["study_row"], nested.data.tags["study_seed"]) == ("balanced", "0")
+    assert nested.data.metrics["val_cnn_miou"] == balanced["scores"]["val"]["cnn"]["miou"]
     assert f"plain-seed0: borrowed from {made}" in result.stdout
     table = (tmp_path / "results.md").read_text()
     names = ("plain", "balanced")

@@ -26,6 +26,7 @@ from codistill.study.results import RunSpec, Scoring, read_result, result_path, 
 from codistill.study.reuse import borrow, extend
 from codistill.study.runs import run, spec_params
 from codistill.study.shards import in_shard
+from codistill.study.tracking import tracked_study
 
 
 @dataclass(frozen=True)
@@ -162,34 +163,40 @@ def train_missing(
     regime_dir: Path,
     only: list[str] | None = None,
     shard: tuple[int, int] | None = None,
+    tracking: bool = False,
 ) -> None:
-    """Train the runs of this process's shard (``only`` these, if given) with no current result."""
+    """Train the runs of this process's shard (``only`` these, if given) with no current result.
+
+    With ``tracking`` each trained run is an MLflow run nested under the regime's parent run.
+    """
     keys = {run_spec.key for _, run_spec in runs}
     unknown = sorted(set(only or ()) - keys)
     if unknown:
         raise PlanError(f"--only: {', '.join(unknown)} not in the plan of regime {name}")
     require_validated(files.prepared, files.validation)
     device = study_device()
-    for index, (variant, run_spec) in enumerate(runs):
-        if not in_shard(index, shard) or (only and run_spec.key not in only):
-            continue
-        params = spec_params(run_spec, files.params)
-        twin = borrow(run_spec, params, files.prepared, scoring, regime_dir, regime_dir)
-        if twin is not None:
-            print(f"{run_spec.key}: the same run as {twin.name}, copied", flush=True)
-            continue
-        if extend_from_search(files, variant, run_spec, params, scoring, regime_dir, device):
-            print(f"{run_spec.key}: its search run scored on the test split", flush=True)
-            continue
-        run(
-            run_spec,
-            files.params,
-            files.prepared,
-            files.workdir / name,
-            regime_dir,
-            scoring,
-            device,
-        )
+    with tracked_study(name, tracking):
+        for index, (variant, run_spec) in enumerate(runs):
+            if not in_shard(index, shard) or (only and run_spec.key not in only):
+                continue
+            params = spec_params(run_spec, files.params)
+            twin = borrow(run_spec, params, files.prepared, scoring, regime_dir, regime_dir)
+            if twin is not None:
+                print(f"{run_spec.key}: the same run as {twin.name}, copied", flush=True)
+                continue
+            if extend_from_search(files, variant, run_spec, params, scoring, regime_dir, device):
+                print(f"{run_spec.key}: its search run scored on the test split", flush=True)
+                continue
+            run(
+                run_spec,
+                files.params,
+                files.prepared,
+                files.workdir / name,
+                regime_dir,
+                scoring,
+                device,
+                tracking=tracking,
+            )
 
 
 def extend_from_search(

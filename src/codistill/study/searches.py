@@ -32,6 +32,7 @@ from codistill.study.runs import run, spec_params
 from codistill.study.scoring import add_missing_counts
 from codistill.study.shards import in_shard
 from codistill.study.statistics import mean_std, paired_interval
+from codistill.study.tracking import tracked_study
 
 # A search scores the last checkpoint on the validation split only.
 SCORING = Scoring(score_last=1, splits=("val",))
@@ -150,34 +151,38 @@ def train_missing(
     candidates: list[str] | None = None,
     shard: tuple[int, int] | None = None,
     rerun_older: bool = False,
+    tracking: bool = False,
 ) -> None:
     """Train this process's share of the chosen candidates' runs that have no current result.
 
-    A run the quality study already made is borrowed from its results instead.
+    A run the quality study already made is borrowed from its results instead. With
+    ``tracking`` each trained run is an MLflow run nested under the search's parent run.
     """
     require_validated(files.prepared, files.validation)
     device = study_device()
     chosen = set(candidates or search["candidates"])
     todo = [spec for spec in specs(search, seeds) if spec.label in chosen]
-    for index, spec in enumerate(todo):
-        if not in_shard(index, shard):
-            continue
-        params = spec_params(spec, files.params)
-        source = borrow(spec, params, files.prepared, SCORING, files.results, files.borrow_from)
-        if source is not None:
-            print(f"{spec.key}: borrowed from {source}", flush=True)
-        path = result_path(files.results, spec.key)
-        add_missing_counts(spec, params, files.prepared, path, files.workdir / spec.key, device)
-        run(
-            spec,
-            files.params,
-            files.prepared,
-            files.workdir,
-            files.results,
-            SCORING,
-            device,
-            accept_older=not rerun_older,
-        )
+    with tracked_study(files.results.name, tracking):
+        for index, spec in enumerate(todo):
+            if not in_shard(index, shard):
+                continue
+            params = spec_params(spec, files.params)
+            source = borrow(spec, params, files.prepared, SCORING, files.results, files.borrow_from)
+            if source is not None:
+                print(f"{spec.key}: borrowed from {source}", flush=True)
+            path = result_path(files.results, spec.key)
+            add_missing_counts(spec, params, files.prepared, path, files.workdir / spec.key, device)
+            run(
+                spec,
+                files.params,
+                files.prepared,
+                files.workdir,
+                files.results,
+                SCORING,
+                device,
+                accept_older=not rerun_older,
+                tracking=tracking,
+            )
 
 
 def collect(

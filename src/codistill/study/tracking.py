@@ -9,7 +9,7 @@ stay the record of truth.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from codistill.study.results import RunSpec
@@ -49,6 +49,11 @@ def study_parent_run(study: str) -> Iterator[str]:
         mlflow.end_run("FAILED")
         raise
     mlflow.end_run()
+
+
+def tracked_study(study: str, tracking: bool) -> AbstractContextManager:
+    """The study's parent run when ``tracking``, else a block that records nothing."""
+    return study_parent_run(study) if tracking else nullcontext()
 
 
 def record_study_run(run_id: str, study: str, spec: RunSpec, result: dict[str, Any]) -> None:
