@@ -49,7 +49,7 @@ kfp-local: venv
 # every table of docs/results.md, on the outputs of `make run` (hours on a CPU; the searches and
 # the study read back their committed per-run results and train only what is missing; the
 # geometry table needs the recipe search's crops-native-eval students on disk, retrained by
-# `python bench/search.py recipe --rerun-older --candidates crops-native-eval`)
+# `python bench/search.py recipe --candidates crops-native-eval`)
 bench: venv
 	python bench/read_speed.py
 	python bench/train_speed.py

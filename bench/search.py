@@ -36,9 +36,6 @@ def parse_args() -> argparse.Namespace:
     add_shard_argument(parser)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-train", dest="train", action="store_false", help="tables only")
-    parser.add_argument(
-        "--rerun-older", action="store_true", help="retrain runs of older weight-shaping code"
-    )
     return parser.parse_args()
 
 
@@ -50,7 +47,7 @@ def main() -> None:
     folders = (args.workdir / args.search, args.results / args.search)
     files = SearchFiles(args.params, args.prepared, args.validation, *folders, args.borrow_from)
     if args.train:
-        options = (args.candidates, args.shard, args.rerun_older, tracking())
+        options = (args.candidates, args.shard, tracking())
         train_missing(search, args.seeds, files, *options)
     results, current = collect(search, args.seeds, files)
     publish_table(
@@ -59,8 +56,8 @@ def main() -> None:
         " ".join(search["description"].split())
         + f" Validation split, seeds {args.seeds}; results in `{files.results}`. "
         "A search only chooses: it also shows runs made with other code, configuration or "
-        "data than the present ones, marked in the last column (`--rerun-older` trains them "
-        "again). A candidate run that a quality study under "
+        "data than the present ones, marked in the last column (the next search that trains "
+        "trains them again). A candidate run that a quality study under "
         f"`{args.borrow_from}` already made (same identity) is not trained again: its "
         "validation scores are copied, with the file they came from (`borrowed_from`).",
         ("torch", "timm"),

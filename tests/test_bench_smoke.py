@@ -376,6 +376,12 @@ def test_search_bench_scores_candidates_on_the_validation_split_only_and_borrows
     assert f"**{best}**, {means[best]:.2f}" in table
     again = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
     assert trained_keys(again.stdout) == [] and "plain-seed0: borrowed" not in again.stdout
+    # a result made otherwise never counts, and the search trains its run again (one policy)
+    stale = tmp_path / "results/tiny/balanced-seed0.json"
+    stale.write_text(json.dumps({**json.loads(stale.read_text()), "identity": "made otherwise"}))
+    retrained = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
+    assert trained_keys(retrained.stdout) == ["balanced-seed0"]
+    assert json.loads(stale.read_text())["identity"] == balanced["identity"]
     # a seed no candidate ran: the search chooses nothing yet
     unseen = [*command, "--no-train", "--seeds", "0", "7"]
     subprocess.run(unseen, check=True, capture_output=True, text=True, timeout=300)

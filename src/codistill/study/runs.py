@@ -47,7 +47,6 @@ from codistill.study.results import (
     Scoring,
     mean_scores,
     read_curves,
-    read_result,
     result_path,
 )
 from codistill.study.scoring import score_split, write_counts
@@ -141,13 +140,13 @@ def run(
     results: Path,
     scoring: Scoring,
     device: torch.device,
-    accept_older: bool = False,
     stamp: dict[str, Any] | None = None,
     tracking: bool = False,
 ) -> dict[str, Any] | None:
     """Train and score one run, or read back its result.
 
-    A result from other weight-shaping code is trained again, unless ``accept_older``. A run
+    A result with another identity (other code, configuration, data or scoring) does not
+    count and the run is trained again: the one policy of studies, regimes and searches. A run
     that another process is training (its lock is held) is skipped: None. A new result also
     records the entries of ``stamp`` (the plan it was scored under); with ``tracking`` the run
     is an MLflow run, tagged with the study (the results folder's name), row and seed.
@@ -156,8 +155,6 @@ def run(
     params = spec_params(spec, params_file)
 
     def finished() -> dict[str, Any] | None:
-        if accept_older:
-            return read_result(path)
         return current_result(spec, params, prepared, scoring, results)
 
     if (existing := finished()) is not None:

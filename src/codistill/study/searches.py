@@ -2,8 +2,9 @@
 
 Choosing among the candidates never looks at the test split. Each run keeps its result under
 the search's results folder; a run with a current result is not trained again, so the search
-can be stopped and continued, and its table rewritten from the files alone. A search shows
-runs made with older code, configuration or data too, marked, unless told to retrain them.
+can be stopped and continued, and its table rewritten from the files alone. A result made
+with other code, configuration or data is shown, marked, but never counted, and the next
+search that trains trains its run again (the policy of every study).
 """
 
 from __future__ import annotations
@@ -150,7 +151,6 @@ def train_missing(
     files: SearchFiles,
     candidates: list[str] | None = None,
     shard: tuple[int, int] | None = None,
-    rerun_older: bool = False,
     tracking: bool = False,
 ) -> None:
     """Train this process's share of the chosen candidates' runs that have no current result.
@@ -180,7 +180,6 @@ def train_missing(
                 files.results,
                 SCORING,
                 device,
-                accept_older=not rerun_older,
                 tracking=tracking,
             )
 
