@@ -38,7 +38,6 @@ from codistill.serving.backend_repository import (
 from codistill.serving.client import LabelsClient
 from codistill.serving.errors import ServerError
 from codistill.serving.front import RGB_BYTES, model_ranks, start_front
-from codistill.serving.grpc_front import start_grpc_front
 from codistill.serving.limits import DEFAULT_MAX_LOGIT_PIXELS, DEFAULT_MAX_PIXELS
 from codistill.serving.process import free_port, stop_process, wait_until_ready
 from codistill.serving.workspace import (
@@ -308,6 +307,8 @@ def serve(
         ranks = model_ranks(repository, config_name)
         budget = max_pixels * RGB_BYTES
         front, _ = start_front(host, ports.http, ("127.0.0.1", private.http), budget, ranks)
+        from codistill.serving.grpc_front import start_grpc_front  # grpc: an edge library
+
         grpc_front = start_grpc_front(host, ports.grpc, ("127.0.0.1", private.grpc), budget, ranks)
 
         def start(restarts: int) -> subprocess.Popen | None:
