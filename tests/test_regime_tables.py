@@ -84,6 +84,15 @@ def test_the_probe_says_whether_the_curve_is_flat_and_what_the_main_table_costs(
     assert "; dml, kdcl not yet timed, counted at `independent`'s step time" in partial_text
     assert "takes about 8.0 hours" in partial_text
     assert "counted at" not in steep
+    assert "median over uninterrupted runs: independent 900.00 s" in steep
+    # runs on another CPU model do not enter the step times: theirs are not this CPU's
+    mixed = results(3.0)
+    for run in mixed["dml"]:
+        run["machine"] = {**run["machine"], "cpu": "Other CPU"}
+        run["train_seconds_this_run"] /= 2
+    mixed_text = "\n".join(probe_lines(mixed, regime))
+    assert "runs on Test CPU (of 2 CPU models): independent 900.00 s, kdcl" in mixed_text
+    assert "dml" in mixed_text.split("; ")[-1] and "450" not in mixed_text
 
 
 def scored_run(seed: int, per_class: list[float]):

@@ -172,19 +172,25 @@ def test_a_study_made_on_another_kind_of_machine_is_not_continued_here(tmp_path)
     here = machine(torch.device("cpu"))
     write_json_atomic(results / "a-seed0.json", {"key": "a-seed0", "machine": here})
     require_one_machine_kind(results, torch.device("cpu"))  # the same kind: goes on
-    elsewhere = {**here, "cpu": "Some Other CPU 9000"}
-    write_json_atomic(results / "b-seed0.json", {"key": "b-seed0", "machine": elsewhere})
-    with pytest.raises(SystemExit, match=r"made on Some Other CPU 9000 \(b-seed0\.json\)"):
-        require_one_machine_kind(results, torch.device("cpu"))
-    (results / "b-seed0.json").unlink()
-    # one CPU model name, other bf16 instructions: a float32 run does not care, a bf16 run does
-    engine = {**here, "cpu_bf16": "some_other_bf16"}
-    write_json_atomic(results / "c-seed0.json", {"key": "c-seed0", "machine": engine})
+    # another CPU model in float32: rounding differs, not the arithmetic, so it goes on
+    other_cpu = {**here, "cpu": "Some Other CPU 9000"}
+    write_json_atomic(results / "b-seed0.json", {"key": "b-seed0", "machine": other_cpu})
     require_one_machine_kind(results, torch.device("cpu"))
-    bf16 = {"key": "d-seed0", "machine": engine, "precision": "bf16"}
-    write_json_atomic(results / "d-seed0.json", bf16)
-    with pytest.raises(SystemExit, match=r"made on .* \(some_other_bf16\) \(d-seed0\.json\)"):
+    gpu = {**here, "device": "cuda:0", "gpu": "Some GPU 9000"}
+    write_json_atomic(results / "c-seed0.json", {"key": "c-seed0", "machine": gpu})
+    with pytest.raises(SystemExit, match=r"made on Some GPU 9000 \(c-seed0\.json\)"):
         require_one_machine_kind(results, torch.device("cpu"))
+    (results / "c-seed0.json").unlink()
+    # bf16 depends on the CPU: another model, or one name with other bf16 instructions, stops it
+    for name, bf16_machine in (
+        ("d", {**here, "cpu_bf16": "some_other_bf16"}),
+        ("e", {**other_cpu, "cpu_bf16": here.get("cpu_bf16")}),
+    ):
+        path = results / f"{name}-seed0.json"
+        write_json_atomic(path, {"key": path.stem, "machine": bf16_machine, "precision": "bf16"})
+        with pytest.raises(SystemExit, match=rf"made on .* \({path.name}\)"):
+            require_one_machine_kind(results, torch.device("cpu"))
+        path.unlink()
 
 
 def test_a_run_made_on_another_kind_of_machine_is_not_borrowed(validated_tiny, tmp_path):
@@ -207,7 +213,7 @@ def test_a_run_made_on_another_kind_of_machine_is_not_borrowed(validated_tiny, t
     elsewhere.mkdir()
     write_json_atomic(
         elsewhere / "independent-seed0.json",
-        {**made, "machine": {**made["machine"], "cpu": "Some Other CPU 9000"}},
+        {**made, "machine": {**made["machine"], "device": "cuda:0", "gpu": "Some GPU 9000"}},
     )
     search = Scoring(score_last=1, splits=("val",))
     results = tmp_path / "search"
@@ -346,3 +352,25 @@ def test_a_comparing_search_pairs_each_candidate_with_its_twin_and_chooses_nothi
     assert "(vs a-float32: +10.50" in rows["b-float32"][3]
     assert rows["b-bf16"][5] == "0.50 (1, bf16)" and rows["a-float32"][5] == "0.50 (1, float32)"
     assert "chooses nothing" in choice_line(search, results, [0, 1], current)
+
+
+def test_a_search_made_on_two_cpu_models_times_each_candidate_per_model():
+    def timed(result: dict, cpu: str, seconds: float) -> dict:
+        work = {"iterations": 10, "iterations_this_run": 10, "train_seconds_this_run": seconds}
+        return {**result, **work, "machine": {"torch_threads": 1, "cpu": cpu}}
+
+    search = {"candidates": {"a": {}, "b": {}}}
+    results = {
+        "a": [timed(search_result(f"a{s}", s, 30, 30), "CPU One", 10.0) for s in (0, 1)],
+        "b": [
+            timed(search_result("b0", 0, 31, 30), "CPU One", 12.0),
+            timed(search_result("b1", 1, 31, 30), "CPU Two", 6.0),
+        ],
+    }
+    current = {r["key"] for runs in results.values() for r in runs}
+    rows = {row[0]: row for row in table_rows(search, results, current)}
+    # one median over both models would read 0.90 s: a time no machine measured
+    assert rows["b"][5] == "1.20 (1, float32, CPU One); 0.60 (1, float32, CPU Two)"
+    assert rows["a"][5] == "1.00 (1, float32, CPU One)"
+    alone = {"a": results["a"], "b": results["b"][:1]}
+    assert table_rows(search, alone, current)[1][5] == "1.20 (1, float32)"

@@ -66,15 +66,17 @@ def study_device() -> torch.device:
 def machine_kind(recorded: dict[str, Any], precision: str = FLOAT32) -> str:
     """The kind of machine a ``machine`` record names, as a run in ``precision`` sees it.
 
-    Its GPU, else its CPU model; for a bf16 run also the CPU's bf16 instructions, since one
-    model name covers CPUs with and without them (an AMD EPYC with ``avx512_bf16`` and one
-    without, on which bf16 falls back to float32).
+    Its GPU; else, for a float32 run, any CPU (one CPU model and another differ in rounding
+    only: the machine check in docs/results.md measures what that does); for a bf16
+    run the CPU model and its bf16 instructions, since one model name covers CPUs with and
+    without them (an AMD EPYC with ``avx512_bf16`` and one without, on which bf16 falls back to
+    float32).
     """
     if str(recorded.get("device")).startswith("cuda"):
         return recorded["gpu"]
-    name = recorded.get("cpu", "an unrecorded machine")
     if precision == FLOAT32:
-        return name
+        return "a CPU (float32)"
+    name = recorded.get("cpu", "an unrecorded machine")
     return f"{name} ({recorded.get('cpu_bf16') or 'no bf16 instructions'})"
 
 
@@ -87,8 +89,9 @@ def same_machine_kind(found: dict[str, Any], here: dict[str, Any]) -> bool:
 def require_one_machine_kind(results: Path, device: torch.device) -> None:
     """Refuse to train into ``results`` if its runs were made on another kind of machine.
 
-    Step times, and in bf16 the arithmetic itself, differ from one kind to another: a study
-    (or search) goes on where it started.
+    A GPU and a CPU, or two CPUs in bf16, differ in the arithmetic itself: a study (or search)
+    goes on where it started. Step times differ between CPU models too, so tables time a row
+    on one model only (``seconds_per_step``).
     """
     here = machine(device)
     for path in sorted(results.glob("*.json")):

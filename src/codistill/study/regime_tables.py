@@ -180,11 +180,13 @@ def probe_lines(results: Results, regime: dict[str, Any]) -> list[str]:
         rows.append(cells)
     late = max((i for i, it in enumerate(iterations) if it <= 0.75 * iterations[-1]), default=0)
     gains = {role: statistics.fmean(_gain(r, late, role) for r in runs) for role in ROLES}
+    timed_on = runs[0]["machine"].get("cpu")
     timing = {
         label: statistics.median(seconds)
         for label in MAIN_METHODS
-        if (seconds := [s for r in results.get(label, []) if (s := seconds_per_step(r))])
+        if (seconds := [s for r in results.get(label, []) if (s := seconds_per_step(r, timed_on))])
     }
+    models = {r["machine"].get("cpu") for label in MAIN_METHODS for r in results.get(label, [])}
     flat = all(gain < FLAT_GAIN for gain in gains.values())
     return [
         f"`independent`, validation mIoU (%), mean ± sd over {len(runs)} seed(s):",
@@ -200,7 +202,9 @@ def probe_lines(results: Results, regime: dict[str, Any]) -> list[str]:
             else f": not flat (a gain of {FLAT_GAIN:g} point or more)."
         ),
         "",
-        "Seconds per training step, median over uninterrupted runs: "
+        "Seconds per training step, median over uninterrupted runs"
+        + (f" on {timed_on} (of {len(models)} CPU models)" if len(models) > 1 else "")
+        + ": "
         + (", ".join(f"{label} {s:.2f} s" for label, s in timing.items()) or "-")
         + ".",
         *budget_lines(runs[0], timing, len(regime["seeds"]), regime.get("budget_hours"), flat),

@@ -89,8 +89,10 @@ def miou_by_seed(runs: list[dict[str, Any]], role: str, split: str) -> dict[int,
     return {r["seed"]: 100 * r["scores"][split][role]["miou"] for r in runs}
 
 
-def seconds_per_step(result: dict[str, Any]) -> float | None:
-    """Training seconds per step, or None for a run that was resumed part-way."""
+def seconds_per_step(result: dict[str, Any], cpu: str | None = None) -> float | None:
+    """Training seconds per step; None for a run resumed part-way, or made on a CPU not ``cpu``."""
     if result["iterations_this_run"] != result["iterations"]:
+        return None
+    if cpu is not None and result["machine"].get("cpu") != cpu:
         return None
     return result["train_seconds_this_run"] / result["iterations"]

@@ -66,6 +66,22 @@ def settings_cell(overrides: dict[str, Any], base: dict[str, Any]) -> str:
     return ", ".join(f"`{k}={v}`" for k, v in own.items()) or "(base)"
 
 
+def step_time_cell(runs: list[dict[str, Any]], per_model: bool) -> str:
+    """Median seconds per uninterrupted step (threads, numeric mode), per CPU model if asked."""
+    models = sorted({r["machine"].get("cpu") for r in runs}) if per_model else [None]
+    cells = []
+    for model in models:
+        timed = [r for r in runs if model is None or r["machine"].get("cpu") == model]
+        seconds = [s for r in timed if (s := seconds_per_step(r)) is not None]
+        if not seconds:
+            continue
+        threads = "/".join(str(t) for t in sorted({r["machine"]["torch_threads"] for r in timed}))
+        modes = "/".join(sorted({r.get("precision", FLOAT32) for r in timed}))
+        where = f", {model}" if per_model else ""
+        cells.append(f"{statistics.median(seconds):.2f} ({threads}, {modes}{where})")
+    return "; ".join(cells) or "-"
+
+
 def table_rows(
     search: dict[str, Any], results: dict[str, list[dict[str, Any]]], current: set[str]
 ) -> list[list[str]]:
@@ -78,6 +94,7 @@ def table_rows(
     """
     base = search.get("base", {})
     names = list(search["candidates"])
+    many_models = len({r["machine"].get("cpu") for runs in results.values() for r in runs}) > 1
     rows = []
     for name in names:
         runs = results[name]
@@ -95,10 +112,7 @@ def table_rows(
             if name != reference and interval is not None and interval.n > 1:
                 cell += f" (vs {reference}: {interval.cell()})"
             cells.append(cell)
-        seconds = [s for r in runs if (s := seconds_per_step(r)) is not None]
-        threads = "/".join(str(t) for t in sorted({r["machine"]["torch_threads"] for r in runs}))
-        modes = "/".join(sorted({r.get("precision", FLOAT32) for r in runs}))
-        cells.append(f"{statistics.median(seconds):.2f} ({threads}, {modes})" if seconds else "-")
+        cells.append(step_time_cell(runs, many_models))
         older = sum(r["key"] not in current for r in runs)
         made = f"{older} of {len(runs)} made otherwise" if older else "current"
         borrowed = sum("borrowed_from" in r for r in runs)
