@@ -11,25 +11,33 @@ from codistill.engine.code_digest import code_digest
 from codistill.study.code_equivalence import append_record, equivalent_codes, read_records
 from codistill.study.identity import accepted_identities, is_current, run_identity
 from codistill.study.replay import Side, code_digest_of, mismatches, replay, train, worktree
+from codistill.study.replay_configurations import (
+    REPLAY_MARGIN,
+    configurations_in_use,
+    replay_iterations,
+)
 from codistill.study.results import RunSpec, Scoring
 from codistill.study.runs import spec_params
-from codistill.study.settings import load_studies
+from codistill.study.settings import resolve_params
 from tests.conftest import REPO_ROOT, TINY_TRAIN, tiny_params_file
-
-STUDIES = REPO_ROOT / "bench" / "studies.yaml"
 
 
 def test_codes_linked_by_a_chain_of_records_either_way_are_equivalent(tmp_path):
     path = tmp_path / "equivalence.json"
     for old, new in (("a", "b"), ("c", "b"), ("d", "e")):
         append_record({"from": old, "to": new}, path)
+    append_record({"from": "e", "to": "f", "precisions": ["bf16", "float32"]}, path)
+    append_record({"from": "f", "to": "g", "precisions": ["bf16"]}, path)
     records = read_records(path)
-    assert equivalent_codes("a", records) == {"a", "b", "c"}
-    assert equivalent_codes("e", records) == {"d", "e"}
-    assert equivalent_codes("z", records) == {"z"}
+    assert equivalent_codes("a", records, "float32") == {"a", "b", "c"}
+    assert equivalent_codes("e", records, "float32") == {"d", "e", "f"}
+    assert equivalent_codes("z", records, "float32") == {"z"}
+    # a replay shows its link in the modes it ran in; one without a mode ran in float32
+    assert equivalent_codes("g", records, "bf16") == {"e", "f", "g"}
+    assert equivalent_codes("a", records, "bf16") == {"a"}
     with pytest.raises(ValueError, match="nothing to record"):
         append_record({"from": "a", "to": "a"}, path)
-    assert len(read_records(path)) == 3
+    assert len(read_records(path)) == 5
 
 
 def test_a_result_of_recorded_equivalent_code_counts_and_of_other_code_does_not(
@@ -81,7 +89,7 @@ def test_a_replay_tells_a_change_that_keeps_the_weights_from_one_that_does_not(
     present = Side("present", REPO_ROOT / "src", params)
     assert code_digest_of(earlier) != code_digest_of(present)
     paths = {"prepared": prepared, "validation": validation, "workdir": tmp_path / "work"}
-    digests = replay(earlier, present, {"train.iterations": 2}, ["ours"], paths, threads=1)
+    digests = replay(earlier, present, {"ours": {"train.iterations": 2}}, paths, threads=1)
     assert mismatches(digests) == expected
 
 
@@ -99,26 +107,52 @@ def test_the_earlier_code_comes_from_a_worktree_that_is_removed_afterwards():
     assert str(tree) not in listed
 
 
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--from", "no-such-commit"], "--from no-such-commit: not a commit of this repository"),
-        (
-            ["--from", "HEAD", "--regime", "nope"],
-            f"no regime 'nope' (found: {', '.join(load_studies(STUDIES)['regimes'])})",
-        ),
-    ],
-)
-def test_a_bad_commit_or_regime_is_named_before_any_training(flags, message):
+def test_a_bad_commit_is_named_before_any_training():
     result = subprocess.run(
-        [sys.executable, "-m", "codistill.cli", "study", "replay", *flags],
+        [sys.executable, "-m", "codistill.cli", "study", "replay", "--from", "no-such-commit"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "--from no-such-commit: not a commit of this repository" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_replay_covers_each_setting_in_use_once_and_runs_past_every_warm_up(tmp_path):
+    def result(key: str, overrides: dict) -> None:
+        folder = tmp_path / "results" / "some-study"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{key}.json").write_text(json.dumps({"key": key, "overrides": overrides}))
+
+    schedule = {"train.iterations": 960, "train.crop": [135, 180], "train.batch_size": 4}
+    for seed in (0, 1):  # one setting at two seeds and schedules: one configuration
+        result(f"kdcl-seed{seed}", {**schedule, "train.method": "kdcl", "train.seed": seed})
+    result("kdcl-long", {"train.method": "kdcl", "train.iterations": 1920})
+    # an option of a term the run does not use changes nothing it trains
+    result("kdcl-unused", {"train.method": "kdcl", "distill.pbsd.temperature": 9.0})
+    result("ours-w6", {"train.method": "ours", "distill.weights.pbsd": 6.0})
+    result("ours-late", {"train.method": "ours", "distill.warmup_iters": 160})
+    (tmp_path / "results" / "records.json").write_text(json.dumps({"records": []}))
+    params = REPO_ROOT / "params.yaml"
+    found = configurations_in_use(tmp_path / "results", params)
+    settings = sorted(json.dumps(s, sort_keys=True) for s in found.values())
+    expected = [
+        {"train.method": "dml"},
+        {"train.method": "independent"},
+        {"train.method": "kdcl"},
+        {"distill.warmup_iters": 160, "train.method": "ours"},
+        {"distill.weights.pbsd": 6.0, "train.method": "ours"},
+        {"train.method": "ours"},
+    ]
+    assert settings == sorted(json.dumps(s, sort_keys=True) for s in expected)
+    assert replay_iterations(found, params) == 160 + REPLAY_MARGIN
+    without_late = {k: v for k, v in found.items() if "distill.warmup_iters" not in v}
+    assert replay_iterations(without_late, params) > max(
+        resolve_params(params, {}).distill.warmup_iters,
+        resolve_params(params, {}).train.vit_optimizer.warmup_iters,
+    )
 
 
 def test_a_reproduction_compares_a_committed_runs_weights_and_records_the_outcome(

@@ -64,20 +64,22 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_replay_arguments(actions: argparse._SubParsersAction) -> None:
     """``replay`` and ``reproduce``: the same weights from two codes, or from a committed run."""
-    from codistill.config import METHODS
     from codistill.study.code_equivalence import EQUIVALENCE_FILE, REPRODUCTIONS_FILE
 
     replay = actions.add_parser(
         "replay",
-        help="Train a short run per method with an earlier commit's code and the present "
-        "code; record the two code digests as equivalent if every student's weights match.",
+        help="Train every setting the committed results use, past its warm-ups, with an "
+        "earlier commit's code and the present code; record the two code digests as "
+        "equivalent if every student's weights match.",
     )
     replay.add_argument("--from", dest="commit", required=True, help="the earlier code's commit")
-    replay.add_argument("--regime", help="a regime of the studies file (default: the first)")
-    replay.add_argument("--studies", type=Path, default=Path("bench/studies.yaml"))
-    replay.add_argument("--iterations", type=int, default=16)
+    replay.add_argument(
+        "--results",
+        type=Path,
+        default=Path("bench/results"),
+        help="the committed results whose settings the replay covers",
+    )
     replay.add_argument("--seed", type=int, default=0)
-    replay.add_argument("--methods", nargs="+", default=list(METHODS))
     replay.add_argument("--workdir", type=Path, default=Path("build/bench/replay"))
     replay.add_argument("--record", type=Path, default=EQUIVALENCE_FILE)
     reproduce = actions.add_parser(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from codistill.artifacts import write_json_atomic
+from codistill.engine.precision import FLOAT32
 
 EQUIVALENCE_FILE = Path("bench/results/code_equivalence.json")
 # Each end-to-end reproduction of a committed run, matched or not.
@@ -27,13 +28,17 @@ def read_records(path: Path = EQUIVALENCE_FILE) -> list[dict[str, Any]]:
     return json.loads(path.read_text())["records"] if path.is_file() else []
 
 
-def equivalent_codes(digest: str, records: list[dict[str, Any]]) -> set[str]:
-    """``digest`` and every digest that a chain of records links to it, in either direction."""
+def equivalent_codes(digest: str, records: list[dict[str, Any]], precision: str) -> set[str]:
+    """``digest`` and every digest a chain of records links to it (either way) in ``precision``.
+
+    A record holds for the numeric modes its replay ran in (older records: float32 only).
+    """
+    shown = [r for r in records if precision in r.get("precisions", [FLOAT32])]
     linked = {digest}
     grew = True
     while grew:
         grew = False
-        for record in records:
+        for record in shown:
             pair = {record["from"], record["to"]}
             if pair & linked and not pair <= linked:
                 linked |= pair

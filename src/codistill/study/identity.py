@@ -81,8 +81,8 @@ def accepted_identities(
     params: Params, prepared: Path, scoring: Scoring, equivalence: Path = EQUIVALENCE_FILE
 ) -> frozenset[str]:
     """The run's identity with the present code, and with each code shown to train alike."""
-    codes = equivalent_codes(code_digest(), read_records(equivalence))
     mode = resolve_precision(params.train.amp, study_device()).mode
+    codes = equivalent_codes(code_digest(), read_records(equivalence), mode)
     return frozenset(run_identity(params, prepared, scoring, code, mode) for code in codes)
 
 

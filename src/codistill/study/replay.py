@@ -1,11 +1,12 @@
 """Show that two versions of the code train the same weights, and record what was shown.
 
-``codistill study replay --from COMMIT`` trains one short run per method with the code of
-``COMMIT`` (a git worktree) and with the present working tree, each with its own
-``params.yaml`` under the regime's overrides, the same seed, prepared data and thread count,
-through ``codistill train``. If every student's ``weights_sha256`` matches, the pair of code
-digests is appended to ``bench/results/code_equivalence.json`` and results made with either
-code count for both; otherwise nothing is recorded.
+``codistill study replay --from COMMIT`` trains every weight-shaping setting the committed
+results use (``replay_configurations``), past its longest warm-up at a small crop, with the
+code of ``COMMIT`` (a git worktree) and with the present working tree, each with its own
+``params.yaml``, the same seed, prepared data and thread count, through ``codistill train``.
+If every student's ``weights_sha256`` matches, the pair of code digests is appended to
+``bench/results/code_equivalence.json`` with the numeric modes it ran in, and results made
+in those modes with either code count for both; otherwise nothing is recorded.
 
 ``codistill study reproduce --regime R --key K`` is the end-to-end check: the whole schedule
 of a committed run (its overrides and seed over that commit's ``params.yaml``), trained with a
@@ -34,11 +35,17 @@ import torch
 
 from codistill.artifacts import write_json_atomic
 from codistill.config import ROLES
+from codistill.engine.precision import resolve_precision
 from codistill.study.code_equivalence import REPRODUCTIONS_FILE, append_record
 from codistill.study.plan import PlanError
 from codistill.study.provenance import cpu_model, git_commit
+from codistill.study.replay_configurations import (
+    REPLAY_GEOMETRY,
+    configurations_in_use,
+    replay_iterations,
+)
 from codistill.study.results import result_path
-from codistill.study.settings import bench_mapping, load_studies
+from codistill.study.settings import bench_mapping, resolve_params
 
 
 class ReplayError(RuntimeError):
@@ -126,39 +133,38 @@ def train(
 def replay(
     old: Side,
     new: Side,
-    overrides: dict[str, Any],
-    methods: list[str],
+    configurations: dict[str, dict[str, Any]],
     paths: dict[str, Path],
     threads: int,
 ) -> dict[str, dict[str, dict[str, str]]]:
-    """Each method's weight digests under each side, trained alike.
+    """Each configuration's weight digests under each side, trained alike.
 
     ``paths`` holds the prepared data, its validation report and the work folder.
     """
     digests: dict[str, dict[str, dict[str, str]]] = {}
-    for method in methods:
+    for name, overrides in configurations.items():
         for side in (old, new):
             started = time.perf_counter()
-            digests.setdefault(method, {})[side.name] = train(
+            digests.setdefault(name, {})[side.name] = train(
                 side,
-                {**overrides, "train.method": method},
+                overrides,
                 paths["prepared"],
                 paths["validation"],
-                paths["workdir"] / side.name / method,
+                paths["workdir"] / side.name / name,
                 threads,
             )
             print(
-                f"{method} with the {side.name} code: {time.perf_counter() - started:.0f} s",
+                f"{name} with the {side.name} code: {time.perf_counter() - started:.0f} s",
                 flush=True,
             )
     return digests
 
 
 def mismatches(digests: dict[str, dict[str, dict[str, str]]]) -> list[str]:
-    """``method role`` for each student whose weights differ between the two codes."""
+    """``configuration role`` for each student whose weights differ between the two codes."""
     return [
-        f"{method} {role}"
-        for method, sides in digests.items()
+        f"{name} {role}"
+        for name, sides in digests.items()
         for role in ROLES
         if len({weights[role] for weights in sides.values()}) != 1
     ]
@@ -217,19 +223,18 @@ def append_reproduction(record: dict[str, Any], path: Path = REPRODUCTIONS_FILE)
 
 
 def replay_code(args: argparse.Namespace) -> int:
-    """Train the regime's short run per method with both codes; record the link if equal."""
-    regimes = load_studies(args.studies)["regimes"]
-    regime = args.regime or next(iter(regimes))
-    if regime not in regimes:
-        raise PlanError(f"{args.studies}: no regime {regime!r} (found: {', '.join(regimes)})")
-    overrides = {
-        **regimes[regime].get("params", {}),
-        "train.iterations": args.iterations,
-        "train.checkpoint_every": max(1, args.iterations // 2),
-        "train.seed": args.seed,
-    }
+    """Train every setting in use, past its warm-ups, with both codes; record the link if equal."""
     root = repository_root()
     new = Side("present", root / "src", root / "params.yaml")
+    settings = configurations_in_use(args.results, new.params)
+    iterations = replay_iterations(settings, new.params)
+    schedule = {
+        **REPLAY_GEOMETRY,
+        "train.iterations": iterations,
+        "train.checkpoint_every": iterations,
+        "train.seed": args.seed,
+    }
+    configurations = {name: {**setting, **schedule} for name, setting in settings.items()}
     commit = resolved_commit(args.commit, "--from")
     with worktree(commit) as tree:
         old = Side("earlier", tree / "src", tree / "params.yaml")
@@ -237,13 +242,15 @@ def replay_code(args: argparse.Namespace) -> int:
         if codes["earlier"] == codes["present"]:
             print(f"{commit[:12]} and the present tree have the same code digest: nothing to show")
             return 0
+        print(f"{len(configurations)} settings in use, {iterations} steps each", flush=True)
         paths = {"prepared": args.prepared, "validation": args.validation}
         paths["workdir"] = args.workdir
-        digests = replay(old, new, overrides, args.methods, paths, args.threads)
+        digests = replay(old, new, configurations, paths, args.threads)
     different = mismatches(digests)
     if different:
         raise ReplayError(f"weights differ ({', '.join(different)}): nothing recorded")
     present = git_commit()
+    device = torch.device("cpu")
     append_record(
         {
             "from": codes["earlier"],
@@ -251,16 +258,21 @@ def replay_code(args: argparse.Namespace) -> int:
             "from_commit": commit,
             "to_commit": present["commit"],
             "to_dirty": present["dirty"],
-            "regime": regime,
-            "overrides": overrides,
+            "configurations": configurations,
+            "precisions": sorted(
+                {
+                    resolve_precision(resolve_params(new.params, c).train.amp, device).mode
+                    for c in configurations.values()
+                }
+            ),
             "threads": args.threads,
-            "weights_sha256": {m: sides["present"] for m, sides in digests.items()},
+            "weights_sha256": {name: sides["present"] for name, sides in digests.items()},
             "machine": {"cpu": cpu_model(), "torch": torch.__version__},
             "date": time.strftime("%Y-%m-%d"),
         },
         args.record,
     )
-    print(f"same weights for {', '.join(args.methods)}: recorded in {args.record}")
+    print(f"same weights for all {len(configurations)} settings: recorded in {args.record}")
     return 0
 
 

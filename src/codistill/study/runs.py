@@ -36,11 +36,12 @@ from codistill.engine.checkpoint import (
 )
 from codistill.engine.code_digest import code_digest
 from codistill.engine.hooks import CURVES, LAST, Hook
+from codistill.engine.precision import resolve_precision
 from codistill.engine.trainer import CoTrainer, train_students
 from codistill.evaluation.students import load_students
 from codistill.study.code_equivalence import equivalent_codes, read_records
 from codistill.study.identity import current_result, run_identity
-from codistill.study.provenance import git_commit, machine, require_one_machine_kind
+from codistill.study.provenance import git_commit, machine, require_one_machine_kind, study_device
 from codistill.study.results import (
     RESULT_VERSION,
     RunSpec,
@@ -94,7 +95,11 @@ def train_with_snapshots(
         folder,
         tracking=tracking,
         hooks=[SnapshotHook(folder, keep_at)],
-        equivalent_codes=equivalent_codes(code_digest(), read_records()),
+        equivalent_codes=equivalent_codes(
+            code_digest(),
+            read_records(),
+            resolve_precision(params.train.amp, study_device()).mode,
+        ),
     )
 
 
