@@ -1,7 +1,8 @@
 """The training loop's callbacks: each does one job at fixed points of a run.
 
-Every rank calls every hook in list order, since some gather across ranks; only the main
-rank writes files or logs. The points are ``before_run`` (after the components are built,
+Every rank calls every hook, since some gather across ranks, in the order of the hooks'
+priorities (lowest first; equal ones in the order given); only the main rank writes files or
+logs. The points are ``before_run`` (after the components are built,
 before the first step), ``after_log`` (a curves row was added), ``after_step``, ``after_run``
 (with the run's metrics, empty on other ranks) and ``on_failure``.
 """
@@ -12,8 +13,9 @@ import csv
 import io
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import asdict
+from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,8 +45,20 @@ CURVES = "curves.csv"
 CONFIG_JSON = "config.json"
 
 
+class Priority(IntEnum):
+    """When a hook runs at each point of the loop: the lowest first."""
+
+    HIGHEST = 0
+    HIGH = 30
+    NORMAL = 50
+    LOW = 70
+    LOWEST = 100
+
+
 class Hook:
     """A callback of the training loop; each point does nothing unless overridden."""
+
+    priority = Priority.NORMAL
 
     def before_run(self, trainer: CoTrainer) -> None:
         """Before the first step of this run (a resumed run starts past 0)."""
@@ -62,11 +76,19 @@ class Hook:
         """When the run stops with an exception (it is raised again afterwards)."""
 
 
+def in_priority_order(hooks: Iterable[Hook]) -> list[Hook]:
+    """``hooks`` by priority, lowest first; equal priorities keep their order."""
+    return sorted(hooks, key=lambda hook: hook.priority)
+
+
 class CheckpointHook(Hook):
     """Resumes from ``last.pt`` (or the one kept before it), and rewrites it periodically.
 
-    A checkpoint resumes only under the trainer's fingerprint or one of ``also_resume``.
+    A checkpoint resumes only under the trainer's fingerprint or one of ``also_resume``. Its
+    resume comes before the hooks that read what it restores (the MLflow run, the curves).
     """
+
+    priority = Priority.HIGH
 
     def __init__(self, checkpoint_dir: Path, also_resume: Collection[str] = ()) -> None:
         self.path = Path(checkpoint_dir) / LAST
@@ -191,8 +213,11 @@ class ProgressHook(Hook):
 class TrackingHook(Hook):
     """Logs the run to MLflow: parameters, each curves row, the final loss and metrics file.
 
-    A resumed training continues the MLflow run its checkpoint names.
+    A resumed training continues the MLflow run its checkpoint names, so it starts after the
+    checkpoint's resume, and it logs the files the outputs hook wrote, so it ends after that.
     """
+
+    priority = Priority.LOWEST
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = Path(out_dir)
@@ -239,6 +264,8 @@ class TrackingHook(Hook):
 
 class OutputsHook(Hook):
     """Writes the trained students (``cnn.pt``, ``vit.pt``) and ``train_metrics.json``."""
+
+    priority = Priority.LOW
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = Path(out_dir)

@@ -43,6 +43,7 @@ from codistill.engine.hooks import (
     OutputsHook,
     ProgressHook,
     TrackingHook,
+    in_priority_order,
 )
 from codistill.engine.host_memory import reuse_freed_host_memory
 from codistill.engine.optim import cnn_optimizer, poly_schedule, vit_optimizer
@@ -170,7 +171,7 @@ class CoTrainer:
         self.schedulers = setup.schedulers
         self.precision = setup.precision
         self.fingerprint = setup.fingerprint
-        self.hooks = list(hooks)
+        self.hooks = in_priority_order(hooks)
         self.iteration = 0
         self.curves: list[dict[str, float]] = []
         self.run_id: str | None = None
@@ -323,7 +324,7 @@ def standard_hooks(
     tracking: bool = False,
     also_resume: Collection[str] = (),
 ) -> list[Hook]:
-    """The hooks every training runs with, in order.
+    """The hooks every training runs with (each runs at its priority).
 
     Checkpoints in ``checkpoint_dir`` (default ``out_dir``; those of the ``also_resume``
     fingerprints are resumed too), curves, progress, the students and metrics in ``out_dir``,
@@ -352,10 +353,9 @@ def train_students(
 ) -> dict[str, Any]:
     """Co-train both students into ``out_dir``, resuming from ``checkpoint_dir``'s ``last.pt``.
 
-    ``hooks`` run before the standard ones (a snapshot is taken before the checkpoint that
-    follows it). A checkpoint made by code of one of the ``equivalent_codes`` digests (shown
-    to train the same weights) is resumed as well. Returns the run's metrics (empty on a
-    non-main rank).
+    ``hooks`` join the standard ones, each at its priority. A checkpoint made by code of one
+    of the ``equivalent_codes`` digests (shown to train the same weights) is resumed as well.
+    Returns the run's metrics (empty on a non-main rank).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ from codistill.engine.checkpoint import (
     save_checkpoint,
 )
 from codistill.engine.code_digest import code_digest
-from codistill.engine.hooks import CURVES, LAST, Hook
+from codistill.engine.hooks import CURVES, LAST, Hook, Priority
 from codistill.engine.precision import resolve_precision
 from codistill.engine.trainer import CoTrainer, train_students
 from codistill.evaluation.students import load_students
@@ -65,9 +65,11 @@ def checkpoint_iterations(iterations: int, every: int) -> list[int]:
 class SnapshotHook(Hook):
     """Keeps both students' weights at chosen iterations, in ``<folder>/snapshots/<i>``.
 
-    Listed before the standard hooks, it writes a snapshot before the checkpoint that follows
-    it, so a run killed in between redoes that iteration and writes the snapshot again.
+    It writes a snapshot before the checkpoint that follows it, so a run killed in between
+    redoes that iteration and writes the snapshot again.
     """
+
+    priority = Priority.HIGHEST
 
     def __init__(self, folder: Path, keep_at: Iterable[int]) -> None:
         self.folder = folder
