@@ -226,15 +226,16 @@ def replay_code(args: argparse.Namespace) -> int:
     """Train every setting in use, past its warm-ups, with both codes; record the link if equal."""
     root = repository_root()
     new = Side("present", root / "src", root / "params.yaml")
-    settings = configurations_in_use(args.results, new.params)
-    iterations = replay_iterations(settings, new.params)
-    schedule = {
-        **REPLAY_GEOMETRY,
-        "train.iterations": iterations,
-        "train.checkpoint_every": iterations,
-        "train.seed": args.seed,
-    }
-    configurations = {name: {**setting, **schedule} for name, setting in settings.items()}
+    configurations = {}
+    for name, setting in configurations_in_use(args.results, new.params).items():
+        steps = replay_iterations(setting, new.params)
+        configurations[name] = {
+            **setting,
+            **REPLAY_GEOMETRY,
+            "train.iterations": steps,
+            "train.checkpoint_every": steps,
+            "train.seed": args.seed,
+        }
     commit = resolved_commit(args.commit, "--from")
     with worktree(commit) as tree:
         old = Side("earlier", tree / "src", tree / "params.yaml")
@@ -242,7 +243,8 @@ def replay_code(args: argparse.Namespace) -> int:
         if codes["earlier"] == codes["present"]:
             print(f"{commit[:12]} and the present tree have the same code digest: nothing to show")
             return 0
-        print(f"{len(configurations)} settings in use, {iterations} steps each", flush=True)
+        steps = sum(c["train.iterations"] for c in configurations.values())
+        print(f"{len(configurations)} settings in use, {steps} steps in all", flush=True)
         paths = {"prepared": args.prepared, "validation": args.validation}
         paths["workdir"] = args.workdir
         digests = replay(old, new, configurations, paths, args.threads)

@@ -4,7 +4,7 @@ Two codes are linked only if they train the same weights for each setting any co
 result was made with (every method, term switch and term option in use), and for long
 enough to pass every warm-up, after which the distillation weights and learning rates
 follow their full schedules. Geometry and schedule length choose no code path, so each
-setting runs at a small crop, past its longest warm-up.
+setting runs at a small crop, just past its own longest warm-up.
 """
 
 from __future__ import annotations
@@ -68,15 +68,12 @@ def configurations_in_use(results: Path, params_file: Path) -> dict[str, dict[st
     return named
 
 
-def replay_iterations(configurations: dict[str, dict[str, Any]], params_file: Path) -> int:
-    """Steps that take every configuration past its longest warm-up, and a margin beyond."""
-    longest = 0
-    for setting in configurations.values():
-        params = resolve_params(params_file, setting)
-        warmups = (
-            params.distill.warmup_iters,
-            params.train.cnn_optimizer.warmup_iters,
-            params.train.vit_optimizer.warmup_iters,
-        )
-        longest = max(longest, *warmups)
-    return longest + REPLAY_MARGIN
+def replay_iterations(setting: dict[str, Any], params_file: Path) -> int:
+    """Steps that take ``setting`` past its longest warm-up, and a margin beyond."""
+    params = resolve_params(params_file, setting)
+    warmups = (
+        params.distill.warmup_iters,
+        params.train.cnn_optimizer.warmup_iters,
+        params.train.vit_optimizer.warmup_iters,
+    )
+    return max(warmups) + REPLAY_MARGIN
