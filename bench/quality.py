@@ -31,43 +31,19 @@ from typing import Any
 import torch
 
 from codistill.config import ROLES
-from codistill.data.base import dataset_spec
 from codistill.study.plan import PlanError
-from codistill.study.regime_tables import (
-    STUDENT_NAMES,
-    Results,
-    ablation_rows,
-    checkpoint_choice_lines,
-    class_lines,
-    diagnostics_lines,
-    diagnostics_summary,
-    headline,
-    main_rows,
-    probe_lines,
-    tuned_lines,
+from codistill.study.regime_report import (
+    regime_description,
+    regime_lines,
+    regime_title,
+    resolved_regime,
 )
-from codistill.study.regimes import (
-    ABLATIONS,
-    MAIN,
-    RegimeFiles,
-    collect,
-    plan,
-    train_missing,
-    tuned_variants,
-)
+from codistill.study.regime_tables import STUDENT_NAMES, Results, diagnostics_summary, headline
+from codistill.study.regimes import RegimeFiles, collect, plan, train_missing
 from codistill.study.results import Scoring
-from codistill.study.settings import load_studies, parse_overrides
+from codistill.study.settings import parse_overrides
 from codistill.study.shards import add_shard_argument
-from environment import (
-    markdown_table,
-    new_figure,
-    publish_table,
-    save_figure,
-    tracking,
-    write_section,
-)
-
-ALL_TERMS = "all (= ours)"
+from environment import new_figure, publish_table, save_figure, tracking, write_section
 
 
 def parse_args() -> argparse.Namespace:
@@ -109,33 +85,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def resolved_regime(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """The regime's name and entry, with ``--seeds``, ``--iterations`` and ``--set`` applied.
-
-    Only the first regime, as listed, writes the README's headline, and only unchanged.
-
-    ``--set`` changes the configuration, and so the runs' identity: their results are
-    counted only by a call with the same ``--set``.
-    """
-    studies = load_studies(args.studies)
-    regimes = studies["regimes"]
-    name = args.regime or next(iter(regimes))
-    if name not in regimes:
-        raise SystemExit(f"{args.studies}: no regime {name!r} (found: {', '.join(regimes)})")
-    regime = dict(regimes[name])
-    params = {**regime.get("params", {}), **parse_overrides(args.set)}
-    if args.iterations:
-        name = f"{name}-{args.iterations}it"
-        params["train.iterations"] = args.iterations
-        params["train.checkpoint_every"] = max(1, args.iterations // 6)
-    regime["methods"] = (*MAIN, *tuned_variants(regime, params, studies["searches"]))
-    if args.seeds:
-        regime["seeds"] = args.seeds
-    variant = bool(args.iterations or args.set or args.seeds)
-    regime["headline"] = name == next(iter(regimes)) and not variant
-    return name, {**regime, "params": params}
-
-
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -149,7 +98,9 @@ def main() -> None:
         args.search_workdir,
     )
     try:
-        name, regime = resolved_regime(args)
+        name, regime = resolved_regime(
+            args.studies, args.regime, parse_overrides(args.set), args.iterations, args.seeds
+        )
         regime_dir = args.results / name
         runs = plan(regime, args.ablations)
         scoring = Scoring(score_last=regime.get("score_last", 1))
@@ -184,110 +135,20 @@ def plot_curves(results: Results, labels: list[str], path: Path) -> None:
     save_figure(figure, path)
 
 
-def class_names(results: Results) -> tuple[str, ...]:
-    """The class names of the dataset the study's runs were trained on."""
-    run = next((r for runs in results.values() for r in runs), None)
-    return dataset_spec(run["config"]["data"]["dataset"]).class_names if run else ()
-
-
 def write_tables(
     args: argparse.Namespace, name: str, regime: dict[str, Any], results: Results, stale: list
 ) -> None:
     """docs/results.md's study section, the curves chart and (headline regime) the README's."""
     curves_png = args.curves_png or Path(f"docs/quality_curves-{name}.png")
-    results[ALL_TERMS] = results["ours"]
-    ablation_seeds = regime["ablation_seeds"]
+    lines = regime_lines(name, regime, results, stale, curves_png)
     methods = [v.label for v in regime["methods"]]
-    lines = ["### Probe: `independent` against iterations", "", *probe_lines(results, regime)]
-    choice = checkpoint_choice_lines(results, regime.get("score_last", 1))
-    lines += ["", *choice] if choice else []
-    for role in ("cnn", "vit"):
-        lines += [
-            "",
-            f"### {STUDENT_NAMES[role]}: test mIoU",
-            "",
-            *markdown_table(
-                [
-                    "method",
-                    "runs",
-                    "test mIoU (%)",
-                    "vs independent: paired diff [95 % CI]",
-                    "",
-                    "vs the better of DML/KDCL",
-                    "",
-                ],
-                main_rows(results, role, methods),
-            ),
-        ]
-    against_default = tuned_lines(
-        results, {v.label: v.method for v in regime["methods"] if v.search}
-    )
-    lines += ["", *against_default] if against_default else []
-    labels = [v.label for v in ABLATIONS] + [ALL_TERMS]
-    lines += [
-        "",
-        f"### Ablation: which terms (seeds {ablation_seeds})",
-        "",
-        *markdown_table(
-            [
-                "terms",
-                "runs",
-                "CNN test mIoU (%)",
-                "ViT test mIoU (%)",
-                "CNN vs independent",
-                "ViT vs independent",
-                f"CNN vs {ALL_TERMS}",
-                f"ViT vs {ALL_TERMS}",
-            ],
-            ablation_rows(results, labels, ablation_seeds, ALL_TERMS),
-        ),
-        "",
-        "### Per class: where `ours` gains and loses",
-        *class_lines(results, "ours", class_names(results)),
-        "",
-        "### Diagnostics of `ours`",
-        "",
-        *diagnostics_lines(results["ours"]),
-        "",
-        f"Learning curves (validation, mean over seeds): `{curves_png}`.",
-    ]
-    if stale:
-        lines += [
-            "",
-            f"Not counted: {len(stale)} result(s) made with other code, configuration, data or "
-            f"scoring ({', '.join(stale)}); `python bench/quality.py --regime {name}` re-runs "
-            "them.",
-        ]
     if any(results[label] for label in methods):
         plot_curves(results, methods, curves_png)
-    summary = " ".join(regime["description"].split())
-    extended = (
-        " A run the search made already is its kept students scored on the test split "
-        "(`extended_from`)."
-        if regime.get("score_last", 1) == 1
-        else ""
-    )
-    tuned = "".join(
-        f" Row `{v.label}`: `{v.method}` with the setting that the validation search "
-        f"`{v.search}` chose.{extended}"
-        for v in regime["methods"]
-        if v.search
-    )
-    copied = (
-        " A run with the configuration of another row's run at its seed is that run, copied "
-        "with the file it came from (`borrowed_from`)."
-        if any("borrowed_from" in r for runs in results.values() for r in runs)
-        else ""
-    )
+    description = regime_description(name, regime, results, args.studies, args.results / name)
     publish_table(
         args.out,
-        f"CamVid: co-distillation against the baselines (regime `{name}`)",
-        f"Regime `{name}` of `{args.studies}`: {summary}{tuned}{copied} Seeds {regime['seeds']} "
-        f"(ablations {ablation_seeds}); each seed fixes both students' initial weights and the "
-        "batch stream for every method. Score: test split, logits at the native size, mean over "
-        f"the last {regime.get('score_last', 1)} checkpoint(s). A difference counts only where "
-        "its 95 % t-interval over the paired seeds excludes 0; otherwise: no separation. "
-        f"Per-run results: `{args.results / name}`.",
+        regime_title(name),
+        description,
         ("torch", "timm"),
         [],
         [],
@@ -295,6 +156,7 @@ def write_tables(
         key=f"quality-{name}",
     )
     if regime["headline"]:
+        summary = " ".join(regime["description"].split())
         headline_text = headline(results, f"Regime `{name}`: {summary}", methods)
         write_section(args.readme, "quality-headline", headline_text)
         write_section(args.readme, "quality-diagnostics", diagnostics_summary(results["ours"]))

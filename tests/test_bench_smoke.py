@@ -156,6 +156,37 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert (tmp_path / "results.md").read_text() == text
     assert (tmp_path / "README.md").read_text() == readme
+    # codistill study reports the same regime from the same files, training nothing
+    prepared, _ = validated_tiny
+    report_path = tmp_path / "report.md"
+    report = [
+        sys.executable,
+        "-m",
+        "codistill.cli",
+        "study",
+        "report",
+        str(tmp_path / "studies.yaml"),
+    ]
+    report += [
+        "--regime",
+        "tiny",
+        "--results",
+        str(tmp_path / "results"),
+        "--out",
+        str(report_path),
+    ]
+    report += ["--params", command[command.index("--params") + 1], "--prepared", str(prepared)]
+    reported = subprocess.run(report, check=True, capture_output=True, text=True, timeout=900)
+    assert trained_keys(reported.stdout) == []
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    title, _, description, _, *body = report_path.read_text().splitlines()
+    assert title == "# CamVid: co-distillation against the baselines (regime `tiny`)"
+    assert f"\n{description}\n" in text
+    # the same tables; the chart is the bench's to draw, at its default path in a report
+    curves = next(i for i, line in enumerate(body) if line.startswith("Learning curves"))
+    assert body[curves].endswith("`docs/quality_curves-tiny.png`.")
+    assert f"\n{chr(10).join(body[:curves])}\n" in text
+    assert "### Ablation" in "\n".join(body) and "| ours | 2 |" in "\n".join(body)
 
     stale = tmp_path / "results/tiny/dml-seed1.json"
     stale.write_text(json.dumps({**results["dml-seed1"], "identity": "other code"}))

@@ -49,7 +49,17 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
             )
             add_shard_argument(sub)
         if name == "report":
-            sub.add_argument("--out", type=Path, help="default: report.md in the results folder")
+            sub.add_argument(
+                "--out",
+                type=Path,
+                help="default: report.md in the results folder; for a regime, "
+                "<workdir>/<regime>-report.md",
+            )
+            sub.add_argument(
+                "--regime",
+                help="report this regime of a studies file (PLAN is then that file, for "
+                "example bench/studies.yaml; results default to bench/results/quality)",
+            )
     migrate = actions.add_parser(
         "migrate",
         help="Give results made under the first identity rule the present one, where it holds.",

@@ -12,6 +12,8 @@ from codistill.study.plan import IncompleteStudyError, StudyPlan, load_plan
 from codistill.study.results import STUDY_SPLITS, RunSpec, Scoring, read_result, run_key
 
 TEST = "test"
+# Where the regimes of a studies file keep their results, one folder per regime.
+REGIME_RESULTS = Path("bench/results/quality")
 
 
 def plan_specs(plan: StudyPlan) -> list[RunSpec]:
@@ -165,6 +167,31 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
     return 0
 
 
+def write_regime_report(args: argparse.Namespace) -> int:
+    """A regime of a studies file: its tables from its committed results alone, written."""
+    from codistill.artifacts import write_text_atomic
+    from codistill.study.regime_report import (
+        regime_description,
+        regime_lines,
+        regime_title,
+        resolved_regime,
+    )
+    from codistill.study.regimes import RegimeFiles, collect, plan
+
+    name, regime = resolved_regime(args.plan_file, args.regime, {})
+    regime_dir = (args.results or REGIME_RESULTS) / name
+    files = RegimeFiles(params=args.params, prepared=args.prepared)
+    scoring = Scoring(score_last=regime.get("score_last", 1))
+    results, stale = collect(files, regime_dir, plan(regime, ablations=True), scoring)
+    lines = regime_lines(name, regime, results, stale, Path(f"docs/quality_curves-{name}.png"))
+    description = regime_description(name, regime, results, args.plan_file, regime_dir)
+    out = args.out or args.workdir / f"{name}-report.md"
+    write_text_atomic(out, "\n".join([f"# {regime_title(name)}", "", description, "", *lines, ""]))
+    print("\n".join(lines))
+    print(f"\nwritten to {out}")
+    return 0
+
+
 def migrate_results(args: argparse.Namespace) -> int:
     """Migrate each folder's results to the present identity rule; print what each held."""
     from codistill.study.migration import migrate_folder
@@ -186,6 +213,8 @@ def run_study_command(args: argparse.Namespace) -> int:
         return migrate_results(args)
     if args.action in ("replay", "reproduce"):
         return _replay_command(args)
+    if args.action == "report" and args.regime:
+        return write_regime_report(args)
     plan = load_plan(args.plan_file)
     action = {"plan": show_plan, "run": train_plan, "report": write_report}[args.action]
     return action(args, plan)
