@@ -420,3 +420,31 @@ def test_search_bench_scores_candidates_on_the_validation_split_only_and_borrows
         "Choice: none yet (no candidate has a current run at every seed)."
         in (tmp_path / "results.md").read_text()
     )
+
+
+def test_machine_check_sets_the_cpu_drift_beside_the_seed_drift(tmp_path):
+    def write(folder, key: str, cpu: str, points: list[float], identity: str = "same") -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoints = [
+            {"iteration": 10 * (i + 1), "val": {"cnn": {"miou": p}, "vit": {"miou": p / 2}}}
+            for i, p in enumerate(points)
+        ]
+        run = {"identity": identity, "checkpoints": checkpoints, "machine": {"cpu": cpu}}
+        (folder / f"{key}.json").write_text(json.dumps({**run, "weights_sha256": {"cnn": cpu}}))
+
+    first, other = tmp_path / "first", tmp_path / "other"
+    write(first, "run-seed0", "CPU A", [0.30, 0.40])
+    write(first, "run-seed1", "CPU A", [0.25, 0.46])
+    write(other, "run-seed0", "CPU B", [0.31, 0.38])
+    command = [sys.executable, str(REPO_ROOT / "bench" / "machine_check.py")]
+    command += ["--results", str(first), "--other", str(other), "--key", "run-seed0"]
+    command += ["--other-seed", "run-seed1", "--out", str(tmp_path / "results.md")]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+    text = (tmp_path / "results.md").read_text()
+    assert "| 20 | 40.00 | 38.00 | -2.00 | +6.00 | 20.00 | 19.00 | -1.00 | +3.00 |" in text
+    assert "(CPU A: CPU A) made again with the same identity on CPU B (CPU B" in text
+    assert "Bit-identical weights: no." in text
+    write(other, "run-seed0", "CPU B", [0.31, 0.38], identity="another")
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "run-seed0: the two results were made with different identities" in refused.stderr
