@@ -422,15 +422,34 @@ def test_search_bench_scores_candidates_on_the_validation_split_only_and_borrows
     )
 
 
-def test_machine_check_sets_the_cpu_drift_beside_the_seed_drift(tmp_path):
-    def write(folder, key: str, cpu: str, points: list[float], identity: str = "same") -> None:
+def test_machine_check_sets_the_cpu_drift_beside_the_seed_drift(validated_tiny, tmp_path):
+    from codistill.study.identity import run_identity
+    from codistill.study.results import Scoring
+    from codistill.study.settings import resolve_params
+
+    prepared, _ = validated_tiny
+    params = tiny_params_file(tmp_path, "independent", iterations=2)
+    overrides = {"train.method": "independent"}
+    scoring = Scoring(score_last=1, splits=("val",))
+
+    def write(folder, key: str, cpu: str, points: list[float], code: str | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        seed = int(key[-1])
+        resolved = resolve_params(params, {**overrides, "train.seed": seed})
         checkpoints = [
             {"iteration": 10 * (i + 1), "val": {"cnn": {"miou": p}, "vit": {"miou": p / 2}}}
             for i, p in enumerate(points)
         ]
-        run = {"identity": identity, "checkpoints": checkpoints, "machine": {"cpu": cpu}}
-        (folder / f"{key}.json").write_text(json.dumps({**run, "weights_sha256": {"cnn": cpu}}))
+        run = {
+            "identity": run_identity(resolved, prepared, scoring, code=code),
+            "overrides": overrides,
+            "seed": seed,
+            "scores": {"val": checkpoints[-1]["val"]},
+            "checkpoints": checkpoints,
+            "machine": {"cpu": cpu},
+            "weights_sha256": {"cnn": cpu},
+        }
+        (folder / f"{key}.json").write_text(json.dumps(run))
 
     first, other = tmp_path / "first", tmp_path / "other"
     write(first, "run-seed0", "CPU A", [0.30, 0.40])
@@ -439,12 +458,15 @@ def test_machine_check_sets_the_cpu_drift_beside_the_seed_drift(tmp_path):
     command = [sys.executable, str(REPO_ROOT / "bench" / "machine_check.py")]
     command += ["--results", str(first), "--other", str(other), "--key", "run-seed0"]
     command += ["--other-seed", "run-seed1", "--out", str(tmp_path / "results.md")]
+    command += ["--params", str(params), "--prepared", str(prepared)]
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
     text = (tmp_path / "results.md").read_text()
     assert "| 20 | 40.00 | 38.00 | -2.00 | +6.00 | 20.00 | 19.00 | -1.00 | +3.00 |" in text
-    assert "(CPU A: CPU A) made again with the same identity on CPU B (CPU B" in text
+    assert "(CPU A: CPU A) made again as the same run" in text and "on CPU B (CPU B" in text
     assert "Bit-identical weights: no." in text
-    write(other, "run-seed0", "CPU B", [0.31, 0.38], identity="another")
+    # CNN: |+1| and |-2| against |-5| and |+6|; ViT halves them
+    assert "(points): cnn 1.50 against 5.50, vit 0.75 against 2.75." in text
+    write(other, "run-seed0", "CPU B", [0.31, 0.38], code="other code")
     refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0
-    assert "run-seed0: the two results were made with different identities" in refused.stderr
+    assert "run-seed0: the two results are not of one run (identity)" in refused.stderr
