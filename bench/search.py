@@ -12,7 +12,16 @@ from pathlib import Path
 
 import torch
 
-from codistill.study.searches import SearchFiles, choice_line, collect, table_rows, train_missing
+from codistill.study.searches import (
+    SEARCH_HEADER,
+    SearchFiles,
+    choice_line,
+    collect,
+    search_description,
+    search_title,
+    table_rows,
+    train_missing,
+)
 from codistill.study.settings import load_studies
 from codistill.study.shards import add_shard_argument
 from environment import bench_parser, publish_table, tracking
@@ -52,24 +61,10 @@ def main() -> None:
     results, current = collect(search, args.seeds, files)
     publish_table(
         args.out,
-        f"Validation search: {args.search}",
-        " ".join(search["description"].split())
-        + f" Validation split, seeds {args.seeds}; results in `{files.results}`. "
-        "A search only chooses: it also shows runs made with other code, configuration or "
-        "data than the present ones, marked in the last column (the next search that trains "
-        "trains them again). A candidate run that a quality study under "
-        f"`{args.borrow_from}` already made (same identity) is not trained again: its "
-        "validation scores are copied, with the file they came from (`borrowed_from`).",
+        search_title(args.search),
+        search_description(search, args.seeds, files.results, args.borrow_from),
         ("torch", "timm"),
-        [
-            "candidate",
-            "settings",
-            "runs",
-            "CNN val mIoU (%)",
-            "ViT val mIoU (%)",
-            "s / step (threads, mode)",
-            "made with",
-        ],
+        SEARCH_HEADER,
         table_rows(search, results, current),
         extra=["", choice_line(search, results, args.seeds, current)],
         key=f"search-{args.search}",

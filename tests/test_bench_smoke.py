@@ -407,6 +407,16 @@ def test_search_bench_scores_candidates_on_the_validation_split_only_and_borrows
     assert f"**{best}**, {means[best]:.2f}" in table
     again = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
     assert trained_keys(again.stdout) == [] and "plain-seed0: borrowed" not in again.stdout
+    # codistill study reports the search from its files: the same table and choice
+    report = [sys.executable, "-m", "codistill.cli", "study", "report"]
+    report += [str(tmp_path / "studies.yaml"), "--search", "tiny", "--out", str(tmp_path / "r.md")]
+    report += ["--results", str(tmp_path / "results"), "--prepared", str(validated_tiny[0])]
+    report += ["--params", command[command.index("--params") + 1]]
+    reported = subprocess.run(report, check=True, capture_output=True, text=True, timeout=300)
+    assert trained_keys(reported.stdout) == []
+    title, _, _, _, *body = (tmp_path / "r.md").read_text().splitlines()
+    assert title == "# Validation search: tiny" and body[0].startswith("| candidate |")
+    assert "\n".join(body).strip() in (tmp_path / "results.md").read_text()
     # a result made otherwise never counts, and the search trains its run again (one policy)
     stale = tmp_path / "results/tiny/balanced-seed0.json"
     stale.write_text(json.dumps({**json.loads(stale.read_text()), "identity": "made otherwise"}))

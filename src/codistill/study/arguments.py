@@ -52,13 +52,19 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
             sub.add_argument(
                 "--out",
                 type=Path,
-                help="default: report.md in the results folder; for a regime, "
-                "<workdir>/<regime>-report.md",
+                help="default: report.md in the results folder; for a regime or search, "
+                "<workdir>/<name>-report.md",
             )
-            sub.add_argument(
+            committed = sub.add_mutually_exclusive_group()
+            committed.add_argument(
                 "--regime",
                 help="report this regime of a studies file (PLAN is then that file, for "
                 "example bench/studies.yaml; results default to bench/results/quality)",
+            )
+            committed.add_argument(
+                "--search",
+                help="report this validation search of a studies file, on every seed it ran "
+                "(results default to bench/results/search)",
             )
     migrate = actions.add_parser(
         "migrate",

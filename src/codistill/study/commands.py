@@ -14,6 +14,7 @@ from codistill.study.results import STUDY_SPLITS, RunSpec, Scoring, read_result,
 TEST = "test"
 # Where the regimes of a studies file keep their results, one folder per regime.
 REGIME_RESULTS = Path("bench/results/quality")
+SEARCH_RESULTS = Path("bench/results/search")
 
 
 def plan_specs(plan: StudyPlan) -> list[RunSpec]:
@@ -192,6 +193,47 @@ def write_regime_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_search_report(args: argparse.Namespace) -> int:
+    """A search of a studies file: its table and choice from its results alone, written."""
+    from codistill.artifacts import write_text_atomic
+    from codistill.markdown import markdown_table
+    from codistill.study.plan import PlanError
+    from codistill.study.searches import (
+        SEARCH_HEADER,
+        SearchFiles,
+        choice_line,
+        collect,
+        search_description,
+        search_title,
+        seeds_run,
+        table_rows,
+    )
+    from codistill.study.settings import load_studies
+
+    searches = load_studies(args.plan_file)["searches"]
+    if args.search not in searches:
+        found = ", ".join(searches)
+        raise PlanError(f"{args.plan_file}: no search {args.search!r} (found: {found})")
+    search = searches[args.search]
+    folder = (args.results or SEARCH_RESULTS) / args.search
+    files = SearchFiles(args.params, args.prepared, Path(), args.workdir, folder, REGIME_RESULTS)
+    seeds = seeds_run(folder)
+    results, current = collect(search, seeds, files)
+    lines = [
+        *markdown_table(SEARCH_HEADER, table_rows(search, results, current)),
+        "",
+        choice_line(search, results, seeds, current),
+    ]
+    description = search_description(search, seeds, folder, REGIME_RESULTS)
+    out = args.out or args.workdir / f"{args.search}-report.md"
+    write_text_atomic(
+        out, "\n".join([f"# {search_title(args.search)}", "", description, "", *lines, ""])
+    )
+    print("\n".join(lines))
+    print(f"\nwritten to {out}")
+    return 0
+
+
 def migrate_results(args: argparse.Namespace) -> int:
     """Migrate each folder's results to the present identity rule; print what each held."""
     from codistill.study.migration import migrate_folder
@@ -215,6 +257,8 @@ def run_study_command(args: argparse.Namespace) -> int:
         return _replay_command(args)
     if args.action == "report" and args.regime:
         return write_regime_report(args)
+    if args.action == "report" and args.search:
+        return write_search_report(args)
     plan = load_plan(args.plan_file)
     action = {"plan": show_plan, "run": train_plan, "report": write_report}[args.action]
     return action(args, plan)

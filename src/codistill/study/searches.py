@@ -212,3 +212,39 @@ def collect(
             if is_current(result, accepted_identities(params, files.prepared, SCORING)):
                 current.add(spec.key)
     return results, current
+
+
+SEARCH_HEADER = [
+    "candidate",
+    "settings",
+    "runs",
+    "CNN val mIoU (%)",
+    "ViT val mIoU (%)",
+    "s / step (threads, mode)",
+    "made with",
+]
+
+
+def search_title(name: str) -> str:
+    """The heading of the search's section."""
+    return f"Validation search: {name}"
+
+
+def search_description(
+    search: dict[str, Any], seeds: list[int], results: Path, borrow_from: Path
+) -> str:
+    """What the search is, on which seeds, where its results are and what it shows."""
+    return (
+        " ".join(search["description"].split())
+        + f" Validation split, seeds {seeds}; results in `{results}`. "
+        "A search only chooses: it also shows runs made with other code, configuration or "
+        "data than the present ones, marked in the last column (the next search that trains "
+        "trains them again). A candidate run that a quality study under "
+        f"`{borrow_from}` already made (same identity) is not trained again: its "
+        "validation scores are copied, with the file they came from (`borrowed_from`)."
+    )
+
+
+def seeds_run(results: Path) -> list[int]:
+    """Every seed a result in ``results`` was made with."""
+    return sorted({r["seed"] for p in results.glob("*.json") if (r := read_result(p))})
