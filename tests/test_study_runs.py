@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -140,6 +141,37 @@ def test_results_of_the_first_identity_rule_are_migrated_where_it_still_counts_t
         with pytest.raises(NotAResultError, match=rf"notes\.json: {reason}"):
             migrate_folder(results, params_file, prepared)
         assert json.loads((results / "kdcl-seed0.json").read_text())["identity"] == old[0]
+
+
+def test_a_result_is_migrated_from_the_configuration_it_records_not_todays_defaults(
+    validated_tiny, tmp_path
+):
+    prepared, _ = validated_tiny
+    # made when params.yaml's ViT learning rate was 3e-4; the default is another today
+    for folder in ("then", "now"):
+        (tmp_path / folder).mkdir()
+    then = tiny_params_file(tmp_path / "then", "ours", 2, changes={"train.vit_optimizer.lr": 3e-4})
+    now = tiny_params_file(tmp_path / "now", "ours", 2, changes={"train.vit_optimizer.lr": 9e-4})
+    spec = RunSpec("ours-seed0", "ours", 0, {})
+    made_with = spec_params(spec, then)
+    scoring = Scoring(splits=("val",))
+    old = sorted(rule_1_identities(made_with, prepared, scoring, "code-a", "float32"))[0]
+    result = {"key": spec.key, "seed": 0, "overrides": {}, "code_digest": "code-a"}
+    result |= {"scores": {"val": {}}, "score_last": 1, "identity": old}
+    result["config"] = json.loads(json.dumps(asdict(made_with)))
+    results = tmp_path / "results"
+    write_json_atomic(results / "ours-seed0.json", result)
+    assert migrate_folder(results, now, prepared) == {"migrated": 1}
+    moved = json.loads((results / "ours-seed0.json").read_text())
+    # it counts for a row that pins what it was made with, and not for today's default
+    pinned = spec_params(RunSpec("ours-seed0", "ours", 0, {"train.vit_optimizer.lr": 3e-4}), now)
+    assert moved["identity"] == run_identity(pinned, prepared, scoring, "code-a", "float32")
+    today = spec_params(spec, now)
+    assert moved["identity"] != run_identity(today, prepared, scoring, "code-a", "float32")
+    # a recorded identity that its configuration and code do not give is left as it is
+    other_code = {**result, "key": "ours-seed1", "code_digest": "code-b"}
+    write_json_atomic(results / "ours-seed1.json", other_code)
+    assert migrate_folder(results, now, prepared) == {"present": 1, "stale": 1}
 
 
 def test_the_identity_holds_the_numeric_mode_not_the_amp_flag(

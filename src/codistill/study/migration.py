@@ -1,11 +1,13 @@
 """Results made under the first identity rule, given the present one where they still count.
 
 Rule 1 hashed every distillation term's options (and, before runs recorded their numeric mode,
-the ``train.amp`` flag): an edit to a term a run never used made the run stale. A result that
-counts under rule 1 for its run as the study defines it today (its overrides and seed over
-the present ``params.yaml``, its own code digest, numeric mode and scoring) is the same run
-under the present rule; migrating writes the present identity and keeps the old one beside it
-(``identity_v1``). A result that rule 1 no longer counts is left as it is: stale either way.
+the ``train.amp`` flag): an edit to a term a run never used made the run stale. A result is
+checked against the configuration it records it was made with (the sections an identity
+reads, over the present ``params.yaml``), with its own code digest, numeric mode and scoring:
+if rule 1 gives it its recorded identity, that configuration, code and data made it, and
+migrating writes its identity under the present rule from the same, keeping the old one
+beside it (``identity_v1``). Whether it counts for a study's row is then what it always is:
+the row's identity is the result's. A result rule 1 does not confirm is left as it is.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from codistill.study.results import (
     read_result,
 )
 from codistill.study.runs import spec_params
+from codistill.study.settings import resolve_params
 
 RULE_1_VERSION = 1
 
@@ -104,6 +107,21 @@ def readable_result(path: Path) -> dict[str, Any]:
     return result
 
 
+# The sections of a recorded configuration that a run's identity reads.
+IDENTITY_SECTIONS = ("models", "train", "distill", "evaluate")
+
+
+def recorded_params(result: dict[str, Any], params_file: Path) -> Params:
+    """What a result records it was made with: its identity's sections over ``params_file``.
+
+    A result without a recorded configuration gets its overrides and seed instead.
+    """
+    if "config" not in result:
+        spec = RunSpec(result["key"], result.get("label", ""), result["seed"], result["overrides"])
+        return spec_params(spec, params_file)
+    return resolve_params(params_file, {s: result["config"][s] for s in IDENTITY_SECTIONS})
+
+
 def migrate_folder(results: Path, params_file: Path, prepared: Path) -> Counter:
     """Migrate every result file in ``results``; counts of migrated, present and stale ones.
 
@@ -117,10 +135,9 @@ def migrate_folder(results: Path, params_file: Path, prepared: Path) -> Counter:
         if "identity" not in result:  # made before results had one: stale under any rule
             counts["stale"] += 1
             continue
-        spec = RunSpec(result["key"], result.get("label", ""), result["seed"], result["overrides"])
         try:
-            params = spec_params(spec, params_file)
-        except ConfigError:  # overrides the present schema no longer takes: stale
+            params = recorded_params(result, params_file)
+        except ConfigError:  # settings the present schema no longer takes: stale
             counts["stale"] += 1
             continue
         scoring, code = result_scoring(result), result["code_digest"]
