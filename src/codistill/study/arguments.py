@@ -19,7 +19,13 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     for name, help_text in ACTIONS.items():
         sub = actions.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("plan_file", type=Path, metavar="PLAN", help="the study's plan (YAML)")
+        sub.add_argument(
+            "plan_file",
+            type=Path,
+            metavar="PLAN",
+            help="the study's plan (YAML)"
+            + ("; with --regime or --search, a studies file" if name == "report" else ""),
+        )
         sub.add_argument("--params", type=Path, default=Path("params.yaml"), help="base params")
         sub.add_argument("--prepared", type=Path, default=Path("build/prepared/camvid"))
         sub.add_argument(
