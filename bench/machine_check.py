@@ -93,7 +93,7 @@ def main() -> None:
     first, other = read(args.results, args.key), read(args.other, args.key)
     seed = read(args.results, args.other_seed)
     if not counts_alike(first, other, args.params, args.prepared):
-        raise SystemExit(f"{args.key}: the two results are not of one run (identity)")
+        raise SystemExit(f"{args.key}: the two results do not both count for the run (identity)")
     cpus = [run["machine"]["cpu"] for run in (first, other)]
     same = first["weights_sha256"] == other["weights_sha256"]
     header = ["iteration"]

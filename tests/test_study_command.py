@@ -139,3 +139,27 @@ def test_a_typo_an_uncommitted_plan_and_a_bad_plan_are_refused_before_training(s
     plan.write_text("rows: {}\n")
     assert main(["study", "plan", str(plan), *options]) == 2
     assert "rows must name two rows or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--regime", "nope"], "no regime 'nope' (found: tiny)"),
+        (["--search", "nope"], "no search 'nope' (found: tiny-search)"),
+        (["--search", "tiny-search"], "no results of search 'tiny-search' to report"),
+    ],
+)
+def test_a_report_of_an_unknown_or_unrun_regime_or_search_is_named_in_one_line(
+    tmp_path, capsys, flags, message
+):
+    studies = tmp_path / "studies.yaml"
+    regime = {"description": "x", "params": {}, "seeds": [0], "ablation_seeds": []}
+    search = {"description": "y", "candidates": {"plain": {}}}
+    studies.write_text(
+        yaml.safe_dump({"regimes": {"tiny": regime}, "searches": {"tiny-search": search}})
+    )
+    command = ["study", "report", str(studies), *flags, "--results", str(tmp_path / "none")]
+    assert main([*command, "--out", str(tmp_path / "report.md")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "report.md").exists()

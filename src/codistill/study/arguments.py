@@ -10,7 +10,8 @@ from codistill.study.shards import add_shard_argument
 ACTIONS = {
     "plan": "Check a plan file (every row's settings included) and list its runs and their state.",
     "run": "Train and score the plan's missing runs; an unfinished run resumes where it stopped.",
-    "report": "Write the plan's report (rows, primary claims, per class, secondary) from its runs.",
+    "report": "Write the plan's report (rows, primary claims, per class, secondary) from its "
+    "runs, or a committed regime's or search's tables (--regime, --search).",
 }
 
 
@@ -69,8 +70,14 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
             )
             committed.add_argument(
                 "--search",
-                help="report this validation search of a studies file, on every seed it ran "
-                "(results default to bench/results/search)",
+                help="report this validation search of a studies file (results default to "
+                "bench/results/search)",
+            )
+            sub.add_argument(
+                "--seeds",
+                type=int,
+                nargs="+",
+                help="a search's seeds (default: those its first candidate has results for)",
             )
     migrate = actions.add_parser(
         "migrate",

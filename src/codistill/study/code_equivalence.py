@@ -5,8 +5,9 @@ identity). A change that does not alter what training computes (a clearer error 
 safer checkpoint write, a moved function) would otherwise make every finished run stale.
 ``codistill study replay`` trains the same short runs with an earlier commit's code and with
 the present code, and only if every student's weights come out bit for bit the same does it
-append a record here: the two digests, the commits, and the evidence. Results made with any
-digest that records link to the present one count as current.
+append a record here: the two digests, the commits, the numeric modes it ran in and the
+evidence. Results made in those modes with any digest that records link to the present one
+count as current.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def read_records(path: Path = EQUIVALENCE_FILE) -> list[dict[str, Any]]:
 def equivalent_codes(digest: str, records: list[dict[str, Any]], precision: str) -> set[str]:
     """``digest`` and every digest a chain of records links to it (either way) in ``precision``.
 
-    A record holds for the numeric modes its replay ran in (older records: float32 only).
+    A replay's record holds for the numeric modes it ran in (older ones: float32 only); a
+    record of a narrowed digest definition (its covered files unchanged) holds in every mode.
     """
-    shown = [r for r in records if precision in r.get("precisions", [FLOAT32])]
+    shown = [r for r in records if "definition" in r or precision in r.get("precisions", [FLOAT32])]
     linked = {digest}
     grew = True
     while grew:

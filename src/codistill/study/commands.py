@@ -203,9 +203,9 @@ def write_search_report(args: argparse.Namespace) -> int:
         SearchFiles,
         choice_line,
         collect,
+        reference_seeds,
         search_description,
         search_title,
-        seeds_run,
         table_rows,
     )
     from codistill.study.settings import load_studies
@@ -217,7 +217,9 @@ def write_search_report(args: argparse.Namespace) -> int:
     search = searches[args.search]
     folder = (args.results or SEARCH_RESULTS) / args.search
     files = SearchFiles(args.params, args.prepared, Path(), args.workdir, folder, REGIME_RESULTS)
-    seeds = seeds_run(folder)
+    seeds = args.seeds or reference_seeds(search, folder)
+    if not seeds:
+        raise PlanError(f"{folder}: no results of search {args.search!r} to report")
     results, current = collect(search, seeds, files)
     lines = [
         *markdown_table(SEARCH_HEADER, table_rows(search, results, current)),

@@ -90,8 +90,8 @@ def require_one_machine_kind(results: Path, device: torch.device) -> None:
     """Refuse to train into ``results`` if its runs were made on another kind of machine.
 
     A GPU and a CPU, or two CPUs in bf16, differ in the arithmetic itself: a study (or search)
-    goes on where it started. Step times differ between CPU models too, so tables time a row
-    on one model only (``seconds_per_step``).
+    goes on where it started. Step times differ between CPU models too, so tables never pool
+    them (``seconds_per_step``).
     """
     here = machine(device)
     for path in sorted(results.glob("*.json")):

@@ -35,7 +35,6 @@ import torch
 
 from codistill.artifacts import write_json_atomic
 from codistill.config import ROLES
-from codistill.engine.precision import resolve_precision
 from codistill.study.code_equivalence import REPRODUCTIONS_FILE, append_record
 from codistill.study.plan import PlanError
 from codistill.study.provenance import cpu_model, git_commit
@@ -45,7 +44,7 @@ from codistill.study.replay_configurations import (
     replay_iterations,
 )
 from codistill.study.results import result_path
-from codistill.study.settings import bench_mapping, resolve_params
+from codistill.study.settings import bench_mapping
 
 
 class ReplayError(RuntimeError):
@@ -160,6 +159,26 @@ def replay(
     return digests
 
 
+def trained_modes(workdir: Path, configurations: dict[str, dict[str, Any]]) -> list[str]:
+    """The numeric modes the replay's trainings ran in, as each recorded it; both sides agree.
+
+    A mode names its device too (``float32`` on a CPU, ``cuda-…`` on a GPU), so a replay on a
+    GPU host never vouches for CPU arithmetic.
+    """
+    modes = set()
+    for name in configurations:
+        metrics = [
+            json.loads((workdir / side / name / "train_metrics.json").read_text())
+            for side in ("earlier", "present")
+        ]
+        found = {(m["precision"], m["device"]) for m in metrics}
+        if len(found) != 1:
+            raise ReplayError(f"{name}: the two codes trained in different modes ({found})")
+        precision, device = found.pop()
+        modes.add(precision if device == "cpu" else f"{device}-{precision}")
+    return sorted(modes)
+
+
 def mismatches(digests: dict[str, dict[str, dict[str, str]]]) -> list[str]:
     """``configuration role`` for each student whose weights differ between the two codes."""
     return [
@@ -252,7 +271,6 @@ def replay_code(args: argparse.Namespace) -> int:
     if different:
         raise ReplayError(f"weights differ ({', '.join(different)}): nothing recorded")
     present = git_commit()
-    device = torch.device("cpu")
     append_record(
         {
             "from": codes["earlier"],
@@ -261,12 +279,7 @@ def replay_code(args: argparse.Namespace) -> int:
             "to_commit": present["commit"],
             "to_dirty": present["dirty"],
             "configurations": configurations,
-            "precisions": sorted(
-                {
-                    resolve_precision(resolve_params(new.params, c).train.amp, device).mode
-                    for c in configurations.values()
-                }
-            ),
+            "precisions": trained_modes(args.workdir, configurations),
             "threads": args.threads,
             "weights_sha256": {name: sides["present"] for name, sides in digests.items()},
             "machine": {"cpu": cpu_model(), "torch": torch.__version__},

@@ -3,8 +3,10 @@
 Two codes are linked only if they train the same weights for each setting any committed
 result was made with (every method, term switch and term option in use), and for long
 enough to pass every warm-up, after which the distillation weights and learning rates
-follow their full schedules. Geometry and schedule length choose no code path, so each
-setting runs at a small crop, just past its own longest warm-up.
+follow their full schedules. Geometry and schedule length choose no term's code path, so
+each setting runs at a small crop, just past its own longest warm-up (a crop larger than the
+rescaled image would pad it, which the replay's crop does not: a change to padding alone is
+not covered).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from codistill.config import METHODS
+from codistill.config import METHODS, ConfigError
 from codistill.engine.precision import resolve_precision
 from codistill.study.identity import shaping_train, used_distillation
 from codistill.study.provenance import study_device
@@ -45,8 +47,9 @@ def configurations_in_use(results: Path, params_file: Path) -> dict[str, dict[st
 
     A setting is a result's overrides less its schedule and geometry; two that resolve to
     the same students, training options, used-term options (an unused term's option aside)
-    and numeric mode on this machine are one. Each method appears at least once, with
-    ``params_file``'s options.
+    and numeric mode on this machine are one; a result the present schema rejects, which no
+    study can count, is left out. Each method appears at least once, with ``params_file``'s
+    options.
     """
     found = [read_result(path) for path in sorted(results.rglob("*.json"))]
     settings = [_setting(r["overrides"]) for r in found if isinstance(r, dict) and "overrides" in r]
@@ -54,7 +57,10 @@ def configurations_in_use(results: Path, params_file: Path) -> dict[str, dict[st
     named: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
     for setting in settings:
-        params = resolve_params(params_file, {**setting, **REPLAY_GEOMETRY})
+        try:
+            params = resolve_params(params_file, {**setting, **REPLAY_GEOMETRY})
+        except ConfigError:  # settings the present schema no longer takes: no result to keep
+            continue
         shape = {
             "models": asdict(params.models),
             "train": shaping_train(params),

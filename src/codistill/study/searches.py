@@ -68,7 +68,7 @@ def settings_cell(overrides: dict[str, Any], base: dict[str, Any]) -> str:
 
 def step_time_cell(runs: list[dict[str, Any]], per_model: bool) -> str:
     """Median seconds per uninterrupted step (threads, numeric mode), per CPU model if asked."""
-    models = sorted({r["machine"].get("cpu") for r in runs}) if per_model else [None]
+    models = sorted({r["machine"].get("cpu") for r in runs}, key=str) if per_model else [None]
     cells = []
     for model in models:
         timed = [r for r in runs if model is None or r["machine"].get("cpu") == model]
@@ -245,6 +245,8 @@ def search_description(
     )
 
 
-def seeds_run(results: Path) -> list[int]:
-    """Every seed a result in ``results`` was made with."""
-    return sorted({r["seed"] for p in results.glob("*.json") if (r := read_result(p))})
+def reference_seeds(search: dict[str, Any], results: Path) -> list[int]:
+    """The seeds the search's first candidate, its reference, has results for."""
+    first = next(iter(search["candidates"]))
+    made = (read_result(p) for p in results.glob(f"{first}-seed*.json"))
+    return sorted({r["seed"] for r in made if r is not None and r.get("label", first) == first})
