@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from codistill.artifacts import write_json_atomic
-from codistill.engine.precision import FLOAT32
 
 EQUIVALENCE_FILE = Path("bench/results/code_equivalence.json")
 # Each end-to-end reproduction of a committed run, matched or not.
@@ -35,6 +34,8 @@ def equivalent_codes(digest: str, records: list[dict[str, Any]], precision: str)
     A replay's record holds for the numeric modes it ran in (older ones: float32 only); a
     record of a narrowed digest definition (its covered files unchanged) holds in every mode.
     """
+    from codistill.engine.precision import FLOAT32  # torch: not for the CLI's --help
+
     shown = [r for r in records if "definition" in r or precision in r.get("precisions", [FLOAT32])]
     linked = {digest}
     grew = True
