@@ -132,9 +132,18 @@ def train_plan(args: argparse.Namespace, plan: StudyPlan) -> int:
     return 1 if skipped else 0
 
 
+def publish_report(out: Path, heading: list[str], lines: list[str]) -> int:
+    """Write ``heading`` and ``lines`` to ``out``, print the lines and where they went; 0."""
+    from codistill.artifacts import write_text_atomic
+
+    write_text_atomic(out, "\n".join([*heading, "", *lines, ""]))
+    print("\n".join(lines))
+    print(f"\nwritten to {out}")
+    return 0
+
+
 def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
     """Analyse the finished runs as the plan fixes it; write and print the report."""
-    from codistill.artifacts import write_text_atomic
     from codistill.data.base import dataset_spec
     from codistill.study.confirmation import confirm
     from codistill.study.image_counts import counts_path, read_image_counts
@@ -161,16 +170,11 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
     params = spec_params(plan_specs(plan)[0], args.params)
     class_names = dataset_spec(params.data.dataset).class_names
     lines = confirmation_lines(confirm(plan, runs, class_names), runs, class_names)
-    out = args.out or results / "report.md"
-    write_text_atomic(out, "\n".join([f"# Study `{plan.name}`", "", *lines, ""]))
-    print("\n".join(lines))
-    print(f"\nwritten to {out}")
-    return 0
+    return publish_report(args.out or results / "report.md", [f"# Study `{plan.name}`"], lines)
 
 
 def write_regime_report(args: argparse.Namespace) -> int:
     """A regime of a studies file: its tables from its committed results alone, written."""
-    from codistill.artifacts import write_text_atomic
     from codistill.study.regime_report import (
         regime_description,
         regime_lines,
@@ -187,15 +191,11 @@ def write_regime_report(args: argparse.Namespace) -> int:
     lines = regime_lines(name, regime, results, stale, Path(f"docs/quality_curves-{name}.png"))
     description = regime_description(name, regime, results, args.plan_file, regime_dir)
     out = args.out or args.workdir / f"{name}-report.md"
-    write_text_atomic(out, "\n".join([f"# {regime_title(name)}", "", description, "", *lines, ""]))
-    print("\n".join(lines))
-    print(f"\nwritten to {out}")
-    return 0
+    return publish_report(out, [f"# {regime_title(name)}", "", description], lines)
 
 
 def write_search_report(args: argparse.Namespace) -> int:
     """A search of a studies file: its table and choice from its results alone, written."""
-    from codistill.artifacts import write_text_atomic
     from codistill.markdown import markdown_table
     from codistill.study.plan import PlanError
     from codistill.study.searches import (
@@ -228,12 +228,7 @@ def write_search_report(args: argparse.Namespace) -> int:
     ]
     description = search_description(search, seeds, folder, REGIME_RESULTS)
     out = args.out or args.workdir / f"{args.search}-report.md"
-    write_text_atomic(
-        out, "\n".join([f"# {search_title(args.search)}", "", description, "", *lines, ""])
-    )
-    print("\n".join(lines))
-    print(f"\nwritten to {out}")
-    return 0
+    return publish_report(out, [f"# {search_title(args.search)}", "", description], lines)
 
 
 def migrate_results(args: argparse.Namespace) -> int:
