@@ -345,6 +345,39 @@ def test_the_largest_allowed_image_leaves_the_servers_memory_where_it_was(reposi
     assert refused[-1] - after[MODELS[-1]][-1] < 32  # a refused request keeps nothing
 
 
+GRAPH_PEAK = """
+import resource, sys
+import numpy as np, onnxruntime as ort
+options = ort.SessionOptions()
+options.enable_cpu_mem_arena = False  # as the served model runs it
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+side = int(sys.argv[2])
+session.run(["labels"], {"image": np.zeros((1, side, side, 3), np.uint8)})
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - loaded) / 1024)
+"""
+
+
+def test_the_default_budget_bounds_what_one_vit_request_costs(repository):
+    """The ViT's attention grows with the square of an image's pixels (2048² took 8.2 GiB)."""
+    import math
+
+    from codistill.serving.limits import DEFAULT_MAX_PIXELS
+
+    side = math.isqrt(DEFAULT_MAX_PIXELS)
+    graph = repository / MODELS[1] / "1" / "model.onnx"
+    run = subprocess.run(
+        [sys.executable, "-c", GRAPH_PEAK, str(graph), str(side)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stderr
+    peak = float(run.stdout)
+    assert peak < 1024, f"{side}x{side}: {peak:.0f} MiB over the loaded graph"
+
+
 HOLD_LOCK = """
 import sys
 from pathlib import Path
