@@ -815,14 +815,46 @@ def post_raw(url: str, path: str, body: bytes, headers: dict | None = None) -> t
 def test_the_http_front_refuses_requests_before_tritonserver_sizes_them(
     server, repository, body, status, message
 ):
-    url = server["urls"]["http"]
-    got, text = post_raw(url, f"/v2/models/{MODELS[1]}/infer", body.encode())
+    got, text = post_raw(server["urls"]["http"], f"/v2/models/{MODELS[1]}/infer", body.encode())
     assert got == status
     assert message in json.loads(text)["error"] and "\n" not in text
-    assert "restart" not in server["log"].read_text()  # the server never went down
+    assert_http_still_serving(server, repository)
+
+
+def assert_http_still_serving(server, repository) -> None:
+    """The server never went down, and a correct request still gets the graph's labels."""
+    assert "restart" not in server["log"].read_text()
     good = np.full((1, 32, 48, 3), 60, np.uint8)
-    answer = infer(http, url, MODELS[1], good)
+    answer = infer(http, server["urls"]["http"], MODELS[1], good)
     assert np.array_equal(answer["labels"], direct(repository, MODELS[1], good)["labels"])
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "payload", "message"),
+    [
+        ([1, 100000, 100000, 3], 30000000000, 0, "declares 30000000000 bytes, over this server"),
+        ([1, 32, 48, 3], 10, 10, "needs 4608 bytes, binary_data_size says 10"),
+        ([1, 32, 48, 3], 4608, 10, "declare 4608 bytes of binary data, the body holds 10"),
+        ([1, 32, 48, 3], 4608, 5000, "declare 4608 bytes of binary data, the body holds 5000"),
+    ],
+    ids=["huge-shape", "size-disagrees", "body-short", "body-long"],
+)
+def test_binary_data_that_disagrees_with_its_shape_is_refused(
+    server, repository, shape, size, payload, message
+):
+    """The format tritonclient sends: a JSON header, then the tensors' bytes."""
+    from tests.servers.triton_server import group_rss_mib
+
+    tensor = {"name": "image", "shape": shape, "datatype": "UINT8"}
+    header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": size}}]})
+    lengths = {"Inference-Header-Content-Length": str(len(header))}
+    before = group_rss_mib(server["process"].pid)
+    body = header.encode() + bytes(payload)
+    got, text = post_raw(server["urls"]["http"], f"/v2/models/{MODELS[1]}/infer", body, lengths)
+    assert got == 400
+    assert message in json.loads(text)["error"] and "\n" not in text
+    assert group_rss_mib(server["process"].pid) - before < 16  # nothing was sized or held
+    assert_http_still_serving(server, repository)
 
 
 def test_a_body_over_the_budget_is_refused_unread(server):

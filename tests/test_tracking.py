@@ -77,11 +77,12 @@ def test_tracking_off_logs_nothing(validated_tiny, tmp_path, tracking_uri, monke
     assert MlflowClient(tracking_uri).get_experiment_by_name("codistill-off") is None
 
 
-def test_a_killed_training_is_ended_and_its_resume_continues_the_same_run(
-    validated_tiny, tmp_path, tracking_uri
-):
+def killed_training(validated_tiny, tmp_path, tracking_uri, experiment: str) -> tuple:
+    """A tiny training tracked to ``experiment``, SIGKILLed at its first checkpoint.
+
+    Returns its command, environment, the iteration it stopped at and the run it names.
+    """
     import os
-    import subprocess
 
     import torch
 
@@ -95,19 +96,31 @@ def test_a_killed_training_is_ended_and_its_resume_continues_the_same_run(
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_EXPERIMENT_NAME": "codistill-killed",
-        "CODISTILL_PIPELINE_RUN": "killed-1",
+        "MLFLOW_EXPERIMENT_NAME": experiment,
+        "CODISTILL_PIPELINE_RUN": f"{experiment}-1",
     }
     env.pop("MLFLOW_RUN_ID", None)
     out = tmp_path / "run"
-    kill_at_first_checkpoint(train_command(params, prepared, report, out), env, out)
+    command = train_command(params, prepared, report, out)
+    kill_at_first_checkpoint(command, env, out)
     checkpoint = torch.load(out / "last.pt", weights_only=False)
     stopped_at, named = checkpoint["iteration"], checkpoint["run_id"]
     assert 0 < stopped_at < 12
-    client = MlflowClient(tracking_uri)
-    assert client.get_run(named).info.status == "RUNNING"  # nobody ended it
+    assert MlflowClient(tracking_uri).get_run(named).info.status == "RUNNING"  # nobody ended it
+    return command, env, stopped_at, named
 
-    subprocess.run(train_command(params, prepared, report, out), env=env, check=True, timeout=300)
+
+def test_a_killed_training_is_ended_and_its_resume_continues_the_same_run(
+    validated_tiny, tmp_path, tracking_uri
+):
+    import subprocess
+
+    command, env, stopped_at, named = killed_training(
+        validated_tiny, tmp_path, tracking_uri, "codistill-killed"
+    )
+    out = tmp_path / "run"
+    client = MlflowClient(tracking_uri)
+    subprocess.run(command, env=env, check=True, timeout=300)
     experiment = client.get_experiment_by_name("codistill-killed").experiment_id
     runs = client.search_runs([experiment])
     trained = [r for r in runs if r.data.tags.get("codistill.stage") == "train"]
@@ -120,6 +133,32 @@ def test_a_killed_training_is_ended_and_its_resume_continues_the_same_run(
     assert min(steps) <= stopped_at < max(steps) == 12
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["mlflow_run_id"] == named
+
+
+def test_a_resume_under_another_pipeline_run_is_its_stage_and_names_the_run_it_resumed(
+    validated_tiny, tmp_path, tracking_uri
+):
+    import subprocess
+
+    from codistill.engine.tracking import RESUMED_FROM_TAG
+
+    command, env, stopped_at, named = killed_training(
+        validated_tiny, tmp_path, tracking_uri, "codistill-moved"
+    )
+    # a new commit, params or data version: another pipeline run resumes the checkpoint
+    subprocess.run(command, env={**env, "CODISTILL_PIPELINE_RUN": "moved-2"}, check=True)
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("codistill-moved").experiment_id])
+    trained = {r.info.run_id: r for r in runs if r.data.tags.get("codistill.stage") == "train"}
+    assert client.get_run(named).info.status == "KILLED"  # ended at the next start
+    (resumed,) = [run for run_id, run in trained.items() if run_id != named]
+    assert resumed.data.tags[RESUMED_FROM_TAG] == named
+    assert client.get_run(resumed.info.run_id).info.status == "FINISHED"
+    assert resumed.data.tags["mlflow.parentRunId"] != trained[named].data.tags["mlflow.parentRunId"]
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "loss_total")]
+    assert stopped_at < min(steps) and max(steps) == 12  # it logged only what it trained
+    metrics = json.loads((tmp_path / "run" / "train_metrics.json").read_text())
+    assert metrics["mlflow_run_id"] == resumed.info.run_id
 
 
 def test_the_suite_tracks_into_its_own_store_and_leaves_the_workspaces_alone(

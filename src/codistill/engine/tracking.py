@@ -13,6 +13,7 @@ DEFAULT_EXPERIMENT = "codistill"
 # died (killed, out of memory, the machine rebooted) from one still going.
 HOST_TAG = "codistill.host"
 PID_TAG = "codistill.pid"
+RESUMED_FROM_TAG = "codistill.resumed_from_run"
 
 
 def tracking_uri() -> str:
@@ -91,13 +92,19 @@ class MlflowTracker:
 
     Honours MLFLOW_TRACKING_URI (default ``sqlite:///mlflow.db``), MLFLOW_EXPERIMENT_NAME
     (default ``codistill``) and MLFLOW_RUN_ID (continue that run); ``resume_run_id``
-    continues the run of an interrupted training.
+    continues the run of an interrupted training. Where both name runs (a pipeline run's
+    stage resuming another pipeline run's checkpoint), the stage's run is continued and
+    tagged with the run it resumed from.
     """
 
     def __init__(
         self, run_name: str, resume_run_id: str | None = None, tags: dict[str, str] | None = None
     ) -> None:
-        run_id = os.environ.get("MLFLOW_RUN_ID") or resume_run_id
+        stage_run_id = os.environ.get("MLFLOW_RUN_ID")
+        run_id = stage_run_id or resume_run_id
+        tags = dict(tags or {})
+        if stage_run_id and resume_run_id and resume_run_id != stage_run_id:
+            tags[RESUMED_FROM_TAG] = resume_run_id
         self._mlflow = mlflow = mlflow_for_run(run_id)
         experiment = mlflow.get_experiment_by_name(experiment_name()) if run_id is None else None
         if experiment is not None:
@@ -107,7 +114,7 @@ class MlflowTracker:
             run_id=run_id,
             run_name=None if run_id else run_name,
             nested=nested,
-            tags={**(tags or {}), **owner_tags()},
+            tags={**tags, **owner_tags()},
         )
         self.run_id = self._run.info.run_id
 
