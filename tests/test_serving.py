@@ -668,8 +668,9 @@ def test_a_url_that_is_not_host_port_is_named_in_one_line(preprocessing, tmp_pat
     assert capsys.readouterr().err.strip() == f"codistill loadtest: {expected}"
 
 
+@pytest.mark.parametrize("busy_option", ["--http-port", "--grpc-port", "--metrics-port"])
 def test_serve_on_a_busy_port_says_which_in_one_line_and_leaves_nothing(
-    repository, tmp_path, capsys, monkeypatch
+    repository, tmp_path, capsys, monkeypatch, busy_option
 ):
     import socket
     import tempfile
@@ -682,11 +683,13 @@ def test_serve_on_a_busy_port_says_which_in_one_line_and_leaves_nothing(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        argv = ["serve", "--repository", str(repository), "--http-port", str(free_port())]
-        argv += ["--grpc-port", str(busy), "--metrics-port", str(free_port())]
+        ports = {option: free_port() for option in ("--http-port", "--grpc-port", "--metrics-port")}
+        ports[busy_option] = busy
+        argv = ["serve", "--repository", str(repository)]
+        argv += [str(part) for option, port in ports.items() for part in (option, port)]
         assert main(argv) == 2
     assert capsys.readouterr().err.strip() == (
-        f"codistill serve: error: address already in use: 127.0.0.1:{busy} (--grpc-port)"
+        f"codistill serve: error: address already in use: 127.0.0.1:{busy} ({busy_option})"
     )
     assert list(tmp_path.iterdir()) == []
 
