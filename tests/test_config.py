@@ -196,3 +196,72 @@ def test_the_params_check_reads_every_key_under_every_profile(tmp_path, capsys):
     stage = yaml.safe_load(render_dvc_yaml(repo_params_mapping()))["stages"][PARAMS_CHECK]
     assert stage["params"] == [{"params.yaml": None}] and "outs" not in stage
     assert stage["cmd"] == "codistill pipeline params --params params.yaml"
+
+
+# Numbers whose allowed values depend on each other, so their class checks them as a whole.
+CHECKED_TOGETHER = {
+    "validate.class_share.default": ("validate: {class_share: {default: [0.2, 0.1]}}", "default"),
+    "validate.class_share.per_class[*]": (
+        "validate: {class_share: {per_class: {Sky: [0.0, 1.5]}}}",
+        "per_class.Sky: [0.0, 1.5] is not a range within [0, 1]",
+    ),
+    "models.cnn.output_stride": ("models: {cnn: {output_stride: 7}}", "output_stride: 7"),
+    "models.vit.output_stride": ("models: {vit: {output_stride: 12}}", "output_stride: 12"),
+    "export.parity.resolutions": (
+        "export: {parity: {resolutions: [[8, 8], [64, 64]]}}",
+        "needs two or more different sizes of at least 32 px",
+    ),
+    "export.parity.batch_sizes": (
+        "export: {parity: {batch_sizes: [0, 2]}}",
+        "batch_sizes: [0, 2] needs two or more sizes ≥ 1",
+    ),
+    "serving.preferred_batch_sizes": (
+        "serving: {preferred_batch_sizes: [0, 4]}",
+        "preferred_batch_sizes: [0] not within 1..",
+    ),
+}
+
+
+def numbers_without_a_range(tp, path: str = "") -> set[str]:
+    """The dotted paths of int and float options under ``tp`` declared without a Range."""
+    import dataclasses
+    from typing import Annotated, Literal, get_args, get_origin, get_type_hints
+
+    from codistill.config.loader import Range
+
+    origin = get_origin(tp)
+    if origin is Annotated:
+        base, *meta = get_args(tp)
+        if base in (int, float):
+            return set() if any(isinstance(m, Range) for m in meta) else {path}
+        return numbers_without_a_range(base, path)
+    if tp in (int, float):
+        return {path}
+    if dataclasses.is_dataclass(tp):
+        hints = get_type_hints(tp, include_extras=True)
+        fields = dataclasses.fields(tp)
+        return set().union(
+            *(
+                numbers_without_a_range(hints[f.name], f"{path}.{f.name}".lstrip("."))
+                for f in fields
+            )
+        )
+    if origin is dict:
+        return numbers_without_a_range(get_args(tp)[1], f"{path}[*]")
+    if origin is Literal:
+        return set()
+    arguments = [a for a in get_args(tp) if a is not Ellipsis]  # tuples, unions
+    return set().union(*(numbers_without_a_range(a, path) for a in arguments))
+
+
+def test_every_number_in_params_declares_its_range_or_is_checked_with_its_class():
+    from codistill.config.schema import Params
+
+    assert numbers_without_a_range(Params) == set(CHECKED_TOGETHER)
+
+
+@pytest.mark.parametrize(("text", "message"), CHECKED_TOGETHER.values(), ids=CHECKED_TOGETHER)
+def test_numbers_checked_with_their_class_refuse_a_bad_value_by_name(tmp_path, text, message):
+    with pytest.raises(ConfigError) as raised:
+        load_params(write(tmp_path, text))
+    assert message in str(raised.value) and "\n" not in str(raised.value)
