@@ -86,6 +86,58 @@ def test_dvc_repro_to_validate_prepares_and_validates_real_camvid(project):
     assert "didn't change" in again.stdout or "up to date" in again.stdout.lower()
 
 
+def results_that_do_not_count(project: Path) -> dict[str, list[str]]:
+    """Per regime and search of the studies file, the committed results with another identity."""
+    from codistill.study import regimes, searches
+    from codistill.study.regime_report import resolved_regime
+    from codistill.study.results import Scoring, read_result
+    from codistill.study.settings import load_studies
+
+    studies_file, prepared = project / "bench/studies.yaml", project / "build/prepared/camvid"
+    quality, searched = project / "bench/results/quality", project / "bench/results/search"
+    found = {}
+    for name in load_studies(studies_file)["regimes"]:
+        name, regime = resolved_regime(studies_file, name, {})
+        files = regimes.RegimeFiles(params=project / "params.yaml", prepared=prepared)
+        runs = regimes.plan(regime, ablations=True)
+        scoring = Scoring(score_last=regime.get("score_last", 1))
+        found[name] = regimes.collect(files, quality / name, runs, scoring)[1]
+    for name, search in load_studies(studies_file)["searches"].items():
+        folder = searched / name
+        files = searches.SearchFiles(
+            project / "params.yaml", prepared, Path(), Path(), folder, quality
+        )
+        seeds = sorted({read_result(path)["seed"] for path in folder.glob("*.json")})
+        results, current = searches.collect(search, seeds, files)
+        found[name] = sorted({r["key"] for runs in results.values() for r in runs} - current)
+    return found
+
+
+def test_every_committed_study_result_still_counts_for_its_run(project):
+    """The code, identity and digest changes since each result were all shown to train alike.
+
+    Results made before results had identities, and bf16 ones on a CPU that cannot train in
+    bf16, are the only ones left out.
+    """
+    from codistill.engine.precision import resolve_precision
+    from codistill.study.provenance import study_device
+    from codistill.study.results import read_result
+
+    run([str(BIN / "dvc"), "repro", "prepare"], project)  # the manifest the identities hold
+    bf16_here = resolve_precision(True, study_device()).mode != "float32"
+    left_out = {}
+    for study, keys in results_that_do_not_count(project).items():
+        for key in keys:
+            folder = "search" if (project / "bench/results/search" / study).is_dir() else "quality"
+            result = read_result(project / "bench/results" / folder / study / f"{key}.json")
+            exempt = "identity" not in result or (
+                result["precision"] != "float32" and not bf16_here
+            )
+            if not exempt:
+                left_out.setdefault(study, []).append(key)
+    assert left_out == {}
+
+
 def test_an_unrecorded_bad_label_changes_no_recorded_version_and_is_named(project):
     mask = project / "data/camvid/valannot/0016E5_07959.png"
     good = mask.read_bytes()
