@@ -28,7 +28,7 @@ run: venv
 # Two workers on the two cores, one thread each (more threads than cores slows torch many
 # times); a test file runs whole on one worker, since its tests share fixtures and order.
 test: venv
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 pytest -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: venv
 	ruff check .

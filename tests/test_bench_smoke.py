@@ -17,6 +17,8 @@ from codistill.study.image_counts import read_image_counts
 from tests.conftest import REPO_ROOT, tiny_params_file
 from tests.servers.mlflow_server import mlflow_server
 
+pytestmark = pytest.mark.cost(330)
+
 
 def tiny_studies(directory):
     """A studies file with a two-iteration regime and search for the tiny tree."""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from operator import truediv
 
+import pytest
 import torch
 
 from codistill.config import ROLES, parse_params
@@ -16,6 +17,8 @@ from codistill.export.stage import run_export
 from codistill.models import build_student
 from codistill.serving.model_repository import write_model_repository
 from tests.conftest import REPO_ROOT, over_repo, repo_params
+
+pytestmark = pytest.mark.cost(130)
 
 
 def within_rounding(printed, printed_step, derive, a, b, step):

@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT, tiny_params_file
+
+pytestmark = pytest.mark.cost(110)
 
 GPU_IMAGE_LACKS = (
     "mlflow",
