@@ -234,8 +234,7 @@ def exported_students(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from codistill.data import dataset_spec
-    from codistill.export import export_onnx
-    from codistill.export.onnx_graph import Normalization
+    from codistill.export.onnx_graph import Normalization, export_onnx
     from codistill.export.stage import preprocessing
     from codistill.models import build_student
 

@@ -8,7 +8,7 @@ import torch
 
 from codistill.config import parse_params
 from codistill.engine.checkpoint import save_checkpoint
-from codistill.export import ParityError
+from codistill.export.parity import ParityError
 from codistill.export.stage import run_export
 from codistill.models import build_student
 from tests.conftest import TINY_SPLITS, over_repo, repo_params

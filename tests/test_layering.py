@@ -42,16 +42,37 @@ EDGES = [
 ]
 
 
-def test_core_imports_no_edge_library():
+# What `codistill serve`, `infer` and `loadtest` load: the students run in Triton's processes.
+SERVING_FRONT = [
+    "codistill.cli",
+    "codistill.serving.local_server",
+    "codistill.serving.grpc_front",
+    "codistill.serving.loadtest",
+]
+TRAINING_LIBRARIES = ["torch", "torchvision", "timm", "onnx", "onnxruntime"]
+
+
+def loaded(modules: list[str], libraries: list[str]) -> list[str]:
+    """Which of ``libraries`` a fresh interpreter holds after importing ``modules``."""
     code = (
         "import importlib, json, sys\n"
-        f"for name in {CORE!r}: importlib.import_module(name)\n"
-        f"print(json.dumps([m for m in {EDGES!r} if m in sys.modules]))\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        f"print(json.dumps([m for m in {libraries!r} if m in sys.modules]))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_core_imports_no_edge_library():
+    assert loaded(CORE, EDGES) == []
+
+
+def test_the_serving_front_loads_no_training_library():
+    """The server's own process stays small (it held 700 MB of PyTorch it never used)."""
+    assert loaded(SERVING_FRONT, TRAINING_LIBRARIES) == []
+    assert "torch" in loaded(["codistill.export.stage"], TRAINING_LIBRARIES)  # the check sees it
 
 
 def test_the_gate_edge_does_import_great_expectations():

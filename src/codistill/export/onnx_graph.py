@@ -13,11 +13,10 @@ from codistill.config import EXPORTERS
 from codistill.data.prepare import STATS_JSON
 from codistill.export.folding import inference_form
 from codistill.export.graph_checks import check_graph
+from codistill.export.graph_io import INPUT_NAME, OUTPUT_NAMES
 from codistill.models.output import segment
 
-INPUT_NAME = "image"
 INPUT_DTYPE = torch.uint8
-OUTPUT_NAMES = ("logits", "labels")
 LABEL_DTYPE = torch.uint8
 CHANNELS = 3
 

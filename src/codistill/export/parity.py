@@ -11,7 +11,8 @@ from torch import nn
 
 from codistill.config import ParityConfig
 from codistill.data.transforms import to_tensors
-from codistill.export.onnx_graph import INPUT_NAME, DeployableStudent, Normalization
+from codistill.export.graph_io import INPUT_NAME
+from codistill.export.onnx_graph import DeployableStudent, Normalization
 from codistill.models.output import segment
 
 

@@ -16,12 +16,7 @@ import numpy as np
 
 from codistill.config import VARIANTS
 from codistill.export.graph_checks import check_graph, sort_topologically
-from codistill.export.onnx_graph import INPUT_NAME
-
-
-def variant_file(role: str, variant: str) -> str:
-    """The file name of student ``role``'s ``variant`` graph next to ``<role>.onnx``."""
-    return f"{role}.{variant}.onnx"
+from codistill.export.graph_io import INPUT_NAME, variant_file
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from codistill.artifacts import staged_output, write_text_atomic
 from codistill.config import ServingConfig
-from codistill.export.variants import variant_file
+from codistill.export.graph_io import variant_file
 from codistill.serving.triton_config import config_text, model_config
 
 MODEL_FILE = "model.onnx"
