@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from codistill.cli import main
+from codistill.study.commands import plan_specs
+from codistill.study.plan import parse_plan
 from codistill.study.preregistration import BLOB_KEY
 from tests.conftest import git, tiny_params_file
 from tests.servers.mlflow_server import mlflow_server
@@ -122,6 +124,16 @@ def test_a_plan_is_trained_once_reported_and_frozen_by_its_test_results(
     capsys.readouterr()
     assert main(["study", "report", str(plan), *options]) == 2
     assert "cannot change once the test split has been read" in capsys.readouterr().err
+
+
+def test_a_plan_trains_seed_by_seed_so_each_seeds_rows_share_a_machine():
+    rows = {**ROWS, "kdcl": {"train.method": "kdcl"}}
+    data = {"rows": rows, "seeds": [5, 6], "split": "test", "reported": ["val"]}
+    data |= {"checkpoint": "last", "correction": "holm"}
+    plan = parse_plan({**data, "primary": [{"row": "ours", "reference": "kdcl"}]}, "p.yaml")
+    assert [spec.key for spec in plan_specs(plan)] == [
+        f"{row}-seed{seed}" for seed in (5, 6) for row in ("independent", "ours", "kdcl")
+    ]
 
 
 def test_a_typo_an_uncommitted_plan_and_a_bad_plan_are_refused_before_training(study, capsys):

@@ -327,8 +327,11 @@ def test_the_baselines_get_a_search_as_wide_as_ours():
     for method in ("kdcl", "dml"):
         search = searches[f"{method}-960"]
         assert search["base"]["train.method"] == method
-        # eight fixed candidates; the ninth combines the best weight and temperature
-        assert len(search["candidates"]) >= len(ours) - 1
+        # as many distinct candidates as ours had, the ninth a weight with a temperature
+        assert len(search["candidates"]) >= len(ours)
+        distinct = {tuple(sorted(c.items())) for c in search["candidates"].values()}
+        assert len(distinct) == len(search["candidates"])
+        assert any(len(c) == 2 for c in search["candidates"].values())
         knobs = {key for c in search["candidates"].values() for key in c}
         assert knobs == {
             f"distill.weights.{method}",
