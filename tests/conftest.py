@@ -35,16 +35,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     `make test` gives each worker whole files, in collection order; a file's cost is its
     module's ``cost(seconds)`` mark (about its duration on the 2-core machine; 0 if unmarked).
-    Started longest first, the files keep both workers busy until the end.
+    Started longest first, they leave little for one worker to finish while the other idles.
     """
     items.sort(key=lambda item: -module_cost(item))
 
 
 def module_cost(item: pytest.Item) -> float:
     """The ``cost`` mark of the module that holds ``item``, in seconds (0 if unmarked)."""
-    marks = getattr(item.module, "pytestmark", [])
-    marks = marks if isinstance(marks, list) else [marks]
-    return next((mark.args[0] for mark in marks if mark.name == "cost"), 0)
+    mark = item.get_closest_marker("cost")
+    return mark.args[0] if mark else 0
 
 
 def synthetic_image(

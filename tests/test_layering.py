@@ -42,7 +42,7 @@ EDGES = [
 ]
 
 
-# What `codistill serve`, `infer` and `loadtest` load: the students run in Triton's processes.
+# What `codistill serve` and `infer` load: the students run in Triton's own processes.
 SERVING_FRONT = [
     "codistill.cli",
     "codistill.serving.local_server",
@@ -70,7 +70,7 @@ def test_core_imports_no_edge_library():
 
 
 def test_the_serving_front_loads_no_training_library():
-    """The server's own process stays small (it held 700 MB of PyTorch it never used)."""
+    """The server's own process stays small (it held about 650 MiB of PyTorch it never used)."""
     assert loaded(SERVING_FRONT, TRAINING_LIBRARIES) == []
     assert "torch" in loaded(["codistill.export.stage"], TRAINING_LIBRARIES)  # the check sees it
 

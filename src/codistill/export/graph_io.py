@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 INPUT_NAME = "image"
-OUTPUT_NAMES = ("logits", "labels")
+LABELS_OUTPUT = "labels"  # the uint8 arg-max; "logits" holds the float32 scores
+OUTPUT_NAMES = ("logits", LABELS_OUTPUT)
 
 
 def variant_file(role: str, variant: str) -> str:

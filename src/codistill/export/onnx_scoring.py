@@ -12,10 +12,8 @@ import torch
 from codistill.data.loading import PreparedSplit
 from codistill.evaluation.metrics import segmentation_scores
 from codistill.evaluation.scoring import Predictor, tally_predictions
-from codistill.export.graph_io import INPUT_NAME
+from codistill.export.graph_io import INPUT_NAME, LABELS_OUTPUT
 from codistill.reporting import reported
-
-LABELS_OUTPUT = "labels"
 
 
 def cpu_session(path: str | Path) -> Any:

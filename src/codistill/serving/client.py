@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-OUTPUT = "labels"  # only the arg-max travels back, not C×H×W floats
+from codistill.export.graph_io import INPUT_NAME, LABELS_OUTPUT
+
+OUTPUT = LABELS_OUTPUT  # only the arg-max travels back, not C×H×W floats
 
 
 class ClientInputError(ValueError):
@@ -95,7 +97,7 @@ class LabelsClient:
         """Whether the server answers its liveness probe."""
         return bool(self.client.is_server_live())
 
-    def labels(self, model: str, batch: np.ndarray, input_name: str = "image") -> np.ndarray:
+    def labels(self, model: str, batch: np.ndarray, input_name: str = INPUT_NAME) -> np.ndarray:
         """Send one N×H×W×3 uint8 batch to ``model``; return its N×H×W labels."""
         from tritonclient.utils import np_to_triton_dtype
 

@@ -18,11 +18,11 @@ SEARCH_RESULTS = Path("bench/results/search")
 
 
 def plan_specs(plan: StudyPlan) -> list[RunSpec]:
-    """Every run of the plan, seed by seed: a seed's rows all train before the next seed's.
+    """Every run of the plan, seed by seed: a seed's rows before the next seed's.
 
     A study that takes several sittings, on machines of other CPU models, so pairs each
     seed's rows on one machine (the machine check in docs/results.md: another CPU model
-    moves a run about as far as another seed does).
+    moves a run about as far as another seed does); shards (``in_shard``) keep that order.
     """
     return [
         RunSpec(run_key(row, seed), row, seed, plan.row_overrides(row))
