@@ -17,6 +17,8 @@ from codistill.stages.data_version import (
     require_recorded_version,
 )
 
+pytestmark = pytest.mark.cost(20)
+
 DVC = str(Path(sys.executable).parent / "dvc")
 
 

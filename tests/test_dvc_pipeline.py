@@ -19,7 +19,7 @@ from tests.conftest import REPO_ROOT, SHARED
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not (SHARED / "dvc-remote").is_dir(), reason="no shared DVC remote"),
-    pytest.mark.cost(290),
+    pytest.mark.cost(210),
 ]
 
 BIN = Path(sys.executable).parent

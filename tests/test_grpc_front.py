@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 from tests.servers.triton_server import group_rss_mib
 from tests.test_serving import MAX_PIXELS, MODELS, direct, infer
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(80)]
+pytestmark = pytest.mark.integration
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 

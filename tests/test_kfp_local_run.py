@@ -17,7 +17,7 @@ from codistill.stages.runner import run_stage
 from tests.conftest import REPO_ROOT, TRAIN_SIZE, build_camvid_tree, over_repo, tiny_params_file
 from tests.servers.mlflow_server import mlflow_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(150)]
+pytestmark = [pytest.mark.integration, pytest.mark.cost(70)]
 
 
 @pytest.fixture(scope="module")

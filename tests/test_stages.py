@@ -11,8 +11,6 @@ from codistill.pipeline.generated import PIPELINE_MODULE, stale_files
 from codistill.stages import DATA, STAGES, artifacts, get_stage, stage_edges
 from tests.conftest import REPO_ROOT, repo_params_mapping
 
-pytestmark = pytest.mark.cost(60)
-
 
 def test_every_input_is_written_by_an_earlier_stage_or_is_the_raw_data():
     available = {DATA.name}

@@ -15,6 +15,8 @@ from codistill.study.preregistration import BLOB_KEY
 from tests.conftest import git, tiny_params_file
 from tests.servers.mlflow_server import mlflow_server
 
+pytestmark = pytest.mark.cost(20)
+
 ROWS = {"independent": {"train.method": "independent"}, "ours": {"train.method": "ours"}}
 
 

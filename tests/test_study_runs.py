@@ -22,8 +22,6 @@ from codistill.study.searches import choice_line, table_rows
 from codistill.study.settings import load_studies, resolve_params
 from tests.conftest import REPO_ROOT, tiny_params_file
 
-pytestmark = pytest.mark.cost(130)
-
 
 def test_a_run_missing_a_snapshot_it_had_passed_starts_afresh(validated_tiny, tmp_path, capsys):
     prepared, _ = validated_tiny
