@@ -42,7 +42,8 @@ EDGES = [
 ]
 
 
-# What `codistill serve` and `infer` load: the students run in Triton's own processes.
+# What `codistill serve` and `infer` load, and the load test's client module: the students
+# run in Triton's own processes.
 SERVING_FRONT = [
     "codistill.cli",
     "codistill.serving.local_server",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 INPUT_NAME = "image"
-LABELS_OUTPUT = "labels"  # the uint8 arg-max; "logits" holds the float32 scores
-OUTPUT_NAMES = ("logits", LABELS_OUTPUT)
+LOGITS_OUTPUT = "logits"  # N×C×H×W float32 scores
+LABELS_OUTPUT = "labels"  # N×H×W uint8 arg-max
+OUTPUT_NAMES = (LOGITS_OUTPUT, LABELS_OUTPUT)
 
 
 def variant_file(role: str, variant: str) -> str:

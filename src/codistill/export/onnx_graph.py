@@ -13,7 +13,7 @@ from codistill.config import EXPORTERS
 from codistill.data.prepare import STATS_JSON
 from codistill.export.folding import inference_form
 from codistill.export.graph_checks import check_graph
-from codistill.export.graph_io import INPUT_NAME, OUTPUT_NAMES
+from codistill.export.graph_io import INPUT_NAME, LABELS_OUTPUT, LOGITS_OUTPUT, OUTPUT_NAMES
 from codistill.models.output import segment
 
 INPUT_DTYPE = torch.uint8
@@ -67,8 +67,8 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, ops
         output_names=list(OUTPUT_NAMES),
         dynamic_axes={
             INPUT_NAME: {0: "batch", 1: "height", 2: "width"},
-            "logits": {0: "batch", 2: "height", 3: "width"},
-            "labels": {0: "batch", 1: "height", 2: "width"},
+            LOGITS_OUTPUT: {0: "batch", 2: "height", 3: "width"},
+            LABELS_OUTPUT: {0: "batch", 1: "height", 2: "width"},
         },
         opset_version=opset,
     )
@@ -106,8 +106,8 @@ def _declare_io_shapes(path: Path, channels: int, num_classes: int) -> None:
     model = onnx.load(str(path))
     shapes = {
         INPUT_NAME: ("batch", "height", "width", channels),
-        "logits": ("batch", num_classes, "height", "width"),
-        "labels": ("batch", "height", "width"),
+        LOGITS_OUTPUT: ("batch", num_classes, "height", "width"),
+        LABELS_OUTPUT: ("batch", "height", "width"),
     }
     for value in [*model.graph.input, *model.graph.output]:
         dims = value.type.tensor_type.shape.dim

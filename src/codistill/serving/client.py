@@ -13,8 +13,6 @@ from PIL import Image, UnidentifiedImageError
 
 from codistill.export.graph_io import INPUT_NAME, LABELS_OUTPUT
 
-OUTPUT = LABELS_OUTPUT  # only the arg-max travels back, not C×H×W floats
-
 
 class ClientInputError(ValueError):
     """An input the client refuses before it reaches the server."""
@@ -106,8 +104,10 @@ class LabelsClient:
         )
         tensor.set_data_from_numpy(batch)
         timeout = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-        outputs = [self.module.InferRequestedOutput(OUTPUT)]
-        return self.client.infer(model, [tensor], outputs=outputs, **timeout).as_numpy(OUTPUT)
+        # only the arg-max travels back, not C×H×W floats
+        outputs = [self.module.InferRequestedOutput(LABELS_OUTPUT)]
+        answer = self.client.infer(model, [tensor], outputs=outputs, **timeout)
+        return answer.as_numpy(LABELS_OUTPUT)
 
     def close(self) -> None:
         """Close the connection."""
