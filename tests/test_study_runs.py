@@ -10,15 +10,21 @@ import torch
 from codistill.artifacts import write_json_atomic
 from codistill.config.loader import load_yaml_mapping
 from codistill.evaluation.metrics import mean_iou
-from codistill.study.identity import accepted_identities, run_identity
+from codistill.study.identity import (
+    accepted_identities,
+    run_identity,
+    shaping_train,
+    used_distillation,
+)
 from codistill.study.image_counts import counts_path, read_image_counts
 from codistill.study.migration import migrate_folder, rule_1_identities
+from codistill.study.plan import load_plan
 from codistill.study.provenance import machine, require_one_machine_kind
-from codistill.study.results import NotAResultError, RunSpec, Scoring, result_path
+from codistill.study.results import NotAResultError, RunSpec, Scoring, read_result, result_path
 from codistill.study.reuse import borrow
 from codistill.study.runs import SNAPSHOTS, claimed, run, spec_params, train_with_snapshots
 from codistill.study.scoring import add_missing_counts
-from codistill.study.searches import choice_line, table_rows
+from codistill.study.searches import choice_line, chosen_candidate, table_rows
 from codistill.study.settings import load_studies, resolve_params
 from tests.conftest import REPO_ROOT, tiny_params_file
 
@@ -284,6 +290,38 @@ def test_the_shared_recipe_is_what_make_run_trains_and_the_explored_one_differs_
     assert explored.distill.weights["pbsd"] == 1.0 != make_run.distill.weights["pbsd"]
     shipped_weight = {"distill.weights.pbsd": make_run.distill.weights["pbsd"]}
     assert resolve_params(params_file, {**recipes["cpu-960"], **shipped_weight}) == make_run
+
+
+def trained_setting(params) -> tuple:
+    """What of a run's parameters shapes its students (the identity's parts but code and data)."""
+    return (asdict(params.models), shaping_train(params), used_distillation(params))
+
+
+def test_the_confirmation_trains_each_searchs_choice_and_ours_as_make_run_ships_it():
+    # every committed search result counts (test_dvc_pipeline checks the identities), so the
+    # choice is recomputed here from the files alone, by the searches' own rule
+    params_file = REPO_ROOT / "params.yaml"
+    plan = load_plan(REPO_ROOT / "bench/preregistered/confirm-960.yaml")
+    searches = load_studies(REPO_ROOT / "bench/studies.yaml")["searches"]
+    for row, search_name in {"ours": "ours-960", "kdcl": "kdcl-960", "dml": "dml-960"}.items():
+        search = searches[search_name]
+        folder = REPO_ROOT / "bench/results/search" / search_name
+        results = {name: [] for name in search["candidates"]}
+        for path in sorted(folder.glob("*.json")):
+            result = read_result(path)
+            results[result["key"].rsplit("-seed", 1)[0]].append(result)
+        keys = {r["key"] for runs in results.values() for r in runs}
+        choice = chosen_candidate(results, [0, 1], keys)
+        searched = {**search["base"], **search["candidates"][choice]}
+        planned = resolve_params(params_file, plan.row_overrides(row))
+        assert trained_setting(planned) == trained_setting(resolve_params(params_file, searched)), (
+            f"{row} is not {search_name}'s choice {choice}"
+        )
+    make_run = resolve_params(params_file, {})
+    assert trained_setting(resolve_params(params_file, plan.row_overrides("ours"))) == (
+        trained_setting(make_run)
+    )
+    assert set(plan.seeds).isdisjoint({0, 1, 2, 3, 4}), "the studies' and searches' seeds"
 
 
 def dotted_keys(mapping: dict, prefix: str = "") -> set[str]:

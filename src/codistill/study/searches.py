@@ -121,6 +121,31 @@ def table_rows(
     return rows
 
 
+def mean_val_miou(runs: list[dict[str, Any]]) -> float:
+    """Validation mIoU (%) averaged over both students and ``runs``."""
+    return statistics.fmean(100 * r["scores"]["val"][role]["miou"] for r in runs for role in ROLES)
+
+
+def complete_candidates(
+    results: dict[str, list[dict[str, Any]]], seeds: list[int], current: set[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The candidates with a current result (``current`` keys) at every one of ``seeds``."""
+    complete = {}
+    for name, runs in results.items():
+        made_now = [r for r in runs if r["key"] in current]
+        if {r["seed"] for r in made_now} >= set(seeds):
+            complete[name] = made_now
+    return complete
+
+
+def chosen_candidate(
+    results: dict[str, list[dict[str, Any]]], seeds: list[int], current: set[str]
+) -> str | None:
+    """The choice rule: the complete candidate with the best mean validation mIoU, if any."""
+    complete = complete_candidates(results, seeds, current)
+    return max(complete, key=lambda name: mean_val_miou(complete[name])) if complete else None
+
+
 def choice_line(
     search: dict[str, Any],
     results: dict[str, list[dict[str, Any]]],
@@ -132,29 +157,20 @@ def choice_line(
     Only candidates with a current result (``current`` keys) at every one of ``seeds``
     compete; the first candidate is the reference the choice is set against.
     """
-
-    def mean_miou(runs: list[dict[str, Any]]) -> float:
-        return statistics.fmean(
-            100 * r["scores"]["val"][role]["miou"] for r in runs for role in ROLES
-        )
-
     if not search.get("choose", True):
         return "This search measures the paired differences above (`compare`); it chooses nothing."
-    complete = {}
-    for name, runs in results.items():
-        made_now = [r for r in runs if r["key"] in current]
-        if {r["seed"] for r in made_now} >= set(seeds):
-            complete[name] = made_now
-    if not complete:
+    complete = complete_candidates(results, seeds, current)
+    best = chosen_candidate(results, seeds, current)
+    if best is None:
         return "Choice: none yet (no candidate has a current run at every seed)."
-    best = max(complete, key=lambda name: mean_miou(complete[name]))
     first = next(iter(search["candidates"]))
     line = (
         "Choice (the highest validation mIoU averaged over both students and the seeds, among "
-        f"candidates with a current run at every seed): **{best}**, {mean_miou(complete[best]):.2f}"
+        f"candidates with a current run at every seed): **{best}**, "
+        f"{mean_val_miou(complete[best]):.2f}"
     )
     if best != first and first in complete:
-        line += f" against {first} {mean_miou(complete[first]):.2f}"
+        line += f" against {first} {mean_val_miou(complete[first]):.2f}"
     waiting = len(search["candidates"]) - len(complete)
     return line + (f"; {waiting} candidate(s) without one yet." if waiting else ".")
 
