@@ -324,6 +324,24 @@ def test_the_confirmation_trains_each_searchs_choice_and_ours_as_make_run_ships_
     assert set(plan.seeds).isdisjoint({0, 1, 2, 3, 4}), "the studies' and searches' seeds"
 
 
+def test_the_longer_schedule_trains_the_confirmations_rows_longer_and_kdcl_for_ourss_seconds():
+    params_file = REPO_ROOT / "params.yaml"
+    short = load_plan(REPO_ROOT / "bench/preregistered/confirm-960.yaml")
+    long = load_plan(REPO_ROOT / "bench/preregistered/confirm-1920.yaml")
+    assert long.seeds == short.seeds and long.split == short.split
+    longer = {"train.iterations": 1920, "train.checkpoint_every": 160}
+    for row in ("independent", "kdcl", "ours"):
+        planned = resolve_params(params_file, long.row_overrides(row))
+        expected = resolve_params(params_file, {**short.row_overrides(row), **longer})
+        assert trained_setting(planned) == trained_setting(expected), row
+    matched = long.row_overrides("kdcl-matched")
+    assert matched["train.iterations"] != 1920
+    as_kdcl = resolve_params(params_file, {**matched, "train.iterations": 1920})
+    assert trained_setting(as_kdcl) == trained_setting(
+        resolve_params(params_file, long.row_overrides("kdcl"))
+    )
+
+
 def dotted_keys(mapping: dict, prefix: str = "") -> set[str]:
     """Every key path of a nested mapping, dotted (``train.vit_optimizer.lr``)."""
     keys = set()
