@@ -134,7 +134,7 @@ def test_a_replay_covers_each_setting_in_use_once_and_runs_past_every_warm_up(tm
     result("kdcl-long", {"train.method": "kdcl", "train.iterations": 1920})
     # an option of a term the run does not use changes nothing it trains
     result("kdcl-unused", {"train.method": "kdcl", "distill.pbsd.temperature": 9.0})
-    result("ours-w6", {"train.method": "ours", "distill.weights.pbsd": 6.0})
+    result("ours-w3", {"train.method": "ours", "distill.weights.pbsd": 3.0})  # not the default
     result("ours-late", {"train.method": "ours", "distill.warmup_iters": 160})
     (tmp_path / "results" / "records.json").write_text(json.dumps({"records": []}))
     params = REPO_ROOT / "params.yaml"
@@ -145,7 +145,7 @@ def test_a_replay_covers_each_setting_in_use_once_and_runs_past_every_warm_up(tm
         {"train.method": "independent"},
         {"train.method": "kdcl"},
         {"distill.warmup_iters": 160, "train.method": "ours"},
-        {"distill.weights.pbsd": 6.0, "train.method": "ours"},
+        {"distill.weights.pbsd": 3.0, "train.method": "ours"},
         {"train.method": "ours"},
     ]
     assert settings == sorted(json.dumps(s, sort_keys=True) for s in expected)
