@@ -24,7 +24,7 @@ from codistill.study.results import NotAResultError, RunSpec, Scoring, read_resu
 from codistill.study.reuse import borrow
 from codistill.study.runs import SNAPSHOTS, claimed, run, spec_params, train_with_snapshots
 from codistill.study.scoring import add_missing_counts
-from codistill.study.searches import choice_line, chosen_candidate, table_rows
+from codistill.study.searches import choice_line, chosen_candidate, specs, table_rows
 from codistill.study.settings import load_studies, resolve_params
 from tests.conftest import REPO_ROOT, tiny_params_file
 
@@ -306,13 +306,14 @@ def test_the_confirmation_trains_each_searchs_choice_and_ours_as_make_run_ships_
     for row, search_name in {"ours": "ours-960", "kdcl": "kdcl-960", "dml": "dml-960"}.items():
         search = searches[search_name]
         folder = REPO_ROOT / "bench/results/search" / search_name
+        runs = {spec.key: spec for spec in specs(search, [0, 1])}
         results = {name: [] for name in search["candidates"]}
-        for path in sorted(folder.glob("*.json")):
-            result = read_result(path)
-            results[result["key"].rsplit("-seed", 1)[0]].append(result)
-        keys = {r["key"] for runs in results.values() for r in runs}
-        choice = chosen_candidate(results, [0, 1], keys)
-        searched = {**search["base"], **search["candidates"][choice]}
+        for key, spec in runs.items():
+            result = read_result(result_path(folder, key))
+            assert result is not None, f"{search_name}: no result for {key}"
+            results[spec.label].append(result)
+        choice = chosen_candidate(results, [0, 1], set(runs))
+        searched = next(spec.overrides for spec in runs.values() if spec.label == choice)
         planned = resolve_params(params_file, plan.row_overrides(row))
         assert trained_setting(planned) == trained_setting(resolve_params(params_file, searched)), (
             f"{row} is not {search_name}'s choice {choice}"
