@@ -196,12 +196,23 @@ def _server_environment(restarts: int = 0) -> dict[str, str]:
     }
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel stops it when its parent dies, even by SIGKILL."""
-    import ctypes
+# Run by a fresh interpreter in front of tritonserver: the kernel sends the server SIGTERM when
+# ``codistill serve`` dies, even by SIGKILL (PR_SET_PDEATHSIG survives the exec). A launcher,
+# not a ``preexec_fn``: Python code in a child forked beside the gRPC front's threads can abort
+# in gRPC's fork handlers before the exec, and without one Popen starts the child by vfork.
+_TIED_TO_PARENT = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("codistill serve stopped before tritonserver started")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
-    set_parent_death_signal = 1  # PR_SET_PDEATHSIG
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(set_parent_death_signal, signal.SIGTERM)
+
+def start_tied_to_this_process(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start ``command`` so that the kernel stops it when this process dies."""
+    launcher = [sys.executable, "-I", "-S", "-c", _TIED_TO_PARENT, str(os.getpid())]
+    return subprocess.Popen([*launcher, *command], env=env)
 
 
 def _server_command(
@@ -317,9 +328,7 @@ def serve(
             command = _server_command(
                 holder / "models", backends, host, private, workspace.shm_prefix, server_id
             )
-            started = subprocess.Popen(
-                command, env=_server_environment(restarts), preexec_fn=_die_with_parent
-            )
+            started = start_tied_to_this_process(command, _server_environment(restarts))
             nonlocal process
             process = started
             _wait_until_ready(started, f"127.0.0.1:{private.http}", server_id, stop)
