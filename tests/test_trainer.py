@@ -435,8 +435,6 @@ def test_training_off_a_terminal_prints_one_progress_line_per_log_row(validated_
 def test_a_checkpoint_that_cannot_be_written_stops_training_in_one_line_keeping_the_last(
     validated_tiny, tmp_path
 ):
-    import resource
-
     prepared, report = validated_tiny
     params = tiny_params_file(tmp_path, iterations=4, log_every=2, checkpoint_every=2)
     out = tmp_path / "run"
@@ -449,16 +447,19 @@ def test_a_checkpoint_that_cannot_be_written_stops_training_in_one_line_keeping_
     # a longer schedule: a new run, whose first checkpoint would replace the one kept
     params = tiny_params_file(tmp_path, iterations=8, log_every=2, checkpoint_every=2)
 
-    def small_files() -> None:  # a full disk, as far as writes that grow a file can tell
-        resource.setrlimit(resource.RLIMIT_FSIZE, (len(kept) // 2, len(kept) // 2))
-
+    # a full disk, as far as writes that grow a file can tell; set by a launcher, not a
+    # preexec_fn, which can abort in a worker where gRPC's threads run (tests/test_server_launch)
+    size = len(kept) // 2
+    small_files = (
+        "import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, "
+        f"({size}, {size})); os.execv(sys.argv[1], sys.argv[1:])"
+    )
     again = subprocess.run(
-        train_command(params, prepared, report, out),
+        [sys.executable, "-c", small_files, *train_command(params, prepared, report, out)],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=small_files,
     )
     assert again.returncode == 2
     (line,) = again.stderr.strip().splitlines()
