@@ -9,6 +9,7 @@ on the CPU. The backend folder links the bundled backend and the stub for this P
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from dataclasses import dataclass
@@ -73,11 +74,25 @@ def spatial_axes(config: Any) -> tuple[int, ...]:
     return tuple(1 + i for i, size in enumerate(config.input[0].dims) if size == -1)
 
 
+def warmup_pixels(config: Any) -> int:
+    """Images × height × width of ``config``'s largest warm-up request (0 without one)."""
+    axes = spatial_axes(config)
+    return max(
+        (
+            warmup.batch_size * math.prod(spec.dims[axis - 1] for axis in axes)
+            for warmup in config.model_warmup
+            for spec in warmup.inputs.values()
+        ),
+        default=0,
+    )
+
+
 def backend_config(config: Any, graph: Path, limits: Limits, dynamic_batching: bool = True) -> Any:
     """``config`` for the Python backend: same tensors and batching, the graph as a parameter.
 
     Without ``dynamic_batching`` every request runs on its own. The ``model_warmup`` requests
-    are left to ``codistill serve``, which sends them end to end before it reports ready.
+    are left to ``codistill serve``, which sends them end to end before it reports ready; the
+    memory a call of their size needs stays with the model between calls.
     """
     from tritonclient.grpc import model_config_pb2 as pb
 
@@ -97,6 +112,7 @@ def backend_config(config: Any, graph: Path, limits: Limits, dynamic_batching: b
         "max_pixels": str(limits.max_pixels),
         "max_logit_pixels": str(limits.max_logit_pixels),
         "min_side": str(limits.min_side),
+        "retained_pixels": str(warmup_pixels(config)),
     }
     for key, value in parameters.items():
         served.parameters[key].string_value = value
