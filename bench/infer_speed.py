@@ -23,11 +23,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from codistill.config import ROLES, load_params
+from codistill.data.samples import evenly_spaced_images
 from codistill.evaluation.students import load_students
 from codistill.export.folding import inference_form
 from codistill.export.graph_io import INPUT_NAME, variant_file
 from codistill.export.onnx_graph import DeployableStudent, Normalization
-from codistill.export.onnx_scoring import cpu_session, evenly_spaced_images
+from codistill.export.onnx_scoring import cpu_session
 from codistill.export.parity import resized_batch
 from codistill.export.variants import VARIANTS
 from codistill.serving.model_repository import served_name

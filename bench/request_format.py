@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codistill.export.onnx_scoring import evenly_spaced_images
+from codistill.data.samples import evenly_spaced_images
 from codistill.serving.loadtest import run_load
 from codistill.serving.process import serve_in_background
 from environment import bench_parser, publish_table

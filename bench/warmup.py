@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from codistill.export.onnx_scoring import evenly_spaced_images
+from codistill.data.samples import evenly_spaced_images
 from codistill.serving.client import LabelsClient, Preprocessing
 from codistill.serving.process import serve_in_background
 from environment import bench_parser, publish_table

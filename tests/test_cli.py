@@ -148,6 +148,27 @@ def test_help_imports_none_of_the_heavy_libraries():
     assert result.stdout.strip() == "[]"
 
 
+def test_loadtest_of_a_running_endpoint_loads_no_training_or_tracking_library(validated_tiny):
+    """``codistill loadtest --url`` reads images and sends requests: numpy and tritonclient."""
+    from codistill.serving.process import free_port
+
+    prepared, _ = validated_tiny
+    probe = (
+        "import sys\n"
+        "from codistill.cli import main\n"
+        f"code = main(['loadtest', '--prepared', {str(prepared)!r}, '--url', "
+        f"'127.0.0.1:{free_port()}', '--duration', '0.5', '--concurrency', '1', "
+        "'--images', '2', '--model', 'codistill_cnn'])\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        f"print(code, sorted(loaded & {set(HEAVY_LIBRARIES)!r}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "1 ['tritonclient']"  # nothing listens
+    assert "Connection refused" in result.stderr
+
+
 def test_a_crop_larger_than_any_training_image_is_refused_before_training(
     validated_tiny, tmp_path, capsys
 ):

@@ -181,7 +181,7 @@ def _infer(args: argparse.Namespace) -> int:
 
 def _loadtest(args: argparse.Namespace) -> int:
     from codistill.artifacts import write_json_atomic
-    from codistill.export.onnx_scoring import evenly_spaced_images
+    from codistill.data.samples import evenly_spaced_images
     from codistill.serving.client import check_address
     from codistill.serving.loadtest import (
         TABLE_HEADER,

@@ -59,10 +59,3 @@ def score_graphs(
             "seconds_per_image": tally.seconds / max(len(data), 1),
         }
     return scores
-
-
-def evenly_spaced_images(prepared_dir: str | Path, split: str, count: int) -> list[np.ndarray]:
-    """``count`` 1×H×W×3 uint8 RGB images spread evenly over ``split``, at native size."""
-    data = PreparedSplit(prepared_dir, split)
-    picks = np.unique(np.linspace(0, len(data) - 1, num=min(count, len(data))).round().astype(int))
-    return [data.reader.read(data.rows[int(i)])[0][None] for i in picks]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from codistill.config import Params
-from codistill.export.onnx_scoring import evenly_spaced_images, score_graphs
+from codistill.data.samples import evenly_spaced_images
+from codistill.export.onnx_scoring import score_graphs
 from codistill.export.variants import build_variant
 
 VARIANT_SPLIT = "val"
