@@ -232,6 +232,8 @@ def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list
                 f"{report.images_per_s:.2f}",
                 f"{1 / direct[role]:.2f}",
                 f"{report.images_per_s * direct[role]:.2f}",
+                format_ms(report.server_queue_ms),
+                format_ms(report.server_compute_ms),
                 str(report.errors),
             ]
         )
@@ -355,7 +357,9 @@ def main() -> None:
             f"{args.duration:g} s per row; direct = one plain ONNX Runtime call per image, in a "
             "process of its own started before the server (`bench/direct_rate.py`: numpy and "
             f"ONNX Runtime only, the median of {DIRECT_PASSES} passes over the images); "
-            "ratio = endpoint images/s over direct images/s.",
+            "ratio = endpoint images/s over direct images/s; server queue and compute = "
+            "milliseconds per request by Triton's own statistics (the dynamic batcher's wait; "
+            "the model's input, execution and output, with the Python backend's hand-over).",
             "",
             *markdown_table(
                 [
@@ -367,6 +371,8 @@ def main() -> None:
                     "images/s",
                     "direct images/s",
                     "ratio",
+                    "server queue ms",
+                    "server compute ms",
                     "errors",
                 ],
                 triton_rows(args, images),

@@ -625,6 +625,13 @@ def test_loadtest_measures_both_batching_modes_against_real_servers(
         assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
         assert r["images_per_s"] == pytest.approx(r["requests"] / r["seconds"])
         assert r["seconds"] >= 1.5
+        # the server's share of a request, by its statistics, within what the client waited
+        assert 0 < r["server_queue_ms"] + r["server_compute_ms"] < r["mean_ms"]
+    # one client never fills a batch: with batching on each request waits out the window
+    on, off = reports[0], reports[2]
+    delay_ms = read_config(repository / MODELS[0] / "config.pbtxt").dynamic_batching
+    delay_ms = delay_ms.max_queue_delay_microseconds / 1000
+    assert off["server_queue_ms"] < 0.5 * delay_ms < on["server_queue_ms"]
     table = capsys.readouterr().out
     assert "3 test images at 48x64" in table and table.count(f"| {MODELS[0]} |") == 4
 
@@ -641,6 +648,10 @@ def test_loadtest_counts_failed_requests_and_bounds_its_settings(server, validat
     image = [np.zeros((1, 32, 32, 3), np.uint8)]
     report = run_load(server["urls"]["http"], "codistill_gan", image, 2, 5)
     assert report.requests == 0 and report.p50_ms is None and "codistill_gan" in report.first_error
+    assert report.server_queue_ms is None and report.server_compute_ms is None  # not served
+    image = [np.zeros((1, 48, 64, 3), np.uint8)]
+    over_grpc = run_load(server["urls"]["grpc"], MODELS[0], image, 1, 0.5, "grpc")
+    assert over_grpc.errors == 0 and 0 < over_grpc.server_compute_ms < over_grpc.mean_ms
     assert report.errors <= 2 * (2 + 20)  # each client gives up after 20 failures in a row
     assert report.seconds < 5  # ... well before the deadline
     with pytest.raises(ValueError, match=r"concurrency: 65 not within 1\.\.64"):

@@ -109,6 +109,25 @@ class LabelsClient:
         answer = self.client.infer(model, [tensor], outputs=outputs, **timeout)
         return answer.as_numpy(LABELS_OUTPUT)
 
+    def phase_totals(self, model: str) -> dict[str, tuple[int, int]]:
+        """The server's (requests, nanoseconds) so far per phase of ``model``'s answered requests.
+
+        Phases as Triton counts them: ``queue``, ``compute_input``, ``compute_infer``,
+        ``compute_output`` and ``success`` (the whole request), summed over served versions.
+        """
+        options = {"as_json": True} if self.protocol == "grpc" else {}
+        answer = self.client.get_inference_statistics(model, **options)
+        totals: dict[str, tuple[int, int]] = {}
+        for version in answer["model_stats"]:
+            for phase, counted in version["inference_stats"].items():
+                count, ns = totals.get(phase, (0, 0))
+                # gRPC's JSON spells 64-bit integers as strings and leaves out zeros
+                totals[phase] = (
+                    count + int(counted.get("count", 0)),
+                    ns + int(counted.get("ns", 0)),
+                )
+        return totals
+
     def close(self) -> None:
         """Close the connection."""
         self.client.close()

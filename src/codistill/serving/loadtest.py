@@ -1,7 +1,9 @@
 """Closed-loop load on a Triton endpoint: a bounded number of clients for a bounded time.
 
 Each client sends one image per request, waits for the answer, and sends the next. Only
-the small ``labels`` output is requested, as ``codistill infer`` does.
+the small ``labels`` output is requested, as ``codistill infer`` does. Beside the latencies the
+clients see, the server's own statistics say how long a request of the timed window waited in
+its queue (the dynamic batcher's window) and how long the model took, on average.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class LoadReport:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    mean_ms: float | None
+    # per request, by the server's statistics (None where it does not answer them)
+    server_queue_ms: float | None
+    server_compute_ms: float | None
     first_error: str | None
 
     def as_dict(self) -> dict[str, Any]:
@@ -57,6 +63,44 @@ class _ClientTally:
     def failed(self, err: Exception) -> None:
         self.errors += 1
         self.first_error = self.first_error or str(err)
+
+
+COMPUTE_PHASES = ("compute_input", "compute_infer", "compute_output")
+# requests and nanoseconds per phase of a model's answered requests, as the server counts them
+Totals = dict[str, tuple[int, int]]
+
+
+def _phase_totals(url: str, protocol: str, model: str) -> Totals | None:
+    """The server's phase totals for ``model``, or None where it does not answer them.
+
+    A client of its own: the HTTP client may not be shared across threads.
+    """
+    client = None
+    try:
+        client = LabelsClient(url, protocol, REQUEST_TIMEOUT_S)
+        return client.phase_totals(model)
+    except Exception:  # an endpoint without statistics, or a model it does not serve
+        return None
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _server_ms(
+    before: Totals | None, after: Totals | None, phases: tuple[str, ...]
+) -> float | None:
+    """Mean milliseconds per request of ``phases`` between two snapshots (None without both)."""
+    if before is None or after is None:
+        return None
+
+    def delta(phase: str, field: int) -> int:
+        return after.get(phase, (0, 0))[field] - before.get(phase, (0, 0))[field]
+
+    requests = delta("success", 0)
+    if requests <= 0:
+        return None
+    ns = sum(delta(phase, 1) for phase in phases)
+    return ns / requests / 1e6
 
 
 def check_load_settings(concurrency: int, duration_s: float) -> None:
@@ -87,10 +131,43 @@ def run_load(
         raise ValueError(f"protocol: {protocol!r} is not one of http, grpc")
     if not images:
         raise ValueError("load test needs at least one image")
+    tallies, elapsed, before = _closed_loop(url, model, images, concurrency, duration_s, protocol)
+    after = _phase_totals(url, protocol, model)
+    done = np.array([x for tally in tallies for x in tally.latencies]) * 1000
+    percentiles = [float(v) for v in np.percentile(done, [50, 95, 99])] if done.size else [None] * 3
+    return LoadReport(
+        model=model,
+        protocol=protocol,
+        dynamic_batching=dynamic_batching,
+        concurrency=concurrency,
+        seconds=elapsed,
+        requests=int(done.size),
+        errors=sum(t.errors for t in tallies),
+        images_per_s=done.size / elapsed,
+        p50_ms=percentiles[0],
+        p95_ms=percentiles[1],
+        p99_ms=percentiles[2],
+        mean_ms=float(done.mean()) if done.size else None,
+        server_queue_ms=_server_ms(before, after, ("queue",)),
+        server_compute_ms=_server_ms(before, after, COMPUTE_PHASES),
+        first_error=next((t.first_error for t in tallies if t.first_error), None),
+    )
+
+
+def _closed_loop(
+    url: str,
+    model: str,
+    images: Sequence[np.ndarray],
+    concurrency: int,
+    duration_s: float,
+    protocol: str,
+) -> tuple[list[_ClientTally], float, Totals | None]:
+    """The clients' tallies, the timed window's seconds and the server's totals as it opened."""
     tallies = [_ClientTally() for _ in range(concurrency)]
-    window: dict[str, float] = {}
+    window: dict[str, Any] = {}
 
     def open_window() -> None:
+        window["totals"] = _phase_totals(url, protocol, model)  # every warm-up is answered
         window["start"] = time.perf_counter()
         window["end"] = window["start"] + duration_s
 
@@ -140,23 +217,7 @@ def run_load(
         ) from None
     for thread in threads:
         thread.join(timeout=duration_s + 2 * REQUEST_TIMEOUT_S)
-    elapsed = time.perf_counter() - window["start"]
-    done = np.array([x for tally in tallies for x in tally.latencies]) * 1000
-    percentiles = [float(v) for v in np.percentile(done, [50, 95, 99])] if done.size else [None] * 3
-    return LoadReport(
-        model=model,
-        protocol=protocol,
-        dynamic_batching=dynamic_batching,
-        concurrency=concurrency,
-        seconds=elapsed,
-        requests=int(done.size),
-        errors=sum(t.errors for t in tallies),
-        images_per_s=done.size / elapsed,
-        p50_ms=percentiles[0],
-        p95_ms=percentiles[1],
-        p99_ms=percentiles[2],
-        first_error=next((t.first_error for t in tallies if t.first_error), None),
-    )
+    return tallies, time.perf_counter() - window["start"], window["totals"]
 
 
 def load_local_server(
@@ -214,6 +275,8 @@ def report_table(reports: Sequence[LoadReport]) -> list[list[str]]:
             format_ms(r.p50_ms),
             format_ms(r.p95_ms),
             format_ms(r.p99_ms),
+            format_ms(r.server_queue_ms),
+            format_ms(r.server_compute_ms),
             str(r.errors),
         ]
         for r in reports
@@ -229,5 +292,7 @@ TABLE_HEADER = [
     "p50 ms",
     "p95 ms",
     "p99 ms",
+    "server queue ms",
+    "server compute ms",
     "errors",
 ]
