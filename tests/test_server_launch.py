@@ -2,12 +2,14 @@
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 
@@ -60,13 +62,37 @@ def test_the_started_program_ends_when_its_starter_is_killed():
         text=True,
     )
     sleeper = int(starter.stdout.readline())
-    assert _running(sleeper)
-    starter.send_signal(signal.SIGKILL)
-    starter.wait(30)
-    deadline = time.monotonic() + 30
-    while _running(sleeper) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _running(sleeper)
+    try:
+        assert _running(sleeper)
+        starter.send_signal(signal.SIGKILL)
+        starter.wait(30)
+        deadline = time.monotonic() + 30
+        while _running(sleeper) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(sleeper)
+    finally:
+        for pid in (starter.pid, sleeper):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        starter.wait(30)
+
+
+def test_the_server_starts_in_its_own_environment_with_default_signal_handling():
+    from codistill.serving.local_server import _server_environment
+
+    started = start_tied_to_this_process(["/bin/sleep", "300"], _server_environment())
+    try:
+        deadline = time.monotonic() + 30
+        while os.readlink(f"/proc/{started.pid}/exe") != os.path.realpath("/bin/sleep"):
+            assert time.monotonic() < deadline, "the launcher never reached its program"
+            time.sleep(0.05)
+        status = Path(f"/proc/{started.pid}/status").read_text()
+        ignored = int(re.search(r"^SigIgn:\s+(\w+)$", status, re.M).group(1), 16)
+        for default in (signal.SIGPIPE, signal.SIGXFSZ):  # as a plain start leaves them
+            assert not ignored & (1 << (default - 1)), default.name
+    finally:
+        started.kill()
+        started.wait(30)
 
 
 def _running(pid: int) -> bool:

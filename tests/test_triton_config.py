@@ -169,24 +169,30 @@ def test_every_config_warms_up_and_the_gpu_ones_cache_their_tensorrt_engine(
         parse_params(over_repo({"serving": {"tensorrt_cache": "relative/path"}}), "params")
 
 
-def test_the_local_server_keeps_the_memory_of_a_warm_up_sized_call_only(
+def test_the_local_server_keeps_the_memory_of_a_full_batch_of_warm_up_images_only(
     exported_students, tmp_path
 ):
     from codistill.serving.backend_repository import Limits, backend_config, chosen_config
 
-    settings = repo_params({"serving.warmup_size": [64, 96]}).serving
-    written = write_model_repository(exported_students, tmp_path / "repo", settings, ROLES)
+    settings = repo_params(
+        {
+            "serving.warmup_size": [64, 96],
+            "serving.max_batch_size": 4,
+            "serving.preferred_batch_sizes": [2, 4],
+        }
+    )
+    written = write_model_repository(exported_students, tmp_path / "repo", settings.serving, ROLES)
     limits = Limits(max_pixels=4096 * 4, min_side=32, max_logit_pixels=4096)
+
+    def retained(config) -> str:
+        served = backend_config(config, model_dir / "1" / "model.onnx", limits)
+        assert not served.model_warmup  # codistill serve sends it end to end instead
+        return served.parameters["retained_pixels"].string_value
+
     for model_dir in written.values():
         config = chosen_config(model_dir, "cpu")
-        graph = model_dir / "1" / "model.onnx"
-        served = backend_config(config, graph, limits)
-        assert served.parameters["retained_pixels"].string_value == str(64 * 96)
-        assert not served.model_warmup  # codistill serve sends it end to end instead
-        config.model_warmup[0].batch_size = 2
-        doubled = backend_config(config, graph, limits)
-        assert doubled.parameters["retained_pixels"].string_value == str(2 * 64 * 96)
+        assert retained(config) == str(4 * 64 * 96)
+        config.max_batch_size = 0  # a graph Triton does not batch: one image a call
+        assert retained(config) == str(64 * 96)
         config.ClearField("model_warmup")
-        assert (
-            backend_config(config, graph, limits).parameters["retained_pixels"].string_value == "0"
-        )
+        assert retained(config) == "0"

@@ -74,17 +74,22 @@ def spatial_axes(config: Any) -> tuple[int, ...]:
     return tuple(1 + i for i, size in enumerate(config.input[0].dims) if size == -1)
 
 
-def warmup_pixels(config: Any) -> int:
-    """Images × height × width of ``config``'s largest warm-up request (0 without one)."""
+def retained_pixels(config: Any) -> int:
+    """Pixels of a full batch of ``config``'s largest warm-up image (0 without a warm-up).
+
+    The served model keeps the memory of a call up to this size for the next one: a batch of
+    8 images at the default 360×480 holds about 185 MB (CNN) and 210 MB (ViT) between calls.
+    """
     axes = spatial_axes(config)
-    return max(
+    largest = max(
         (
-            warmup.batch_size * math.prod(spec.dims[axis - 1] for axis in axes)
+            math.prod(spec.dims[axis - 1] for axis in axes)
             for warmup in config.model_warmup
             for spec in warmup.inputs.values()
         ),
         default=0,
     )
+    return max(config.max_batch_size, 1) * largest
 
 
 def backend_config(config: Any, graph: Path, limits: Limits, dynamic_batching: bool = True) -> Any:
@@ -92,7 +97,7 @@ def backend_config(config: Any, graph: Path, limits: Limits, dynamic_batching: b
 
     Without ``dynamic_batching`` every request runs on its own. The ``model_warmup`` requests
     are left to ``codistill serve``, which sends them end to end before it reports ready; the
-    memory a call of their size needs stays with the model between calls.
+    memory a full batch of their images needs stays with the model between calls.
     """
     from tritonclient.grpc import model_config_pb2 as pb
 
@@ -112,7 +117,7 @@ def backend_config(config: Any, graph: Path, limits: Limits, dynamic_batching: b
         "max_pixels": str(limits.max_pixels),
         "max_logit_pixels": str(limits.max_logit_pixels),
         "min_side": str(limits.min_side),
-        "retained_pixels": str(warmup_pixels(config)),
+        "retained_pixels": str(retained_pixels(config)),
     }
     for key, value in parameters.items():
         served.parameters[key].string_value = value

@@ -115,8 +115,10 @@ class LabelsClient:
         Phases as Triton counts them: ``queue``, ``compute_input``, ``compute_infer``,
         ``compute_output`` and ``success`` (the whole request), summed over served versions.
         """
-        options = {"as_json": True} if self.protocol == "grpc" else {}
-        answer = self.client.get_inference_statistics(model, **options)
+        grpc = {"as_json": True, "client_timeout": self.timeout_s}
+        answer = self.client.get_inference_statistics(
+            model, **(grpc if self.protocol == "grpc" else {})
+        )
         totals: dict[str, tuple[int, int]] = {}
         for version in answer["model_stats"]:
             for phase, counted in version["inference_stats"].items():

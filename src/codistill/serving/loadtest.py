@@ -3,7 +3,8 @@
 Each client sends one image per request, waits for the answer, and sends the next. Only
 the small ``labels`` output is requested, as ``codistill infer`` does. Beside the latencies the
 clients see, the server's own statistics say how long a request of the timed window waited in
-its queue (the dynamic batcher's window) and how long the model took, on average.
+its queue (the dynamic batcher's window) and how long the model took, on average. They count
+every request the server answered for the model meanwhile, other clients' too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tritonclient.utils import InferenceServerException
 
 from codistill.serving.client import LabelsClient
 
@@ -79,7 +81,7 @@ def _phase_totals(url: str, protocol: str, model: str) -> Totals | None:
     try:
         client = LabelsClient(url, protocol, REQUEST_TIMEOUT_S)
         return client.phase_totals(model)
-    except Exception:  # an endpoint without statistics, or a model it does not serve
+    except (InferenceServerException, OSError):  # no statistics here, or not this model
         return None
     finally:
         if client is not None:
@@ -97,9 +99,9 @@ def _server_ms(
         return after.get(phase, (0, 0))[field] - before.get(phase, (0, 0))[field]
 
     requests = delta("success", 0)
-    if requests <= 0:
-        return None
     ns = sum(delta(phase, 1) for phase in phases)
+    if requests <= 0 or ns < 0:  # none answered, or a restarted server began counting anew
+        return None
     return ns / requests / 1e6
 
 
@@ -275,6 +277,7 @@ def report_table(reports: Sequence[LoadReport]) -> list[list[str]]:
             format_ms(r.p50_ms),
             format_ms(r.p95_ms),
             format_ms(r.p99_ms),
+            format_ms(r.mean_ms),
             format_ms(r.server_queue_ms),
             format_ms(r.server_compute_ms),
             str(r.errors),
@@ -292,6 +295,7 @@ TABLE_HEADER = [
     "p50 ms",
     "p95 ms",
     "p99 ms",
+    "mean ms",
     "server queue ms",
     "server compute ms",
     "errors",

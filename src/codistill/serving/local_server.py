@@ -200,17 +200,22 @@ def _server_environment(restarts: int = 0) -> dict[str, str]:
 # ``codistill serve`` dies, even by SIGKILL (PR_SET_PDEATHSIG survives the exec). A launcher,
 # not a ``preexec_fn``: Python code in a child forked beside the gRPC front's threads can abort
 # in gRPC's fork handlers before the exec, and without one Popen starts the child by vfork.
+# Python ignores SIGPIPE and SIGXFSZ at start-up; the server gets them back as a plain start
+# leaves them.
 _TIED_TO_PARENT = """
 import ctypes, os, signal, sys
-ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM) != 0:  # PR_SET_PDEATHSIG
+    sys.exit(f"cannot tie the server to codistill serve: {os.strerror(ctypes.get_errno())}")
 if os.getppid() != int(sys.argv[1]):
     sys.exit("codistill serve stopped before tritonserver started")
+for name in ("SIGPIPE", "SIGXFSZ"):
+    signal.signal(getattr(signal, name), signal.SIG_DFL)
 os.execv(sys.argv[2], sys.argv[2:])
 """
 
 
 def start_tied_to_this_process(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """Start ``command`` so that the kernel stops it when this process dies."""
+    """Start ``command`` so that the kernel stops it when the calling thread ends (or dies)."""
     launcher = [sys.executable, "-I", "-S", "-c", _TIED_TO_PARENT, str(os.getpid())]
     return subprocess.Popen([*launcher, *command], env=env)
 

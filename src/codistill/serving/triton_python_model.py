@@ -6,7 +6,7 @@ backend's ``triton_python_backend_utils`` are imported. The config's ``parameter
 graph (``onnx_path``), the image's height and width axes of the batched input
 (``spatial_axes``, e.g. ``1,2``), the sizes it accepts (``max_pixels``,
 ``max_logit_pixels``, ``min_side``) and the largest call whose memory ONNX Runtime keeps for
-the next one (``retained_pixels``: the warm-up request's).
+the next one (``retained_pixels``: a full batch of warm-up-sized images).
 
 A request whose images hold more than ``max_pixels`` pixels together (``max_logit_pixels``
 if it asks for the logits, as a request naming no outputs does), or with a side under
@@ -36,7 +36,7 @@ class TritonPythonModel:
     """One instance of a served student."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        """Open the graph on the CPU; its memory arena keeps what a warm-up request needs."""
+        """Open the graph on the CPU; its memory arena keeps what a batch of warm-ups needs."""
         import onnxruntime as ort
 
         config = json.loads(args["model_config"])
@@ -72,7 +72,8 @@ class TritonPythonModel:
     def _size_error(self, shape: tuple[int, ...], names: tuple[str, ...]) -> str | None:
         height, width = (shape[axis] for axis in self.axes)
         images = int(np.prod(shape[: min(self.axes)]))  # the batch axis, where there is one
-        if images * height * width > self.max_pixels:
+        pixels = self._pixels(shape)
+        if pixels > self.max_pixels:
             what = (
                 f"image {height}x{width} is"
                 if images == 1
@@ -82,7 +83,7 @@ class TritonPythonModel:
                 f"{what} over this model's limit of {self.max_pixels} pixels per request "
                 "(images x height x width)"
             )
-        if LOGITS in names and images * height * width > self.max_logit_pixels:
+        if LOGITS in names and pixels > self.max_logit_pixels:
             return (
                 f"logits of {images} x {height}x{width} pixels are over this model's limit of "
                 f"{self.max_logit_pixels} pixels per request; ask for labels only"
@@ -116,7 +117,7 @@ class TritonPythonModel:
         return responses
 
     def _pixels(self, shape: tuple[int, ...]) -> int:
-        """Images × height × width of a batched input of ``shape``."""
+        """Images × height × width of a batched channels-last input of ``shape``."""
         return int(np.prod(shape[: min(self.axes)])) * int(np.prod([shape[a] for a in self.axes]))
 
     def _within_budget(
