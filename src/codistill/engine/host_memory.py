@@ -1,4 +1,4 @@
-"""Host allocator settings for CPU training: reuse freed activation memory in the process."""
+"""Host allocator settings: training reuses freed memory, serving returns large blocks."""
 
 from __future__ import annotations
 
@@ -31,8 +31,23 @@ def reuse_freed_host_memory() -> bool:
     """
     if glibc_version() is None:
         return False
+    mmap_set = _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+    trim_set = _mallopt(M_TRIM_THRESHOLD, NEVER_TRIM)
+    return mmap_set and trim_set
+
+
+def return_large_blocks(threshold: int) -> bool:
+    """Make glibc map every block of ``threshold`` bytes or more and unmap it when freed.
+
+    By default glibc raises its threshold to the size of the first such block freed, and later
+    ones stay in the heap of the thread that freed them: a server that reads each request body
+    on a thread of its own kept a body's size per connection. True if the setting took; a
+    no-op (False) under any other C library.
+    """
+    return glibc_version() is not None and _mallopt(M_MMAP_THRESHOLD, threshold)
+
+
+def _mallopt(parameter: int, value: int) -> bool:
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mmap_set = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1
-    trim_set = mallopt(M_TRIM_THRESHOLD, NEVER_TRIM) == 1
-    return mmap_set and trim_set
+    return mallopt(parameter, value) == 1

@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from codistill.engine.host_memory import return_large_blocks
+
 # Bytes per element of the tensor types a request may declare (BYTES is sized by its data).
 ELEMENT_BYTES = {
     "BOOL": 1,
@@ -202,7 +204,7 @@ def check_inputs(
 
 
 def check_infer_body(
-    body: bytes, header_length: str | None, max_bytes: int, rank: int | None = None
+    body: bytes | bytearray, header_length: str | None, max_bytes: int, rank: int | None = None
 ) -> None:
     """Raise RefusedRequestError unless ``body`` is an inference request the budget allows."""
     try:
@@ -312,7 +314,7 @@ class FrontHandler(BaseHTTPRequestHandler):
             return False
         return super().handle_expect_100()
 
-    def _checked_body(self) -> bytes:
+    def _checked_body(self) -> bytearray:
         path, infer = self._target()
         try:
             length = self._length()
@@ -333,25 +335,29 @@ class FrontHandler(BaseHTTPRequestHandler):
             if large:  # parsed and checked: the next large body may be read
                 self.server.large_bodies.release()
 
-    def _read_body(self, length: int) -> bytes:
-        """The body, read within the body deadline; 408 (connection closed) after it."""
-        deadline = time.monotonic() + self.server.body_deadline_s
-        chunks, left = [], length
-        while left:
-            chunk = self.rfile.read1(min(left, 1 << 20))
-            if not chunk:
-                self.close_connection = True
-                raise RefusedRequestError(400, f"the body ended {left} bytes early")
-            chunks.append(chunk)
-            left -= len(chunk)
-            if left and time.monotonic() > deadline:
-                self.close_connection = True
-                raise RefusedRequestError(
-                    408, f"the body did not arrive within {self.server.body_deadline_s:.0f} s"
-                )
-        return b"".join(chunks)
+    def _read_body(self, length: int) -> bytearray:
+        """The body, read within the body deadline; 408 (connection closed) after it.
 
-    def _check_infer(self, body: bytes, model: str) -> None:
+        Read into one buffer of its size: a large one is mapped and unmapped whole, where the
+        pieces a socket returns would stay in this connection thread's heap after it ends.
+        """
+        deadline = time.monotonic() + self.server.body_deadline_s
+        body, got = bytearray(length), 0
+        with memoryview(body) as view:
+            while got < length:
+                read = self.rfile.readinto1(view[got : got + (1 << 20)])
+                if not read:
+                    self.close_connection = True
+                    raise RefusedRequestError(400, f"the body ended {length - got} bytes early")
+                got += read
+                if got < length and time.monotonic() > deadline:
+                    self.close_connection = True
+                    raise RefusedRequestError(
+                        408, f"the body did not arrive within {self.server.body_deadline_s:.0f} s"
+                    )
+        return body
+
+    def _check_infer(self, body: bytearray, model: str) -> None:
         if self._single("Content-Encoding") is not None:
             raise RefusedRequestError(400, "send inference requests uncompressed")
         header_length = self._single(HEADER_LENGTH)
@@ -396,7 +402,7 @@ class FrontHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
-    def _forward(self, body: bytes, headers: dict[str, str]) -> tuple | None:
+    def _forward(self, body: bytearray, headers: dict[str, str]) -> tuple | None:
         """Triton's answer (status, headers, body); one retry on a fresh connection."""
         for fresh in (False, True):
             upstream = None if fresh else getattr(self, "_upstream", None)
@@ -428,7 +434,11 @@ def start_front(
     max_bytes: int,
     ranks: dict[str, int],
 ) -> tuple[Front, threading.Thread]:
-    """Listen on ``host:port`` and relay to Triton's HTTP at ``upstream`` (host, port)."""
+    """Listen on ``host:port`` and relay to Triton's HTTP at ``upstream`` (host, port).
+
+    Blocks of a large body or more come from pages unmapped when freed, in this whole process.
+    """
+    return_large_blocks(LARGE_BODY_BYTES)
     front = Front((host, port), upstream, max_bytes, ranks)
     thread = threading.Thread(target=front.serve_forever, name="codistill-http-front", daemon=True)
     thread.start()
