@@ -1,5 +1,7 @@
 """The export stage: ONNX graphs with dynamic shapes, and the parity gate against PyTorch."""
 
+import contextlib
+import io
 import json
 
 import onnx
@@ -34,24 +36,53 @@ def students_dir(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def prepared_96x128(tmp_path_factory):
+    """A tiny CamVid at 96x128: at half size still large enough for the ViT's attention."""
+    from codistill.data import create_reader, prepare_dataset
+    from tests.conftest import build_camvid_tree
+
+    base = tmp_path_factory.mktemp("prepared96")
+    tree = build_camvid_tree(base / "camvid", size=(96, 128))
+    prepare_dataset(create_reader("camvid", tree), base / "prepared", repo_params().prepare)
+    return base / "prepared"
+
+
+EXPORT_AT_HALF_SCALE = {
+    "export": {
+        "parity": {"resolutions": [[96, 128], [80, 112]], "batch_sizes": [1, 2]},
+        "opset": 18,
+        "variants": ["int8", "fp16"],
+    },
+    "train": {"scale": [0.5, 1.0]},
+    "evaluate": {"scale": 0.5},
+}
+
+
+@pytest.fixture(scope="module", params=["torchscript", "dynamo"])
+def exported(request, prepared_96x128, students_dir, tmp_path_factory):
+    """Both students exported once per exporter at half scale: (params, folder, progress)."""
+    exporter = {**EXPORT_AT_HALF_SCALE["export"], "exporter": request.param}
+    raw = {**EXPORT_AT_HALF_SCALE, "export": exporter}
+    params = parse_params(over_repo(raw), "test")
+    folder = tmp_path_factory.mktemp(f"export-{request.param}")
+    with contextlib.redirect_stdout(io.StringIO()) as progress:  # off a terminal
+        run_export(params, prepared_96x128, students_dir, folder)
+    return params, folder, progress.getvalue()
+
+
 def dims(value) -> list:
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
 
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
-def test_export_writes_dynamic_graphs_with_logits_and_labels(
-    validated_tiny, students_dir, tmp_path, exporter, capsys
-):
-    prepared, _ = validated_tiny
-    raw = {**TINY_EXPORT, "export": {**TINY_EXPORT["export"], "exporter": exporter, "opset": 18}}
-    run_export(parse_params(over_repo(raw), "test"), prepared, students_dir, tmp_path / "export")
-    progress = capsys.readouterr().out  # one line per phase, off a terminal
+def test_export_writes_dynamic_graphs_with_logits_and_labels(exported):
+    _, folder, progress = exported
     for role in ("cnn", "vit"):
         wrote = f"export {role}: wrote and checked {role}.onnx"
-        assert f"{wrote}\nexport {role}: parity passed" in progress
-    parity = json.loads((tmp_path / "export" / "parity.json").read_text())
+        assert f"{wrote}\nexport {role}: parity passed" in progress  # one line per phase
+    parity = json.loads((folder / "parity.json").read_text())
     for role in ("cnn", "vit"):
-        graph = onnx.load(str(tmp_path / "export" / f"{role}.onnx")).graph
+        graph = onnx.load(str(folder / f"{role}.onnx")).graph
         assert [i.name for i in graph.input] == ["image"]
         assert [o.name for o in graph.output] == ["logits", "labels"]
         image, logits, labels = graph.input[0], graph.output[0], graph.output[1]
@@ -65,14 +96,14 @@ def test_export_writes_dynamic_graphs_with_logits_and_labels(
         assert not any("adapter" in init.name for init in graph.initializer)
         cases = parity["cases"][role]
         assert {(c["height"], c["width"], c["batch"]) for c in cases} == {
-            (48, 64, 1),
-            (48, 64, 2),
-            (32, 48, 1),
-            (32, 48, 2),
+            (96, 128, 1),
+            (96, 128, 2),
+            (80, 112, 1),
+            (80, 112, 2),
         }
         assert all(c["passed"] and c["label_agreement"] >= 0.999 for c in cases)
         assert all(c["fp32_path_label_agreement"] >= 0.999 for c in cases)
-    assert_variants_kept_within_the_gate(tmp_path / "export")
+    assert_variants_kept_within_the_gate(folder)
 
 
 def assert_variants_kept_within_the_gate(folder):
@@ -213,21 +244,8 @@ def test_a_bad_exporter_name_is_a_config_error_naming_the_key():
         parse_params(over_repo({"export": {"exporter": "onnxscript"}}), "test")
 
 
-@pytest.fixture(scope="module")
-def prepared_96x128(tmp_path_factory):
-    """A tiny CamVid at 96x128: at half size still large enough for the ViT's attention."""
-    from codistill.data import create_reader, prepare_dataset
-    from tests.conftest import build_camvid_tree
-
-    base = tmp_path_factory.mktemp("prepared96")
-    tree = build_camvid_tree(base / "camvid", size=(96, 128))
-    prepare_dataset(create_reader("camvid", tree), base / "prepared", repo_params().prepare)
-    return base / "prepared"
-
-
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_the_graph_runs_the_student_at_the_evaluation_scale(
-    prepared_96x128, students_dir, tmp_path, exporter
+    prepared_96x128, students_dir, exported
 ):
     """A student trained at half size is served at half size: the resize is in the graph."""
     import onnxruntime as ort
@@ -237,23 +255,12 @@ def test_the_graph_runs_the_student_at_the_evaluation_scale(
     from codistill.export.parity import evaluation_input
     from codistill.models import segment
 
-    raw = {
-        "export": {
-            "parity": {"resolutions": [[96, 128], [80, 112]], "batch_sizes": [1, 2]},
-            "exporter": exporter,
-            "opset": 18,
-            "variants": ["int8"],
-        },
-        "train": {"scale": [0.5, 1.0]},
-        "evaluate": {"scale": 0.5},
-    }
-    params = parse_params(over_repo(raw), "test")
-    run_export(params, prepared_96x128, students_dir, tmp_path / "export")
-    contract = json.loads((tmp_path / "export/preprocessing.json").read_text())
+    params, folder, _ = exported
+    contract = json.loads((folder / "preprocessing.json").read_text())
     assert contract["inference_scale"] == 0.5
     cnn = load_students(params, students_dir, 11)["cnn"].eval()
     normalization = Normalization.of_prepared(prepared_96x128)
-    session = ort.InferenceSession(str(tmp_path / "export/cnn.onnx"))
+    session = ort.InferenceSession(str(folder / "cnn.onnx"))
     for size in ((96, 128), (97, 131)):  # the second does not halve to whole pixels
         image = torch.randint(0, 256, (1, *size, 3), dtype=torch.uint8)
         logits, labels = session.run(None, {"image": image.numpy()})

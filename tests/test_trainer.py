@@ -91,7 +91,7 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
 ):
     prepared, report = validated_tiny
     params = tiny_params_file(
-        tmp_path, iterations=12, log_every=3, checkpoint_every=3, changes={"train.amp": True}
+        tmp_path, iterations=6, log_every=2, checkpoint_every=2, changes={"train.amp": True}
     )
     # bf16 on any CPU: the detection is forced either way
     forced = "1" if mode == "bf16" else "0"
@@ -107,7 +107,7 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
     killed = tmp_path / "killed"
     kill_at_first_checkpoint(train_command(params, prepared, report, killed), env, killed)
     stopped_at = torch.load(killed / "last.pt", weights_only=True)["iteration"]
-    assert 0 < stopped_at < 12
+    assert 0 < stopped_at < 6
     assert not (killed / "cnn.pt").exists()
 
     resumed = subprocess.run(
@@ -120,7 +120,7 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
     )
     assert f"resuming from {killed / 'last.pt'} at iteration {stopped_at}" in resumed.stdout
     metrics = json.loads((killed / "train_metrics.json").read_text())
-    assert metrics["iterations_this_run"] == 12 - stopped_at
+    assert metrics["iterations_this_run"] == 6 - stopped_at
     assert metrics["precision"] == mode
     assert f"train: {mode} (" in resumed.stdout
     for role in ("cnn", "vit"):

@@ -11,6 +11,14 @@ class InvalidGraphError(ValueError):
     """An exported graph breaks the ONNX specification; the message names the file and rule."""
 
 
+def drop_value_info_of_initializers(graph: Any) -> None:
+    """Remove ``graph.value_info`` entries that name initializers: those state their own type."""
+    initializers = {i.name for i in graph.initializer}
+    kept = [v for v in graph.value_info if v.name not in initializers]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+
+
 def sort_topologically(graph: Any) -> None:
     """Reorder ``graph.node`` in place so that every node follows the producers of its inputs.
 

@@ -15,7 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from codistill.config import VARIANTS
-from codistill.export.graph_checks import check_graph, sort_topologically
+from codistill.export.graph_checks import (
+    check_graph,
+    drop_value_info_of_initializers,
+    sort_topologically,
+)
 from codistill.export.graph_io import INPUT_NAME, variant_file
 
 
@@ -79,6 +83,8 @@ def convert_fp16(source: Path, target: Path, calibration: Sequence[np.ndarray] =
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
     # the converter appends the input casts after the nodes that read them
     sort_topologically(model.graph)
+    # it can also type an initializer it kept FP32 as FP16 (a dynamo graph's Resize scales)
+    drop_value_info_of_initializers(model.graph)
     onnx.save(model, str(target))
 
 
