@@ -17,7 +17,7 @@ from codistill.study.image_counts import read_image_counts
 from tests.conftest import REPO_ROOT, tiny_params_file
 from tests.servers.mlflow_server import mlflow_server
 
-pytestmark = pytest.mark.cost(270)
+pytestmark = pytest.mark.cost(300)
 
 
 def tiny_studies(directory):

@@ -18,7 +18,7 @@ from codistill.models import build_student
 from codistill.serving.model_repository import write_model_repository
 from tests.conftest import REPO_ROOT, over_repo, repo_params
 
-pytestmark = pytest.mark.cost(90)
+pytestmark = pytest.mark.cost(105)
 
 
 def within_rounding(printed, printed_step, derive, a, b, step):

@@ -21,7 +21,7 @@ from codistill.study.runs import spec_params
 from codistill.study.settings import resolve_params
 from tests.conftest import REPO_ROOT, TINY_TRAIN, tiny_params_file
 
-pytestmark = pytest.mark.cost(65)
+pytestmark = pytest.mark.cost(75)
 
 
 def test_codes_linked_by_a_chain_of_records_either_way_are_equivalent(tmp_path):

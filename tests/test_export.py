@@ -15,7 +15,7 @@ from codistill.export.stage import run_export
 from codistill.models import build_student
 from tests.conftest import TINY_SPLITS, over_repo, repo_params
 
-pytestmark = pytest.mark.cost(115)
+pytestmark = pytest.mark.cost(55)
 
 TINY_EXPORT = {
     "export": {"parity": {"resolutions": [[48, 64], [32, 48]], "batch_sizes": [1, 2]}},

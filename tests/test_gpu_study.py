@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, tiny_params_file
 
-pytestmark = pytest.mark.cost(75)
+pytestmark = pytest.mark.cost(80)
 
 GPU_IMAGE_LACKS = (
     "mlflow",

@@ -24,7 +24,7 @@ from codistill.serving.triton_config import read_config
 from tests.conftest import REPO_ROOT, SHARED, over_repo, repo_params
 from tests.servers.triton_server import TEST_MAX_PIXELS, triton_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(150)]
+pytestmark = [pytest.mark.integration, pytest.mark.cost(145)]
 MAX_PIXELS = TEST_MAX_PIXELS
 MODELS = ("codistill_cnn", "codistill_vit")
 

@@ -18,7 +18,7 @@ from codistill.engine.trainer import train_students
 from codistill.serving.process import free_port
 from tests.conftest import repo_params, tiny_params_file, write_params
 
-pytestmark = pytest.mark.cost(240)
+pytestmark = pytest.mark.cost(205)
 
 
 def train_command(params: Path, prepared: Path, report: Path, out: Path) -> list[str]:
