@@ -134,6 +134,29 @@ def assert_variants_kept_within_the_gate(folder):
                 assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
 
 
+def test_the_graph_normalizes_after_the_resize_and_int8_quantizes_only_the_student(
+    exported, tmp_path
+):
+    """The serving wrapper stays FP32: the image is quantized once, where the student starts."""
+    import numpy as np
+
+    from codistill.export.variants import quantize_int8, serving_wrapper_nodes
+
+    _, folder, _ = exported
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (1, 96, 128, 3), dtype=np.uint8) for _ in range(2)]
+    quantize_int8(folder / "vit.onnx", tmp_path / "vit.int8.onnx", images)
+    wrapper = ["Transpose", "Cast", "Resize", "Mul", "Add"]  # normalized at the student's scale
+    outputs = ["Resize", "ArgMax"]  # the logits upsampled and read in FP32
+    for name, around_student in (
+        ("vit.onnx", [*wrapper, *outputs]),
+        ("vit.int8.onnx", [*wrapper, "QuantizeLinear", "DequantizeLinear", *outputs]),
+    ):
+        graph = onnx.load(str(tmp_path / name if "int8" in name else folder / name)).graph
+        op_types = {node.name: node.op_type for node in graph.node}
+        assert [op_types[n] for n in serving_wrapper_nodes(graph)] == around_student, name
+
+
 def test_a_variant_over_the_quantization_gate_is_deleted_and_reported(tmp_path, monkeypatch):
     from codistill.export import variant_gate
 

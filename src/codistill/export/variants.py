@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +22,7 @@ from codistill.export.graph_checks import (
     drop_value_info_of_initializers,
     sort_topologically,
 )
-from codistill.export.graph_io import INPUT_NAME, variant_file
+from codistill.export.graph_io import INPUT_NAME, LOGITS_OUTPUT, variant_file
 
 
 @contextmanager
@@ -41,6 +43,7 @@ def quantize_int8(source: Path, target: Path, calibration: Sequence[np.ndarray])
     ``calibration`` holds 1×H×W×3 uint8 images; activation ranges are their min/max over all
     of them.
     """
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -72,7 +75,36 @@ def quantize_int8(source: Path, target: Path, calibration: Sequence[np.ndarray])
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=serving_wrapper_nodes(onnx.load(str(optimized)).graph),
         )
+
+
+# Shape arithmetic reads the image too, but not its pixels.
+_SIZE_OPS = frozenset({"Shape", "Size"})
+
+
+def serving_wrapper_nodes(graph: Any) -> list[str]:
+    """The names of the nodes the serving wrapper adds around the student.
+
+    The image's path to the student's first convolution (layout, cast, resize,
+    normalization) and the nodes that make and read the full-size logits (their upsampling,
+    the arg-max). They stay FP32 in the INT8 graph: the input is quantized once, where the
+    student starts, and the logits are not rounded to 8 bits before their arg-max.
+    """
+    consumers: dict[str, list[Any]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    wrapper = []
+    tensor = INPUT_NAME
+    while True:
+        on_path = [n for n in consumers[tensor] if n.op_type not in _SIZE_OPS]
+        if len(on_path) != 1 or on_path[0].op_type == "Conv":
+            break
+        wrapper.append(on_path[0].name)
+        tensor = on_path[0].output[0]
+    wrapper += [n.name for n in graph.node if LOGITS_OUTPUT in n.output]
+    return wrapper + [n.name for n in consumers[LOGITS_OUTPUT]]
 
 
 def convert_fp16(source: Path, target: Path, calibration: Sequence[np.ndarray] = ()) -> None:
