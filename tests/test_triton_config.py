@@ -30,6 +30,7 @@ def test_every_generated_config_matches_its_onnx_graph(exported_students, tmp_pa
             "serving.max_batch_size": 16,
             "serving.preferred_batch_sizes": [2, 16],
             "serving.instances": 2,
+            "serving.max_queue_delay_us": 1500,
         }
     ).serving
     written = write_model_repository(exported_students, tmp_path / "repo", settings, ROLES)
@@ -47,7 +48,7 @@ def test_every_generated_config_matches_its_onnx_graph(exported_students, tmp_pa
             assert inputs == expected_tensors(session.get_inputs())
             assert outputs == expected_tensors(session.get_outputs())
             assert list(config.dynamic_batching.preferred_batch_size) == [2, 16]
-            assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+            assert config.dynamic_batching.max_queue_delay_microseconds == 1500
             group = config.instance_group[0]
             assert group.count == 2
             assert group.kind == (

@@ -21,7 +21,9 @@ def served_repository(exported_students: Path, folder: Path) -> Path:
     from codistill.serving.model_repository import write_model_repository
     from tests.conftest import over_repo
 
-    serving = parse_params(over_repo({"serving": {"warmup_size": WARMUP_SIZE}}), "d").serving
+    # a batching window of 2 ms, which the load test finds in the server's statistics
+    settings = {"warmup_size": WARMUP_SIZE, "max_queue_delay_us": 2000}
+    serving = parse_params(over_repo({"serving": settings}), "d").serving
     write_model_repository(exported_students, folder, serving, ("cnn", "vit"))
     return folder
 
