@@ -148,13 +148,13 @@ def test_the_graph_normalizes_after_the_resize_and_int8_quantizes_only_the_stude
     quantize_int8(folder / "vit.onnx", tmp_path / "vit.int8.onnx", images)
     wrapper = ["Transpose", "Cast", "Resize", "Mul", "Add"]  # normalized at the student's scale
     outputs = ["Resize", "ArgMax"]  # the logits upsampled and read in FP32
-    for name, around_student in (
-        ("vit.onnx", [*wrapper, *outputs]),
-        ("vit.int8.onnx", [*wrapper, "QuantizeLinear", "DequantizeLinear", *outputs]),
+    for path, around_student in (
+        (folder / "vit.onnx", [*wrapper, *outputs]),
+        (tmp_path / "vit.int8.onnx", [*wrapper, "QuantizeLinear", "DequantizeLinear", *outputs]),
     ):
-        graph = onnx.load(str(tmp_path / name if "int8" in name else folder / name)).graph
+        graph = onnx.load(str(path)).graph
         op_types = {node.name: node.op_type for node in graph.node}
-        assert [op_types[n] for n in serving_wrapper_nodes(graph)] == around_student, name
+        assert [op_types[n] for n in serving_wrapper_nodes(graph)] == around_student, path.name
 
 
 def test_a_variant_over_the_quantization_gate_is_deleted_and_reported(tmp_path, monkeypatch):
