@@ -7,14 +7,14 @@ import os
 import platform
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from codistill.artifacts import write_text_atomic
 from codistill.markdown import markdown_table
-from codistill.study.provenance import cpu_model
+from codistill.study.provenance import cpu_model, made_with_lines
 
 
 def machine_lines(packages: tuple[str, ...]) -> list[str]:
@@ -25,6 +25,20 @@ def machine_lines(packages: tuple[str, ...]) -> list[str]:
         f"{platform.release()}",
         f"- python {platform.python_version()}, {versions}",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
+    ]
+
+
+def run_machine_lines(runs: Iterable[dict[str, Any]], packages: tuple[str, ...]) -> list[str]:
+    """Bullet lines naming what the ``runs`` were made with, then who wrote the table, and how.
+
+    A table written from results (``--no-train``, or results trained elsewhere) names the
+    machines and versions of the runs it shows, and only then the machine that wrote it.
+    """
+    here, _, command = machine_lines(packages)
+    return [
+        *made_with_lines(runs),
+        f"- tables written on: {here.removeprefix('- machine: ')}",
+        command,
     ]
 
 
@@ -99,18 +113,20 @@ def publish_table(
     rows: list[list[str]],
     extra: Sequence[str] = (),
     key: str | None = None,
+    runs: Iterable[dict[str, Any]] | None = None,
 ) -> None:
     """Write a benchmark table naming machine, versions and command into its section; print it.
 
     The section of ``path`` is keyed by ``key``, by default the script's name. ``extra`` lines
-    (more tables measured in the same run) follow the table.
+    (more tables measured in the same run) follow the table. A table of recorded ``runs``
+    names the machines and versions they were made with (``run_machine_lines``).
     """
     lines = [
         f"## {title}",
         "",
         description,
         "",
-        *machine_lines(packages),
+        *(machine_lines(packages) if runs is None else run_machine_lines(runs, packages)),
         "",
         *(markdown_table(header, rows) if header else []),
         *extra,

@@ -138,12 +138,18 @@ def batch_of(images: list[np.ndarray], size: tuple[int, int], count: int) -> np.
 def time_engines(
     found: dict[str, Engine], batch: np.ndarray, rounds: int
 ) -> dict[str, list[float]]:
-    """Seconds per call of each engine: one warm-up call, then interleaved rounds."""
+    """Seconds per call of each engine: one warm-up call, then interleaved rounds.
+
+    In each round an engine makes an untimed call before its timed one: the thread pool of
+    the engine before it may still be spinning for work, and would otherwise share the cores
+    with the first call only (the engine after a spinning one looked slower than it is).
+    """
     for engine in found.values():
         engine(batch)
     times: dict[str, list[float]] = {name: [] for name in found}
     for _ in range(rounds):
         for name, engine in found.items():
+            engine(batch)
             times[name].append(_seconds(lambda e=engine: e(batch)))
     return times
 
@@ -383,7 +389,9 @@ def main() -> None:
         "Inference speed per student",
         f"Resolution {size[0]}x{size[1]}, batch sizes {args.batches}, real CamVid test images, "
         f"CPU ({torch.get_num_threads()} intra-op threads for PyTorch; ONNX Runtime default). "
-        f"Median (p50) and p95 of {args.rounds} interleaved calls after one warm-up call each. "
+        f"Median (p50) and p95 of {args.rounds} interleaved rounds after one warm-up call each; "
+        "in a round each engine makes an untimed call, then the timed one (so no engine shares "
+        "the cores with the thread pool of the engine before it, still spinning). "
         f"Forward cost per image (torch FlopCounterMode, 2 FLOP per multiply-add): "
         f"{flop_text}. The exported graphs compute the trained function with less work where "
         "a student's head folds (`codistill.export.folding`); GFLOP/s and the share of the peak "

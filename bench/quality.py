@@ -154,6 +154,7 @@ def write_tables(
         [],
         lines,
         key=f"quality-{name}",
+        runs={run["key"]: run for runs in results.values() for run in runs}.values(),
     )
     if regime["headline"]:
         summary = " ".join(regime["description"].split())

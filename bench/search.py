@@ -68,6 +68,7 @@ def main() -> None:
         table_rows(search, results, current),
         extra=["", choice_line(search, results, args.seeds, current)],
         key=f"search-{args.search}",
+        runs=[run for runs in results.values() for run in runs],
     )
 
 

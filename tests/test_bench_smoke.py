@@ -14,7 +14,8 @@ import yaml
 from scipy.stats import t
 
 from codistill.study.image_counts import read_image_counts
-from tests.conftest import REPO_ROOT, tiny_params_file
+from codistill.study.provenance import cpu_model
+from tests.conftest import REPO_ROOT, bench_module, tiny_params_file
 from tests.servers.mlflow_server import mlflow_server
 
 pytestmark = pytest.mark.cost(300)
@@ -109,6 +110,7 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
     assert not list((tmp_path / "work").rglob("snapshots"))
     assert len(list((tmp_path / "work").rglob("cnn.pt"))) == 12
     text = (tmp_path / "results.md").read_text()
+    assert f"- runs made on: {cpu_model()}, {os.cpu_count()} logical cores (12 runs)\n" in text
     cnn_table = text.split("### CNN")[1].split("###")[0]
     for method in ("dml", "kdcl", "ours"):
         diffs = [
@@ -430,6 +432,29 @@ def test_search_bench_scores_candidates_on_the_validation_split_only_and_borrows
         "Choice: none yet (no candidate has a current run at every seed)."
         in (tmp_path / "results.md").read_text()
     )
+
+
+def test_a_table_of_runs_names_the_machines_and_versions_they_recorded():
+    def run(cpu, python="3.11.7", gpu=None, precision="float32"):
+        machine = {"cpu": cpu, "cores": 2, "gpu": gpu, "python": python, "torch": "2.14.1"}
+        return {"machine": machine, "precision": precision, "code_digest": "48fc0424ddd7da41"}
+
+    runs = [run("Xeon"), run("EPYC"), run("EPYC"), run("EPYC", "3.12.1", "NVIDIA H200", "bf16")]
+    lines = bench_module("environment").run_machine_lines(runs, ("torch",))
+    made_on, versions, modes, code, written_on, command = lines
+    assert made_on == (
+        "- runs made on: EPYC, 2 logical cores (2 runs); Xeon, 2 logical cores (1 run); "
+        "NVIDIA H200 (1 run)"
+    )
+    assert versions == (
+        "- runs' versions: python 3.11.7, torch 2.14.1 (3 runs); "
+        "python 3.12.1, torch 2.14.1 (1 run)"
+    )
+    assert modes == "- numeric mode: float32 (3 runs); bf16 (1 run)"
+    assert code == "- weight-shaping code: 48fc0424ddd7 (4 runs)"
+    assert written_on.startswith(f"- tables written on: {cpu_model()}, ")
+    assert command.startswith("- command: `python ")
+    assert bench_module("environment").run_machine_lines([], ())[0] == "- runs made on: no runs yet"
 
 
 def test_machine_check_sets_the_cpu_drift_beside_the_seed_drift(validated_tiny, tmp_path):

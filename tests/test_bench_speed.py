@@ -16,7 +16,7 @@ from codistill.engine.checkpoint import save_checkpoint
 from codistill.export.stage import run_export
 from codistill.models import build_student
 from codistill.serving.model_repository import write_model_repository
-from tests.conftest import REPO_ROOT, over_repo, repo_params
+from tests.conftest import REPO_ROOT, bench_module, over_repo, repo_params
 
 pytestmark = pytest.mark.cost(105)
 
@@ -129,6 +129,15 @@ def test_train_speed_bench_reports_the_chosen_methods_in_both_modes_against_inde
     assert 5 <= len(spots) <= 14
     bf16_ms = [float(s[2]) for s in spots]
     assert bf16_ms == sorted(bf16_ms, reverse=True)
+
+
+def test_infer_speed_times_each_engine_after_an_untimed_call_of_its_own():
+    calls = []
+    engines = {name: lambda batch, name=name: calls.append(name) for name in ("a", "b")}
+    times = bench_module("infer_speed").time_engines(engines, batch=None, rounds=2)
+    # a warm-up each, then per round: a settling call and the timed one, engine by engine
+    assert calls == ["a", "b", *(["a", "a", "b", "b"] * 2)]
+    assert {name: len(seconds) for name, seconds in times.items()} == {"a": 2, "b": 2}
 
 
 def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, tmp_path):

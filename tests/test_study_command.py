@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 
 import mlflow
 import pytest
 import yaml
 
 from codistill.cli import main
+from codistill.engine.code_digest import code_digest
 from codistill.study.commands import plan_specs
 from codistill.study.plan import parse_plan
 from codistill.study.preregistration import BLOB_KEY
+from codistill.study.provenance import cpu_model
 from tests.conftest import git, tiny_params_file
 from tests.servers.mlflow_server import mlflow_server
 
@@ -116,6 +119,9 @@ def test_a_plan_is_trained_once_reported_and_frozen_by_its_test_results(
     assert "Primary comparisons on test (2, Holm-corrected together" in report
     assert "| ours − independent | CNN (DeepLabV3+ R18) | independent |" in report
     assert "| independent | `train.method=independent` |" in report
+    # where and with what the runs were made, as their results recorded it
+    assert f"- runs made on: {cpu_model()}, {os.cpu_count()} logical cores (4 runs)\n" in report
+    assert f"- weight-shaping code: {code_digest()[:12]} (4 runs)\n" in report
 
     (results / "ours-seed6.images.npz").unlink()
     assert main(["study", "report", str(plan), *options]) == 2

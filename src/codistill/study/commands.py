@@ -152,7 +152,8 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
     from codistill.data.base import dataset_spec
     from codistill.study.confirmation import confirm
     from codistill.study.image_counts import counts_path, read_image_counts
-    from codistill.study.results import result_path
+    from codistill.study.provenance import made_with_lines
+    from codistill.study.results import read_result, result_path
     from codistill.study.runs import spec_params
     from codistill.study.tables import confirmation_lines
 
@@ -175,7 +176,9 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
     params = spec_params(plan_specs(plan)[0], args.params)
     class_names = dataset_spec(params.data.dataset).class_names
     lines = confirmation_lines(confirm(plan, runs, class_names), runs, class_names)
-    return publish_report(args.out or results / "report.md", [f"# Study `{plan.name}`"], lines)
+    made_with = made_with_lines(read_result(result_path(results, s.key)) for s in plan_specs(plan))
+    heading = [f"# Study `{plan.name}`", "", *made_with]
+    return publish_report(args.out or results / "report.md", heading, lines)
 
 
 def write_regime_report(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +106,41 @@ def require_one_machine_kind(results: Path, device: torch.device) -> None:
                 "on on the kind of machine it started on; give it another results folder to "
                 "run it here"
             )
+
+
+def recorded_machine(recorded: dict[str, Any]) -> str:
+    """A run's ``machine`` record in words: its GPU, else its CPU and cores."""
+    if recorded.get("gpu"):
+        return recorded["gpu"]
+    cores = recorded.get("cores")
+    return recorded.get("cpu", "an unrecorded machine") + (
+        f", {cores} logical cores" if cores else ""
+    )
+
+
+def made_with_lines(runs: Iterable[dict[str, Any]]) -> list[str]:
+    """Bullet lines: the machines, versions, numeric modes and weight-shaping code of ``runs``.
+
+    As each result recorded them, so a table written elsewhere (from committed results)
+    still says where and with what its runs were made.
+    """
+    runs = list(runs)
+    machines = [run.get("machine", {}) for run in runs]
+    return [
+        f"- runs made on: {_counted(recorded_machine(m) for m in machines)}",
+        "- runs' versions: "
+        + _counted(f"python {m.get('python', '?')}, torch {m.get('torch', '?')}" for m in machines),
+        f"- numeric mode: {_counted(run.get('precision', FLOAT32) for run in runs)}",
+        "- weight-shaping code: "
+        + _counted(str(run.get("code_digest", "unrecorded"))[:12] for run in runs),
+    ]
+
+
+def _counted(values: Iterable[str]) -> str:
+    """``a (3 runs); b (1 run)``, the most frequent first; ``no runs yet`` if there are none."""
+    counts = Counter(values)
+    if not counts:
+        return "no runs yet"
+    return "; ".join(
+        f"{name} ({count} run{'s' if count > 1 else ''})" for name, count in counts.most_common()
+    )
