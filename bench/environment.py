@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from codistill.artifacts import write_text_atomic
-from codistill.markdown import markdown_table
+from codistill.markdown import markdown_table, replace_section, section_markers
 from codistill.study.provenance import cpu_model, made_with_lines
 
 
@@ -93,15 +93,12 @@ its table.
 
 def write_section(path: Path, key: str, lines: Sequence[str]) -> None:
     """Replace the section ``key`` of the markdown file ``path`` (append it if new)."""
-    begin, end = f"<!-- {key}: begin -->", f"<!-- {key}: end -->"
-    block = "\n".join([begin, *lines, end])
     text = path.read_text() if path.is_file() else RESULTS_PREAMBLE
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    write_text_atomic(path, text)
+    replaced = replace_section(text, key, lines)
+    if replaced is None:
+        begin, end = section_markers(key)
+        replaced = text.rstrip("\n") + "\n\n" + "\n".join([begin, *lines, end]) + "\n"
+    write_text_atomic(path, replaced)
 
 
 def publish_table(

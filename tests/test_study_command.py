@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import mlflow
 import pytest
@@ -15,7 +16,7 @@ from codistill.study.commands import plan_specs
 from codistill.study.plan import parse_plan
 from codistill.study.preregistration import BLOB_KEY
 from codistill.study.provenance import cpu_model
-from tests.conftest import git, tiny_params_file
+from tests.conftest import REPO_ROOT, git, tiny_params_file
 from tests.servers.mlflow_server import mlflow_server
 
 pytestmark = pytest.mark.cost(20)
@@ -42,6 +43,42 @@ def write_plan(folder, rows=ROWS, commit=True) -> tuple:
         git(folder, "add", plan.name)
         git(folder, "commit", "-q", "-m", "plan")
     return plan, git(folder, "hash-object", plan.name)
+
+
+HEADLINE_BEGIN = "<!-- confirmation-headline: begin -->"
+HEADLINE_END = "<!-- confirmation-headline: end -->"
+READINGS = {
+    "gain": "`ours` scores higher.",
+    "loss": "`ours` scores lower.",
+    "no separation": "no separation: no claim either way.",
+}
+
+
+def assert_headline_states_its_table(text: str) -> None:
+    """The README's headline section: in place, and each primary row said again in words."""
+    assert text.startswith(f"# x\n\n{HEADLINE_BEGIN}\nPre-registered confirmation `confirm-tiny`")
+    assert text.endswith(f"{HEADLINE_END}\n\nafter\n")
+    rows = re.findall(
+        r"^\| ours − independent \| (\w+) .*? \| independent \| ([+-][\d.]+) "
+        r"\[([+-][\d.]+), ([+-][\d.]+)\] \|.*\| \*\*([a-z ]+)\*\* \|$",
+        text,
+        re.MULTILINE,
+    )
+    assert sorted(student for student, *_ in rows) == ["CNN", "ViT"]
+    for student, mean, low, high, claim in rows:
+        said = f"- {student}, `ours` − `independent`: {mean} points of mIoU (95 % t-interval "
+        said += f"[{low}, {high}], Holm p "
+        line = next(line for line in text.splitlines() if line.startswith(said))
+        assert line.endswith(READINGS[claim])
+    separated = sum(claim != "no separation" for *_, claim in rows)
+    assert ("**None of the 2 primary comparisons separates" in text) == (separated == 0)
+
+
+def test_the_readme_has_one_section_for_a_plans_headline_above_the_exploration():
+    text = (REPO_ROOT / "README.md").read_text()
+    assert text.count(HEADLINE_BEGIN) == text.count(HEADLINE_END) == 1
+    assert text.index(HEADLINE_BEGIN) < text.index(HEADLINE_END)
+    assert text.index(HEADLINE_END) < text.index("<!-- quality-headline: begin -->")
 
 
 @pytest.fixture
@@ -122,6 +159,16 @@ def test_a_plan_is_trained_once_reported_and_frozen_by_its_test_results(
     # where and with what the runs were made, as their results recorded it
     assert f"- runs made on: {cpu_model()}, {os.cpu_count()} logical cores (4 runs)\n" in report
     assert f"- weight-shaping code: {code_digest()[:12]} (4 runs)\n" in report
+    readme = repo / "README.md"
+    readme.write_text(f"# x\n\n{HEADLINE_BEGIN}\nrunning\n{HEADLINE_END}\n\nafter\n")
+    assert main(["study", "report", str(plan), *options, "--readme", str(readme)]) == 0
+    assert_headline_states_its_table(readme.read_text())
+    plain = repo / "PLAIN.md"  # no section for the headline: one line, the file unchanged
+    plain.write_text("# no section\n")
+    capsys.readouterr()
+    assert main(["study", "report", str(plan), *options, "--readme", str(plain)]) == 2
+    assert f"no {HEADLINE_BEGIN} ... {HEADLINE_END} section" in capsys.readouterr().err
+    assert plain.read_text() == "# no section\n"
 
     (results / "ours-seed6.images.npz").unlink()
     assert main(["study", "report", str(plan), *options]) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     """Lines of a markdown table; every column after the first is right-aligned."""
@@ -10,3 +12,17 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
         "|---|" + "---:|" * (len(header) - 1),
         *("| " + " | ".join(row) + " |" for row in rows),
     ]
+
+
+def section_markers(key: str) -> tuple[str, str]:
+    """The HTML comments that open and close the generated section ``key`` of a markdown file."""
+    return f"<!-- {key}: begin -->", f"<!-- {key}: end -->"
+
+
+def replace_section(text: str, key: str, lines: Sequence[str]) -> str | None:
+    """``text`` with its section ``key`` replaced by ``lines`` (markers kept); None if absent."""
+    begin, end = section_markers(key)
+    if begin not in text or end not in text:
+        return None
+    head, rest = text.split(begin, 1)
+    return head + "\n".join([begin, *lines, end]) + rest.split(end, 1)[1]

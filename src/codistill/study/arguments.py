@@ -62,6 +62,12 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
                 help="default: report.md in the results folder; for a regime or search, "
                 "<workdir>/<name>-report.md",
             )
+            sub.add_argument(
+                "--readme",
+                type=Path,
+                help="also write a finished plan's headline (rows, primary claims in words) "
+                "into this file's confirmation-headline section",
+            )
             committed = sub.add_mutually_exclusive_group()
             committed.add_argument(
                 "--regime",

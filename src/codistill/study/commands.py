@@ -8,7 +8,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from codistill.study.plan import IncompleteStudyError, StudyPlan, load_plan
+from codistill.study.plan import IncompleteStudyError, PlanError, StudyPlan, load_plan
 from codistill.study.results import STUDY_SPLITS, RunSpec, Scoring, read_result, run_key
 
 TEST = "test"
@@ -153,9 +153,9 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
     from codistill.study.confirmation import confirm
     from codistill.study.image_counts import counts_path, read_image_counts
     from codistill.study.provenance import made_with_lines
-    from codistill.study.results import read_result, result_path
+    from codistill.study.results import result_path
     from codistill.study.runs import spec_params
-    from codistill.study.tables import confirmation_lines
+    from codistill.study.tables import confirmation_lines, headline_lines
 
     results = results_folder(args, plan)
     plan_stamp(args, plan, results)  # the plan the test results were scored under
@@ -175,10 +175,28 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
             raise IncompleteStudyError(str(err)) from None
     params = spec_params(plan_specs(plan)[0], args.params)
     class_names = dataset_spec(params.data.dataset).class_names
-    lines = confirmation_lines(confirm(plan, runs, class_names), runs, class_names)
+    confirmation = confirm(plan, runs, class_names)
+    lines = confirmation_lines(confirmation, runs, class_names)
     made_with = made_with_lines(read_result(result_path(results, s.key)) for s in plan_specs(plan))
     heading = [f"# Study `{plan.name}`", "", *made_with]
-    return publish_report(args.out or results / "report.md", heading, lines)
+    out = args.out or results / "report.md"
+    if args.readme:
+        write_headline(args.readme, headline_lines(confirmation, runs, str(out)))
+    return publish_report(out, heading, lines)
+
+
+def write_headline(readme: Path, lines: list[str]) -> None:
+    """Put a finished plan's headline into ``readme``'s section for it, which must be there."""
+    from codistill.artifacts import write_text_atomic
+    from codistill.markdown import replace_section, section_markers
+    from codistill.study.tables import HEADLINE_KEY
+
+    text = readme.read_text() if readme.is_file() else ""
+    replaced = replace_section(text, HEADLINE_KEY, lines)
+    if replaced is None:
+        begin, end = section_markers(HEADLINE_KEY)
+        raise PlanError(f"{readme}: no {begin} ... {end} section for the headline to go in")
+    write_text_atomic(readme, replaced)
 
 
 def write_regime_report(args: argparse.Namespace) -> int:
@@ -205,7 +223,6 @@ def write_regime_report(args: argparse.Namespace) -> int:
 def write_search_report(args: argparse.Namespace) -> int:
     """A search of a studies file: its table and choice from its results alone, written."""
     from codistill.markdown import markdown_table
-    from codistill.study.plan import PlanError
     from codistill.study.searches import (
         SEARCH_HEADER,
         SearchFiles,
@@ -260,6 +277,8 @@ def run_study_command(args: argparse.Namespace) -> int:
         return migrate_results(args)
     if args.action in ("replay", "reproduce"):
         return _replay_command(args)
+    if args.action == "report" and (args.regime or args.search) and args.readme:
+        raise PlanError("--readme takes a plan's headline; a regime or search has none")
     if args.action == "report" and args.regime:
         return write_regime_report(args)
     if args.action == "report" and args.search:

@@ -11,6 +11,9 @@ from codistill.study.statistics import Interval, mean_std
 STUDENT_NAMES = {"cnn": "CNN (DeepLabV3+ R18)", "vit": "ViT (SegFormer-style)"}
 SHORT_NAMES = {"cnn": "CNN", "vit": "ViT"}
 SPLIT_NAMES = {"val": "validation", "test": "test"}
+# The columns of a comparison's row: the secondary ones stop before the Holm p.
+PRIMARY_HEADER = ["comparison", "student", "against", "Δ mIoU [95 % t]", "bootstrap 95 %", "p"]
+PRIMARY_HEADER += ["Holm p", "claim"]
 
 
 def _settings(overrides: dict) -> str:
@@ -101,8 +104,6 @@ def confirmation_lines(
     plan = confirmation.plan
     scored = SPLIT_NAMES[plan.split]
     beside = ", ".join(SPLIT_NAMES[s] for s in plan.reported)
-    primary_header = ["comparison", "student", "against", "Δ mIoU [95 % t]", "bootstrap 95 %"]
-    primary_header += ["p", "Holm p", "claim"]
     seeds = ", ".join(map(str, plan.seeds))
     return [
         f"Pre-registered plan `{plan.name}`: seeds {seeds}, the {plan.checkpoint} checkpoint, "
@@ -116,7 +117,7 @@ def confirmation_lines(
         "its t-interval; bootstrap: resampling seeds and images together. `better of` picks, "
         f"per student, the row with the higher mean {SPLIT_NAMES[plan.reported[0]]} mIoU.",
         "",
-        *markdown_table(primary_header, outcome_rows(confirmation.primary, plan.alpha, True)),
+        *markdown_table(PRIMARY_HEADER, outcome_rows(confirmation.primary, plan.alpha, True)),
         "",
         f"Where the primary differences come from ({scored}; per class: the IoU difference; "
         "and the mIoU difference with that class left out of the mean):",
@@ -130,6 +131,56 @@ def confirmation_lines(
         "Secondary comparisons (reported, no claim; p not corrected):",
         "",
         *markdown_table(
-            primary_header[:6], outcome_rows(confirmation.secondary, plan.alpha, False)
+            PRIMARY_HEADER[:6], outcome_rows(confirmation.secondary, plan.alpha, False)
         ),
+    ]
+
+
+HEADLINE_KEY = "confirmation-headline"  # the README section a finished plan's report writes
+
+
+def claim_sentence(outcome: Outcome, alpha: float) -> str:
+    """One primary comparison in words: its difference, interval, Holm p and what it supports."""
+    claim = outcome.claim(alpha)
+    reading = {
+        "gain": f"`{outcome.comparison.row}` scores higher",
+        "loss": f"`{outcome.comparison.row}` scores lower",
+        "no separation": "no separation: no claim either way",
+    }[claim]
+    return (
+        f"- {SHORT_NAMES[outcome.student]}, `{outcome.comparison.row}` − `{outcome.reference}`: "
+        f"{outcome.interval.mean:+.2f} points of mIoU (95 % t-interval "
+        f"[{outcome.interval.low:+.2f}, {outcome.interval.high:+.2f}], Holm p "
+        f"{p_cell(outcome.adjusted_p)}): {reading}."
+    )
+
+
+def headline_lines(confirmation: Confirmation, runs: Runs, report: str) -> list[str]:
+    """The README's headline of a finished plan: its rows, its primary claims, in words."""
+    plan = confirmation.plan
+    primary = confirmation.primary
+    claims = [o for o in primary if o.claim(plan.alpha) != "no separation"]
+    seeds = ", ".join(map(str, plan.seeds))
+    summary = (
+        f"{len(claims)} of the {len(primary)} primary comparisons separate after Holm's "
+        "correction; the others support no claim."
+        if claims
+        else f"None of the {len(primary)} primary comparisons separates after Holm's "
+        "correction: the confirmation supports no claim that one row beats another."
+    )
+    return [
+        f"Pre-registered confirmation `{plan.name}` ({len(plan.rows) * len(plan.seeds)} runs, "
+        f"seeds {seeds} that no search touched, the {plan.checkpoint} checkpoint): mIoU in "
+        f"points on {SPLIT_NAMES[plan.split]}, "
+        + ", ".join(SPLIT_NAMES[s] for s in plan.reported)
+        + " beside it, mean ± sd over the seeds. Per class, bootstrap intervals and the "
+        f"secondary comparisons: `{report}`.",
+        "",
+        *row_lines(confirmation, runs),
+        "",
+        *markdown_table(PRIMARY_HEADER, outcome_rows(primary, plan.alpha, True)),
+        "",
+        *(claim_sentence(o, plan.alpha) for o in primary),
+        "",
+        f"**{summary}**",
     ]
