@@ -124,14 +124,18 @@ def tiny_validate_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_params(tmp_path_factory.mktemp("params") / "params.yaml", TINY_TRAIN)
 
 
-# What a CPU-tiny training run on the tiny CamVid tree changes in the repository's params.yaml.
-# The students keep their architectures at a third of the CNN's size (ResNet-10-T has
-# ResNet-18's stage channels and strides; narrower decoders): a tiny run's time went mostly to
-# writing checkpoints of the full-size CNN.
-TINY_TRAIN = {
+# The students of the tests that train or export: the same architectures at a third of the
+# CNN's size (ResNet-10-T has ResNet-18's stage channels and strides; narrower decoders). The
+# full-size CNN's checkpoints and graphs took most of a tiny run's time.
+TINY_MODELS = {
     "models.cnn.encoder": "resnet10t",
     "models.cnn.decoder_channels": 64,
     "models.vit.decoder_channels": 64,
+}
+
+# What a CPU-tiny training run on the tiny CamVid tree changes in the repository's params.yaml.
+TINY_TRAIN = {
+    **TINY_MODELS,
     "train.batch_size": 2,
     "train.crop": [32, 48],
     "train.scale": [0.75, 1.25],
@@ -158,11 +162,11 @@ def repo_params_mapping(overrides: dict | None = None) -> dict:
     return with_overrides(load_yaml_mapping(REPO_ROOT / "params.yaml"), overrides or {})
 
 
-def over_repo(nested: dict) -> dict:
-    """The repository's ``params.yaml`` as a mapping, with the ``nested`` mapping merged over it."""
+def over_repo(nested: dict, overrides: dict | None = None) -> dict:
+    """The repository's ``params.yaml`` with dotted ``overrides``, ``nested`` merged over it."""
     from codistill.config.schema import merge_mappings
 
-    return merge_mappings(repo_params_mapping(), nested)
+    return merge_mappings(repo_params_mapping(overrides), nested)
 
 
 def write_params(path: Path, overrides: dict | None = None, nested: dict | None = None) -> Path:

@@ -16,7 +16,14 @@ from codistill.engine.checkpoint import save_checkpoint
 from codistill.export.stage import run_export
 from codistill.models import build_student
 from codistill.serving.model_repository import write_model_repository
-from tests.conftest import REPO_ROOT, bench_module, over_repo, repo_params
+from tests.conftest import (
+    REPO_ROOT,
+    TINY_MODELS,
+    bench_module,
+    over_repo,
+    repo_params,
+    write_params,
+)
 
 pytestmark = pytest.mark.cost(105)
 
@@ -80,7 +87,7 @@ def test_train_speed_bench_reports_the_chosen_methods_in_both_modes_against_inde
             sys.executable,
             str(REPO_ROOT / "bench/train_speed.py"),
             "--params",
-            str(REPO_ROOT / "params.yaml"),
+            str(write_params(tmp_path / "params.yaml", TINY_MODELS)),
             "--batch",
             "1",
             "--crop",
@@ -142,7 +149,7 @@ def test_infer_speed_times_each_engine_after_an_untimed_call_of_its_own():
 
 def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, tmp_path):
     prepared, _ = validated_tiny
-    params = repo_params()
+    params = repo_params(TINY_MODELS)
     torch.manual_seed(0)
     for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
         save_checkpoint(tmp_path / f"{role}.pt", build_student(cfg, 11).state_dict())
@@ -151,11 +158,14 @@ def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, t
         "train": {"scale": [0.75, 1.25]},
         "evaluate": {"scale": 1.0},
     }
-    run_export(parse_params(over_repo(raw), "test"), prepared, tmp_path, tmp_path / "onnx")
+    run_export(
+        parse_params(over_repo(raw, TINY_MODELS), "test"), prepared, tmp_path, tmp_path / "onnx"
+    )
     write_model_repository(tmp_path / "onnx", tmp_path / "repo", params.serving, ROLES)
     table = tmp_path / "infer.md"
     command = [sys.executable, str(REPO_ROOT / "bench/infer_speed.py")]
-    command += ["--params", str(REPO_ROOT / "params.yaml"), "--prepared", str(prepared)]
+    command += ["--params", str(write_params(tmp_path / "params.yaml", TINY_MODELS))]
+    command += ["--prepared", str(prepared)]
     command += ["--students", str(tmp_path), "--onnx", str(tmp_path / "onnx")]
     command += ["--size", "32", "48", "--batches", "1", "2", "--rounds", "2", "--out", str(table)]
     command += ["--chart", str(tmp_path / "speed.png")]

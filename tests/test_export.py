@@ -13,7 +13,7 @@ from codistill.engine.checkpoint import save_checkpoint
 from codistill.export.parity import ParityError
 from codistill.export.stage import run_export
 from codistill.models import build_student
-from tests.conftest import TINY_SPLITS, over_repo, repo_params
+from tests.conftest import TINY_MODELS, TINY_SPLITS, over_repo, repo_params
 
 pytestmark = pytest.mark.cost(55)
 
@@ -29,7 +29,7 @@ TINY_EXPORT = {
 def students_dir(tmp_path_factory):
     """Untrained students saved the way the train stage saves them."""
     folder = tmp_path_factory.mktemp("students")
-    params = repo_params()
+    params = repo_params(TINY_MODELS)
     torch.manual_seed(0)
     for role, cfg in (("cnn", params.models.cnn), ("vit", params.models.vit)):
         save_checkpoint(folder / f"{role}.pt", build_student(cfg, 11).state_dict())
@@ -64,7 +64,7 @@ def exported(request, prepared_96x128, students_dir, tmp_path_factory):
     """Both students exported once per exporter at half scale: (params, folder, progress)."""
     exporter = {**EXPORT_AT_HALF_SCALE["export"], "exporter": request.param}
     raw = {**EXPORT_AT_HALF_SCALE, "export": exporter}
-    params = parse_params(over_repo(raw), "test")
+    params = parse_params(over_repo(raw, TINY_MODELS), "test")
     folder = tmp_path_factory.mktemp(f"export-{request.param}")
     with contextlib.redirect_stdout(io.StringIO()) as progress:  # off a terminal
         run_export(params, prepared_96x128, students_dir, folder)
@@ -220,7 +220,7 @@ def test_a_graph_that_disagrees_fails_the_stage_and_keeps_the_previous_export(
 
     def export_another_student(student, path, *args):
         torch.manual_seed(1)
-        return export_onnx(build_student(repo_params().models.cnn, 11), path, *args)
+        return export_onnx(build_student(repo_params(TINY_MODELS).models.cnn, 11), path, *args)
 
     monkeypatch.setattr(stage, "export_onnx", export_another_student)
     prepared, _ = validated_tiny
@@ -228,7 +228,9 @@ def test_a_graph_that_disagrees_fails_the_stage_and_keeps_the_previous_export(
     out.mkdir()
     (out / "cnn.onnx").write_text("the previous export")
     with pytest.raises(ParityError, match=r"cnn 48x64 batch 1: max \|logit diff\| \d"):
-        run_export(parse_params(over_repo(TINY_EXPORT), "test"), prepared, students_dir, out)
+        run_export(
+            parse_params(over_repo(TINY_EXPORT, TINY_MODELS), "test"), prepared, students_dir, out
+        )
     assert (out / "cnn.onnx").read_text() == "the previous export"
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no staging folder left behind
 
@@ -237,7 +239,7 @@ def test_a_missing_student_is_named_and_leaves_no_staging_folder(validated_tiny,
     prepared, _ = validated_tiny
     with pytest.raises(FileNotFoundError, match="no trained cnn student"):
         run_export(
-            parse_params(over_repo(TINY_EXPORT), "test"),
+            parse_params(over_repo(TINY_EXPORT, TINY_MODELS), "test"),
             prepared,
             tmp_path / "none",
             tmp_path / "x",

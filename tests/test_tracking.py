@@ -11,7 +11,7 @@ from codistill.engine.trainer import train_students
 from tests.conftest import tiny_params_file
 from tests.servers.mlflow_server import mlflow_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(105)]
+pytestmark = [pytest.mark.integration, pytest.mark.cost(65)]
 
 
 @pytest.fixture(scope="module")
