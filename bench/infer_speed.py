@@ -61,19 +61,21 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """The best float32 matrix-product rate of this machine in GFLOP/s, all threads.
+PEAK_SIZE = 2048  # the side of the square float32 matrices whose product gauges the peak
 
-    The better of torch's ``matmul`` and ONNX Runtime's ``MatMul``: each library's own
-    kernels, and on some CPUs one of them is far from the hardware's rate.
+
+def peak_probes(size: int = PEAK_SIZE) -> dict[str, Engine]:
+    """Two calls that multiply two size×size float32 matrices: torch's and ONNX Runtime's.
+
+    Timed in every round beside the engines (their batch argument is ignored), the better of
+    the two gives that round's float32 matrix-product peak: each library's own kernels, and on
+    some CPUs one of them is far from the hardware's rate.
     """
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
     a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.matmul(a, b)
-    best = min(_seconds(lambda: torch.matmul(a, b)) for _ in range(repeats))
     shape = [size, size]
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["a", "b"], ["c"])],
@@ -82,12 +84,19 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, shape)],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     inputs = {"a": a.numpy(), "b": b.numpy()}
-    session.run(None, inputs)
-    best = min(best, *(_seconds(lambda: session.run(None, inputs)) for _ in range(repeats)))
-    onnx.checker.check_model(model)
-    return 2 * size**3 / best / 1e9
+    return {
+        "torch matmul": lambda _batch: torch.matmul(a, b),
+        "ORT MatMul": lambda _batch: session.run(None, inputs),
+    }
+
+
+def round_peaks(times: dict[str, list[float]], size: int = PEAK_SIZE) -> list[float]:
+    """Each round's peak in GFLOP/s: the faster of the probes of ``peak_probes`` that round."""
+    probes = zip(*(times[name] for name in ("torch matmul", "ORT MatMul")), strict=True)
+    return [2 * size**3 / min(seconds) / 1e9 for seconds in probes]
 
 
 def _seconds(call: Callable[[], object]) -> float:
@@ -155,15 +164,23 @@ def time_engines(
 
 
 def speed_rows(
-    role: str, times: dict[str, list[float]], batch: int, gflop: float, peak: float
+    role: str, times: dict[str, list[float]], batch: int, gflop: float, peaks: list[float]
 ) -> list[list[str]]:
-    """Table rows for one student at one batch size."""
+    """Table rows for one student at one batch size.
+
+    The share of the peak is the median over the rounds of the engine's rate over that
+    round's peak (``round_peaks``), so a machine whose speed drifts during the run does not
+    set one phase's engine against another phase's peak.
+    """
     eager = statistics.median(times["PyTorch eager"])
     rows = []
     for name, seconds in times.items():
         p50 = statistics.median(seconds)
         p95 = float(np.percentile(seconds, 95))
         rate = batch * gflop / p50
+        share = statistics.median(
+            batch * gflop / s / peak for s, peak in zip(seconds, peaks, strict=True)
+        )
         rows.append(
             [
                 role,
@@ -174,7 +191,7 @@ def speed_rows(
                 f"{batch / p50:.2f}",
                 f"{eager / p50:.2f}x",
                 f"{rate:.1f}",
-                f"{100 * rate / peak:.0f}%",
+                f"{100 * share:.0f}%",
             ]
         )
     return rows
@@ -322,7 +339,8 @@ def main() -> None:
     size = tuple(args.size)
     images = evenly_spaced_images(args.prepared, "test", max(args.batches))
     students = load_students(params, args.students, num_classes(params))
-    peak = matmul_peak_gflops()
+    probes = peak_probes()
+    peaks: list[float] = []
     rows = []
     flops = {}
     exported = {}
@@ -332,8 +350,11 @@ def main() -> None:
         exported[role] = forward_gflop(deployable(inference_form(student), args.onnx), size)
         found = engines(role, student, args.onnx)
         for batch in args.batches:
-            times = time_engines(found, batch_of(images, size, batch), args.rounds)
-            rows += speed_rows(role, times, batch, flops[role], peak)
+            times = time_engines({**found, **probes}, batch_of(images, size, batch), args.rounds)
+            this_call = round_peaks(times)
+            peaks += this_call
+            engine_times = {name: times[name] for name in found}
+            rows += speed_rows(role, engine_times, batch, flops[role], this_call)
     flop_text = ", ".join(
         f"{r} {g:.1f} GFLOP (its exported form {exported[r]:.1f})" for r, g in flops.items()
     )
@@ -396,9 +417,12 @@ def main() -> None:
         f"{flop_text}. The exported graphs compute the trained function with less work where "
         "a student's head folds (`codistill.export.folding`); GFLOP/s and the share of the peak "
         "count the trained student's FLOPs for every engine (an effective rate), so engines "
-        "compare on one scale. This machine's measured float32 matmul peak (the better of "
-        f"torch and ONNX Runtime on 2048x2048): {peak:.0f} GFLOP/s; "
-        "INT8 rows do the same operations in 8-bit integer arithmetic and can exceed it.",
+        "compare on one scale. The float32 matmul peak is measured in every round beside the "
+        "engines (the better of torch and ONNX Runtime on 2048x2048: median "
+        f"{statistics.median(peaks):.0f} GFLOP/s, {min(peaks):.0f}–{max(peaks):.0f} over the "
+        "rounds, as the machine's speed drifts); an engine's share of it is the median over "
+        "the rounds of its rate over that round's peak. INT8 rows do the same operations in "
+        "8-bit integer arithmetic and can exceed it.",
         ("torch", "onnxruntime"),
         [
             "student",

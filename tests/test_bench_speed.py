@@ -147,6 +147,16 @@ def test_infer_speed_times_each_engine_after_an_untimed_call_of_its_own():
     assert {name: len(seconds) for name, seconds in times.items()} == {"a": 2, "b": 2}
 
 
+def test_infer_speed_sets_each_rounds_rate_against_that_rounds_peak():
+    bench = bench_module("infer_speed")
+    probes = {"torch matmul": [0.2, 1.0], "ORT MatMul": [0.4, 0.5]}  # the better: 0.2, 0.5 s
+    peaks = bench.round_peaks(probes, size=1000)
+    assert peaks == pytest.approx([10.0, 4.0])  # 2e9 FLOP per product
+    # 10 GFLOP per image: 10 and 2 GFLOP/s, that is all of round 1's peak, half of round 2's
+    (row,) = bench.speed_rows("cnn", {"PyTorch eager": [1.0, 5.0]}, 1, 10.0, peaks)
+    assert row[-2:] == ["3.3", "75%"]  # the rate at the median time; the median share
+
+
 def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, tmp_path):
     prepared, _ = validated_tiny
     params = repo_params(TINY_MODELS)
