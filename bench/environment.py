@@ -29,15 +29,16 @@ def machine_lines(packages: tuple[str, ...]) -> list[str]:
 
 
 def run_machine_lines(runs: Iterable[dict[str, Any]], packages: tuple[str, ...]) -> list[str]:
-    """Bullet lines naming what the ``runs`` were made with, then who wrote the table, and how.
+    """Bullet lines: what the ``runs`` were made with, then where and how the table was written.
 
     A table written from results (``--no-train``, or results trained elsewhere) names the
     machines and versions of the runs it shows, and only then the machine that wrote it.
     """
-    here, _, command = machine_lines(packages)
+    here, versions, command = machine_lines(packages)
     return [
         *made_with_lines(runs),
-        f"- tables written on: {here.removeprefix('- machine: ')}",
+        f"- tables written on: {here.removeprefix('- machine: ')}, with "
+        + versions.removeprefix("- "),
         command,
     ]
 

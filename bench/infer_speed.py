@@ -62,6 +62,7 @@ def parse_args() -> argparse.Namespace:
 
 
 PEAK_SIZE = 2048  # the side of the square float32 matrices whose product gauges the peak
+PEAK_PROBES = ("torch matmul", "ORT MatMul")  # the engines' names of the two probes
 
 
 def peak_probes(size: int = PEAK_SIZE) -> dict[str, Engine]:
@@ -87,15 +88,16 @@ def peak_probes(size: int = PEAK_SIZE) -> dict[str, Engine]:
     onnx.checker.check_model(model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     inputs = {"a": a.numpy(), "b": b.numpy()}
+    torch_probe, ort_probe = PEAK_PROBES
     return {
-        "torch matmul": lambda _batch: torch.matmul(a, b),
-        "ORT MatMul": lambda _batch: session.run(None, inputs),
+        torch_probe: lambda _batch: torch.matmul(a, b),
+        ort_probe: lambda _batch: session.run(None, inputs),
     }
 
 
 def round_peaks(times: dict[str, list[float]], size: int = PEAK_SIZE) -> list[float]:
     """Each round's peak in GFLOP/s: the faster of the probes of ``peak_probes`` that round."""
-    probes = zip(*(times[name] for name in ("torch matmul", "ORT MatMul")), strict=True)
+    probes = zip(*(times[name] for name in PEAK_PROBES), strict=True)
     return [2 * size**3 / min(seconds) / 1e9 for seconds in probes]
 
 
@@ -351,10 +353,10 @@ def main() -> None:
         found = engines(role, student, args.onnx)
         for batch in args.batches:
             times = time_engines({**found, **probes}, batch_of(images, size, batch), args.rounds)
-            this_call = round_peaks(times)
-            peaks += this_call
+            batch_peaks = round_peaks(times)
+            peaks += batch_peaks
             engine_times = {name: times[name] for name in found}
-            rows += speed_rows(role, engine_times, batch, flops[role], this_call)
+            rows += speed_rows(role, engine_times, batch, flops[role], batch_peaks)
     flop_text = ", ".join(
         f"{r} {g:.1f} GFLOP (its exported form {exported[r]:.1f})" for r, g in flops.items()
     )

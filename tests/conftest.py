@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ TINY_SPLITS = {"train": 6, "val": 2, "test": 3}
 TRAIN_SIZE = (48, 64)
 
 
-def bench_module(name: str):
+def bench_module(name: str) -> types.ModuleType:
     """A script of ``bench/`` as a module (its own folder importable, as when it runs)."""
     sys.path.insert(0, str(REPO_ROOT / "bench"))
     try:

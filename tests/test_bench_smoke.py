@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import re
 import shutil
 import statistics
@@ -453,6 +454,7 @@ def test_a_table_of_runs_names_the_machines_and_versions_they_recorded():
     assert modes == "- numeric mode: float32 (3 runs); bf16 (1 run)"
     assert code == "- weight-shaping code: 48fc0424ddd7 (4 runs)"
     assert written_on.startswith(f"- tables written on: {cpu_model()}, ")
+    assert f", with python {platform.python_version()}, torch " in written_on
     assert command.startswith("- command: `python ")
     assert bench_module("environment").run_machine_lines([], ())[0] == "- runs made on: no runs yet"
 

@@ -72,6 +72,8 @@ def assert_headline_states_its_table(text: str) -> None:
         assert line.endswith(READINGS[claim])
     separated = sum(claim != "no separation" for *_, claim in rows)
     assert ("**None of the 2 primary comparisons separates" in text) == (separated == 0)
+    assert ("**All 2 primary comparisons separate" in text) == (separated == 2)
+    assert ("**1 of the 2 primary comparisons separates" in text) == (separated == 1)
 
 
 def test_the_readme_has_one_section_for_a_plans_headline_above_the_exploration():

@@ -22,7 +22,9 @@ def section_markers(key: str) -> tuple[str, str]:
 def replace_section(text: str, key: str, lines: Sequence[str]) -> str | None:
     """``text`` with its section ``key`` replaced by ``lines`` (markers kept); None if absent."""
     begin, end = section_markers(key)
-    if begin not in text or end not in text:
+    if begin not in text:
         return None
     head, rest = text.split(begin, 1)
+    if end not in rest:
+        return None
     return head + "\n".join([begin, *lines, end]) + rest.split(end, 1)[1]

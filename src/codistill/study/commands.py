@@ -149,6 +149,7 @@ def publish_report(out: Path, heading: list[str], lines: list[str]) -> int:
 
 def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
     """Analyse the finished runs as the plan fixes it; write and print the report."""
+    from codistill.artifacts import write_text_atomic
     from codistill.data.base import dataset_spec
     from codistill.study.confirmation import confirm
     from codistill.study.image_counts import counts_path, read_image_counts
@@ -158,6 +159,8 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
     from codistill.study.tables import confirmation_lines, headline_lines
 
     results = results_folder(args, plan)
+    if args.readme:
+        with_headline(args.readme, [])  # a README without the section: refused before any work
     plan_stamp(args, plan, results)  # the plan the test results were scored under
     pending = [f"{spec.key} ({state})" for spec, state in run_states(args, plan) if state != "done"]
     if pending:
@@ -180,14 +183,16 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
     made_with = made_with_lines(read_result(result_path(results, s.key)) for s in plan_specs(plan))
     heading = [f"# Study `{plan.name}`", "", *made_with]
     out = args.out or results / "report.md"
+    code = publish_report(out, heading, lines)
     if args.readme:
-        write_headline(args.readme, headline_lines(confirmation, runs, str(out)))
-    return publish_report(out, heading, lines)
+        write_text_atomic(
+            args.readme, with_headline(args.readme, headline_lines(confirmation, runs, str(out)))
+        )
+    return code
 
 
-def write_headline(readme: Path, lines: list[str]) -> None:
-    """Put a finished plan's headline into ``readme``'s section for it, which must be there."""
-    from codistill.artifacts import write_text_atomic
+def with_headline(readme: Path, lines: list[str]) -> str:
+    """``readme``'s text with a finished plan's headline in its section, which must be there."""
     from codistill.markdown import replace_section, section_markers
     from codistill.study.tables import HEADLINE_KEY
 
@@ -196,7 +201,7 @@ def write_headline(readme: Path, lines: list[str]) -> None:
     if replaced is None:
         begin, end = section_markers(HEADLINE_KEY)
         raise PlanError(f"{readme}: no {begin} ... {end} section for the headline to go in")
-    write_text_atomic(readme, replaced)
+    return replaced
 
 
 def write_regime_report(args: argparse.Namespace) -> int:

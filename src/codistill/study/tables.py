@@ -12,8 +12,16 @@ STUDENT_NAMES = {"cnn": "CNN (DeepLabV3+ R18)", "vit": "ViT (SegFormer-style)"}
 SHORT_NAMES = {"cnn": "CNN", "vit": "ViT"}
 SPLIT_NAMES = {"val": "validation", "test": "test"}
 # The columns of a comparison's row: the secondary ones stop before the Holm p.
-PRIMARY_HEADER = ["comparison", "student", "against", "Δ mIoU [95 % t]", "bootstrap 95 %", "p"]
-PRIMARY_HEADER += ["Holm p", "claim"]
+PRIMARY_HEADER = [
+    "comparison",
+    "student",
+    "against",
+    "Δ mIoU [95 % t]",
+    "bootstrap 95 %",
+    "p",
+    "Holm p",
+    "claim",
+]
 
 
 def _settings(overrides: dict) -> str:
@@ -161,16 +169,22 @@ def headline_lines(confirmation: Confirmation, runs: Runs, report: str) -> list[
     primary = confirmation.primary
     claims = [o for o in primary if o.claim(plan.alpha) != "no separation"]
     seeds = ", ".join(map(str, plan.seeds))
-    summary = (
-        f"{len(claims)} of the {len(primary)} primary comparisons separate after Holm's "
-        "correction; the others support no claim."
-        if claims
-        else f"None of the {len(primary)} primary comparisons separates after Holm's "
-        "correction: the confirmation supports no claim that one row beats another."
-    )
+    if not claims:
+        summary = (
+            f"None of the {len(primary)} primary comparisons separates after Holm's "
+            "correction: the confirmation supports no claim that one row beats another."
+        )
+    elif len(claims) == len(primary):
+        summary = f"All {len(primary)} primary comparisons separate after Holm's correction."
+    else:
+        summary = (
+            f"{len(claims)} of the {len(primary)} primary comparisons "
+            f"{'separates' if len(claims) == 1 else 'separate'} after Holm's correction; "
+            "the others support no claim."
+        )
     return [
         f"Pre-registered confirmation `{plan.name}` ({len(plan.rows) * len(plan.seeds)} runs, "
-        f"seeds {seeds} that no search touched, the {plan.checkpoint} checkpoint): mIoU in "
+        f"seeds {seeds}, the {plan.checkpoint} checkpoint): mIoU in "
         f"points on {SPLIT_NAMES[plan.split]}, "
         + ", ".join(SPLIT_NAMES[s] for s in plan.reported)
         + " beside it, mean ± sd over the seeds. Per class, bootstrap intervals and the "
