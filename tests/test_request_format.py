@@ -1,13 +1,11 @@
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import bench_module
 
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-from request_format import requests_for
+requests_for = bench_module("request_format").requests_for
 
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 

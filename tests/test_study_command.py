@@ -171,6 +171,10 @@ def test_a_plan_is_trained_once_reported_and_frozen_by_its_test_results(
     assert main(["study", "report", str(plan), *options, "--readme", str(plain)]) == 2
     assert f"no {HEADLINE_BEGIN} ... {HEADLINE_END} section" in capsys.readouterr().err
     assert plain.read_text() == "# no section\n"
+    missing = repo / "MISSING.md"
+    assert main(["study", "report", str(plan), *options, "--readme", str(missing)]) == 2
+    assert f"{missing}: no such file for the headline to go in" in capsys.readouterr().err
+    assert not missing.exists()
 
     (results / "ours-seed6.images.npz").unlink()
     assert main(["study", "report", str(plan), *options]) == 2

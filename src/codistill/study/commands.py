@@ -160,7 +160,7 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
 
     results = results_folder(args, plan)
     if args.readme:
-        with_headline(args.readme, [])  # a README without the section: refused before any work
+        require_headline_section(args.readme)  # refused before any work
     plan_stamp(args, plan, results)  # the plan the test results were scored under
     pending = [f"{spec.key} ({state})" for spec, state in run_states(args, plan) if state != "done"]
     if pending:
@@ -191,17 +191,26 @@ def write_report(args: argparse.Namespace, plan: StudyPlan) -> int:
     return code
 
 
-def with_headline(readme: Path, lines: list[str]) -> str:
-    """``readme``'s text with a finished plan's headline in its section, which must be there."""
+def require_headline_section(readme: Path) -> str:
+    """``readme``'s text; PlanError naming the file if it is missing or has no headline section."""
     from codistill.markdown import replace_section, section_markers
     from codistill.study.tables import HEADLINE_KEY
 
-    text = readme.read_text() if readme.is_file() else ""
-    replaced = replace_section(text, HEADLINE_KEY, lines)
-    if replaced is None:
+    if not readme.is_file():
+        raise PlanError(f"{readme}: no such file for the headline to go in")
+    text = readme.read_text()
+    if replace_section(text, HEADLINE_KEY, []) is None:
         begin, end = section_markers(HEADLINE_KEY)
         raise PlanError(f"{readme}: no {begin} ... {end} section for the headline to go in")
-    return replaced
+    return text
+
+
+def with_headline(readme: Path, lines: list[str]) -> str:
+    """``readme``'s text with a finished plan's headline in its section."""
+    from codistill.markdown import replace_section
+    from codistill.study.tables import HEADLINE_KEY
+
+    return replace_section(require_headline_section(readme), HEADLINE_KEY, lines)
 
 
 def write_regime_report(args: argparse.Namespace) -> int:
