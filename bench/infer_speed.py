@@ -237,15 +237,23 @@ def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list
     from codistill.serving.loadtest import format_ms, load_local_server
 
     resized = [batch_of([x], tuple(args.size), 1) for x in images]
-    # before the server starts, each graph alone in a process of its own
     stacked = np.concatenate(resized)
-    direct = {role: direct_seconds(args.onnx / f"{role}.onnx", stacked) for role in ROLES}
     names = {served_name(role): role for role in ROLES}
+    direct: list[float] = []  # one per row, measured right before it, the server idle
+
+    def measure_direct(model: str) -> None:
+        direct.append(direct_seconds(args.onnx / f"{names[model]}.onnx", stacked))
+
     reports = load_local_server(
-        args.repository, resized, list(names), args.concurrency, args.duration
+        args.repository,
+        resized,
+        list(names),
+        args.concurrency,
+        args.duration,
+        before_each=measure_direct,
     )
     rows = []
-    for report in reports:
+    for report, seconds in zip(reports, direct, strict=True):
         role = names[report.model]
         rows.append(
             [
@@ -255,8 +263,8 @@ def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list
                 format_ms(report.p50_ms),
                 format_ms(report.p95_ms),
                 f"{report.images_per_s:.2f}",
-                f"{1 / direct[role]:.2f}",
-                f"{report.images_per_s * direct[role]:.2f}",
+                f"{1 / seconds:.2f}",
+                f"{report.images_per_s * seconds:.2f}",
                 format_ms(report.server_queue_ms),
                 format_ms(report.server_compute_ms),
                 str(report.errors),
@@ -384,7 +392,8 @@ def main() -> None:
             "",
             f"Closed-loop clients, one {size[0]}x{size[1]} image per request over HTTP, "
             f"{args.duration:g} s per row; direct = one plain ONNX Runtime call per image, in a "
-            "process of its own started before the server (`bench/direct_rate.py`: numpy and "
+            "process of its own run right before each row while the server idles (the row's "
+            "phase of the machine's drifting speed; `bench/direct_rate.py`: numpy and "
             f"ONNX Runtime only, the median of {DIRECT_PASSES} passes over the images); "
             "ratio = endpoint images/s over direct images/s; server queue and compute = "
             "milliseconds per request by Triton's own statistics (the dynamic batcher's wait; "

@@ -216,8 +216,8 @@ def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, t
         ("vit", "on"),
     ]
     assert all(errors == "0" for _, _, errors in endpoint)
-    # ratio = endpoint images/s over the direct rate measured in its own process
-    assert "process of its own started before the server" in text
+    # ratio = endpoint images/s over the direct rate measured in its own process before the row
+    assert "process of its own run right before each row" in text
     rates = re.findall(
         r"\| (?:cnn|vit) \| (?:on|off) \| 2 \|[^|]+\|[^|]+\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|",
         text,

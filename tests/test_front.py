@@ -201,3 +201,58 @@ def test_the_front_command_on_a_busy_port_says_which_in_one_line(tmp_path, capsy
     error = capsys.readouterr().err
     assert error.startswith(f"codistill front: {option} {port}: ") and error.count("\n") == 1
     assert "in use" in error.lower()
+
+
+def test_the_front_writes_to_its_client_and_to_triton_without_waiting_for_acks(monkeypatch):
+    """With Nagle's algorithm a body written after its headers waits for the peer's delayed ack.
+
+    Measured through the front before this setting: 52 ms for a 128x128 request whose
+    server time was 8 ms (the 40 ms of Linux's delayed ack, on every small request).
+    """
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from codistill.serving.front import FrontHandler
+
+    class Ready(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    def no_delay(connection: socket.socket) -> bool:
+        return connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+    seen: list[tuple[bool, bool]] = []
+    finish = FrontHandler.finish
+
+    def recording_finish(handler: FrontHandler) -> None:
+        seen.append((no_delay(handler.connection), no_delay(handler._upstream.sock)))
+        finish(handler)
+
+    monkeypatch.setattr(FrontHandler, "finish", recording_finish)
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    server, thread = start_front("127.0.0.1", 0, upstream.server_address[:2], 1 << 20, {})
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=10) as connection:
+            connection.sendall(b"GET /v2/health/ready HTTP/1.1\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"ok")
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen == [(True, True)]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        upstream.shutdown()
+        upstream.server_close()

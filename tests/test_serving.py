@@ -636,6 +636,36 @@ def test_loadtest_measures_both_batching_modes_against_real_servers(
     assert "3 test images at 48x64" in table and table.count(f"| {MODELS[0]} |") == 4
 
 
+def test_a_baseline_hook_runs_right_before_each_rows_load(monkeypatch, tmp_path):
+    """The bench measures direct ONNX Runtime there: each row's baseline shares its phase."""
+    import contextlib
+    import types
+
+    from codistill.serving import loadtest, process
+
+    events: list[tuple] = []
+
+    @contextlib.contextmanager
+    def fake_server(repository, log, options=()):
+        events.append(("start", options))
+        yield types.SimpleNamespace(urls={"http": "127.0.0.1:1"})
+
+    def fake_load(url, model, images, concurrency, duration_s, protocol, batching):
+        events.append(("load", model, concurrency, batching))
+        return (model, concurrency, batching)
+
+    monkeypatch.setattr(process, "serve_in_background", fake_server)
+    monkeypatch.setattr(loadtest, "run_load", fake_load)
+    hook = lambda model: events.append(("before", model))  # noqa: E731
+    reports = loadtest.load_local_server(
+        tmp_path, [np.zeros((1, 8, 8, 3), np.uint8)], ["a", "b"], [1, 4], 1.0, before_each=hook
+    )
+    rows = [(m, c, b) for b in (True, False) for m in ("a", "b") for c in (1, 4)]
+    assert reports == rows
+    loads = [e for e in events if e[0] != "start"]
+    assert loads == [e for m, c, b in rows for e in (("before", m), ("load", m, c, b))]
+
+
 def test_loadtest_counts_failed_requests_and_bounds_its_settings(server, validated_tiny, capsys):
     from codistill.cli import main
     from codistill.serving.loadtest import run_load

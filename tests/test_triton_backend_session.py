@@ -7,6 +7,7 @@ import types
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 from codistill.serving.backend_repository import MODEL_SOURCE
@@ -51,7 +52,7 @@ class Tensor:
         return list(self.array.shape)
 
 
-def test_the_served_session_keeps_a_bounded_arena_and_does_not_spin_between_requests(
+def test_the_served_session_keeps_a_bounded_arena_and_stops_spinning_when_a_call_returns(
     tmp_path, monkeypatch
 ):
     # Triton's stub module exists only inside the backend process: a stand-in with what the
@@ -82,7 +83,10 @@ def test_the_served_session_keeps_a_bounded_arena_and_does_not_spin_between_requ
     assert model.restarts.labels == {"model": "codistill_vit"} and model.restarts.value == 2.0
     options = model.session.get_session_options()
     assert options.enable_cpu_mem_arena is True
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    # spinning between a call's operators, stopped when the call returns
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        options.get_session_config_entry("session.intra_op.allow_spinning")  # the default: on
     assert (model.axes, model.max_pixels, model.min_side) == ((1, 2), 100, 2)
     assert model.max_logit_pixels == 50
     # a call of up to retained_pixels keeps the arena's memory; a larger one gives it back

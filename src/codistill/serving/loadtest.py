@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,8 +230,13 @@ def load_local_server(
     duration_s: float,
     protocol: str = "http",
     config_name: str = "cpu",
+    before_each: Callable[[str], object] | None = None,
 ) -> list[LoadReport]:
-    """Start ``codistill serve`` with and then without dynamic batching; load each model."""
+    """Start ``codistill serve`` with and then without dynamic batching; load each model.
+
+    ``before_each(model)``, where given, runs before each row's load, with the server idle:
+    a baseline measured there shares the row's phase of a machine whose speed drifts.
+    """
     from codistill.serving.process import serve_in_background
 
     for concurrency in concurrencies:
@@ -245,6 +250,8 @@ def load_local_server(
             with serve_in_background(repository, log, tuple(options)) as server:
                 for model in models:
                     for concurrency in concurrencies:
+                        if before_each is not None:
+                            before_each(model)
                         reports.append(
                             run_load(
                                 server.urls[protocol],
