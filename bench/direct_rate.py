@@ -1,10 +1,11 @@
-"""Seconds per image of one plain ONNX Runtime session, measured in a process of its own.
+"""Seconds per image of one plain ONNX Runtime session, in a process of its own.
 
-    python bench/direct_rate.py GRAPH IMAGES.npy --passes 4
+    echo 4 | python bench/direct_rate.py GRAPH IMAGES.npy
 
-The endpoint benchmark's baseline: numpy and ONNX Runtime only (no torch and no other
-engine warmed up in the same process), one call per image after a warm-up call, the median
-over ``--passes`` passes over the images. Prints ``{"seconds_per_image": ...}``.
+The endpoint benchmark's baseline: numpy and ONNX Runtime only (no torch and no other engine
+warmed up in the same process). The session is opened and warmed up once; then each line
+read from stdin names a number of passes over the images, one call per image, and is
+answered with one line ``{"seconds_per_image": ...}``, the median over those calls.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -19,11 +21,9 @@ import numpy as np
 import onnxruntime as ort
 
 
-def seconds_per_image(graph: Path, images: np.ndarray, passes: int) -> float:
+def seconds_per_image(session: ort.InferenceSession, images: np.ndarray, passes: int) -> float:
     """Median wall seconds of one session call on one image of ``images`` (N×H×W×3 uint8)."""
-    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    session.run(None, {name: images[:1]})
     times = []
     for _ in range(passes):
         for index in range(len(images)):
@@ -37,10 +37,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("graph", type=Path)
     parser.add_argument("images", type=Path, help="an .npy array of N×H×W×3 uint8 images")
-    parser.add_argument("--passes", type=int, default=4)
     args = parser.parse_args()
-    rate = seconds_per_image(args.graph, np.load(args.images), args.passes)
-    print(json.dumps({"seconds_per_image": rate}))
+    images = np.load(args.images)
+    session = ort.InferenceSession(str(args.graph), providers=["CPUExecutionProvider"])
+    session.run(None, {session.get_inputs()[0].name: images[:1]})  # warm-up, not timed
+    for line in sys.stdin:
+        rate = seconds_per_image(session, images, int(line))
+        print(json.dumps({"seconds_per_image": rate}), flush=True)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,7 +29,7 @@ from codistill.export.onnx_graph import DeployableStudent, Normalization
 from codistill.export.onnx_scoring import cpu_session
 from codistill.export.parity import resized_batch
 from codistill.export.variants import VARIANTS
-from codistill.serving.model_repository import served_name
+from endpoint_speed import endpoint_lines
 from environment import (
     bench_parser,
     markdown_table,
@@ -43,7 +41,6 @@ from environment import (
 
 Engine = Callable[[np.ndarray], object]
 PROFILED_OPERATORS = 10
-DIRECT_PASSES = 4  # the direct rate is the median over this many passes of the images
 
 
 def parse_args() -> argparse.Namespace:
@@ -220,59 +217,6 @@ def variant_rows(onnx_dir: Path) -> list[list[str]]:
     return rows
 
 
-def direct_seconds(graph: Path, images: np.ndarray) -> float:
-    """Seconds per image of plain ONNX Runtime on ``graph``, in a fresh process (direct_rate)."""
-    with tempfile.TemporaryDirectory(prefix="codistill-direct-") as folder:
-        stored = Path(folder) / "images.npy"
-        np.save(stored, images)
-        script = Path(__file__).with_name("direct_rate.py")
-        command = [sys.executable, str(script), str(graph), str(stored)]
-        command += ["--passes", str(DIRECT_PASSES)]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)["seconds_per_image"]
-
-
-def triton_rows(args: argparse.Namespace, images: list[np.ndarray]) -> list[list[str]]:
-    """Closed-loop load on the local endpoint against direct ONNX Runtime on one image."""
-    from codistill.serving.loadtest import format_ms, load_local_server
-
-    resized = [batch_of([x], tuple(args.size), 1) for x in images]
-    stacked = np.concatenate(resized)
-    names = {served_name(role): role for role in ROLES}
-    direct: list[float] = []  # one per row, measured right before it, the server idle
-
-    def measure_direct(model: str) -> None:
-        direct.append(direct_seconds(args.onnx / f"{names[model]}.onnx", stacked))
-
-    reports = load_local_server(
-        args.repository,
-        resized,
-        list(names),
-        args.concurrency,
-        args.duration,
-        before_each=measure_direct,
-    )
-    rows = []
-    for report, seconds in zip(reports, direct, strict=True):
-        role = names[report.model]
-        rows.append(
-            [
-                role,
-                "on" if report.dynamic_batching else "off",
-                str(report.concurrency),
-                format_ms(report.p50_ms),
-                format_ms(report.p95_ms),
-                f"{report.images_per_s:.2f}",
-                f"{1 / seconds:.2f}",
-                f"{report.images_per_s * seconds:.2f}",
-                format_ms(report.server_queue_ms),
-                format_ms(report.server_compute_ms),
-                str(report.errors),
-            ]
-        )
-    return rows
-
-
 def operator_times(path: Path, batch: np.ndarray, runs: int) -> dict[str, float]:
     """Milliseconds per call that each ONNX operator type takes in ``path`` (ORT's profiler)."""
     import onnxruntime as ort
@@ -386,36 +330,10 @@ def main() -> None:
         *profile_lines(args.onnx, images, size),
     ]
     if args.triton:
-        extra += [
-            "",
-            "### Local Triton endpoint (`codistill serve`) against direct ONNX Runtime FP32",
-            "",
-            f"Closed-loop clients, one {size[0]}x{size[1]} image per request over HTTP, "
-            f"{args.duration:g} s per row; direct = one plain ONNX Runtime call per image, in a "
-            "process of its own run right before each row while the server idles (the row's "
-            "phase of the machine's drifting speed; `bench/direct_rate.py`: numpy and "
-            f"ONNX Runtime only, the median of {DIRECT_PASSES} passes over the images); "
-            "ratio = endpoint images/s over direct images/s; server queue and compute = "
-            "milliseconds per request by Triton's own statistics (the dynamic batcher's wait; "
-            "the model's input, execution and output, with the Python backend's hand-over).",
-            "",
-            *markdown_table(
-                [
-                    "student",
-                    "dynamic batching",
-                    "concurrency",
-                    "p50 ms",
-                    "p95 ms",
-                    "images/s",
-                    "direct images/s",
-                    "ratio",
-                    "server queue ms",
-                    "server compute ms",
-                    "errors",
-                ],
-                triton_rows(args, images),
-            ),
-        ]
+        resized = [batch_of([x], size, 1) for x in images]
+        extra += endpoint_lines(
+            args.repository, args.onnx, resized, args.concurrency, args.duration
+        )
     publish_table(
         args.out,
         "Inference speed per student",

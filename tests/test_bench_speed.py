@@ -157,6 +157,49 @@ def test_infer_speed_sets_each_rounds_rate_against_that_rounds_peak():
     assert row[-2:] == ["3.3", "75%"]  # the rate at the median time; the median share
 
 
+def test_each_endpoint_slice_is_set_against_direct_runs_on_both_its_sides():
+    bench = bench_module("endpoint_speed")
+    events, direct_seconds = [], iter([0.10, 0.30, 0.20, 0.20, 0.40, 0.10])
+
+    def direct() -> float:
+        events.append("direct")
+        return next(direct_seconds)
+
+    def load(seconds: float) -> str:
+        events.append("load")
+        return f"slice of {seconds:g} s"
+
+    slices = bench.paired_slices(load, direct, duration_s=bench.SLICES * 2.0)
+    assert events == ["direct"] + ["load", "direct"] * bench.SLICES
+    assert [report for report, _ in slices] == ["slice of 2 s"] * bench.SLICES
+    assert [round(s, 6) for _, s in slices] == [0.2, 0.25, 0.2, 0.3, 0.25]
+
+
+def test_an_endpoint_row_weighs_each_slice_against_its_own_direct_rate():
+    from codistill.serving.loadtest import LoadReport
+
+    bench = bench_module("endpoint_speed")
+
+    def report(seconds, requests, p50, queue):
+        return LoadReport(
+            model="m", protocol="http", dynamic_batching=False, concurrency=8,
+            seconds=seconds, requests=requests, errors=1, images_per_s=requests / seconds,
+            p50_ms=p50, p95_ms=2 * p50, p99_ms=None, mean_ms=None,
+            server_queue_ms=queue, server_compute_ms=None, first_error=None,
+        )  # fmt: skip
+
+    # a fast phase (direct 0.05 s per image) and a slow one (0.10 s): the endpoint runs at
+    # 0.9 of direct in both, though its pooled rate is far below the fast phase's direct rate
+    slices = [(report(2.0, 36, 10.0, 1.0), 0.05), (report(4.0, 36, 20.0, None), 0.10)]
+    cells = bench.row_cells("vit", slices)
+    assert cells[:3] == ["vit", "off", "8"]
+    assert cells[3:5] == ["15.0", "30.0"]  # medians over the slices
+    assert cells[5] == "12.00"  # 72 requests in 6 s
+    assert cells[6] == "13.33"  # 2 s at 20/s and 4 s at 10/s
+    assert cells[7] == "0.90"
+    assert cells[8:] == ["1.0", "-", "2"]  # slices without a server figure are left out
+
+
 def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, tmp_path):
     prepared, _ = validated_tiny
     params = repo_params(TINY_MODELS)
@@ -216,8 +259,8 @@ def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, t
         ("vit", "on"),
     ]
     assert all(errors == "0" for _, _, errors in endpoint)
-    # ratio = endpoint images/s over the direct rate measured in its own process before the row
-    assert "process of its own run right before each row" in text
+    # ratio = endpoint images/s over the direct rate, measured in its own process around slices
+    assert "0.5 s per row in 5 slices" in text and "process of its own" in text
     rates = re.findall(
         r"\| (?:cnn|vit) \| (?:on|off) \| 2 \|[^|]+\|[^|]+\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|",
         text,

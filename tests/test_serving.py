@@ -636,8 +636,8 @@ def test_loadtest_measures_both_batching_modes_against_real_servers(
     assert "3 test images at 48x64" in table and table.count(f"| {MODELS[0]} |") == 4
 
 
-def test_a_baseline_hook_runs_right_before_each_rows_load(monkeypatch, tmp_path):
-    """The bench measures direct ONNX Runtime there: each row's baseline shares its phase."""
+def test_each_row_is_measured_against_the_server_of_its_batching_mode(monkeypatch, tmp_path):
+    """A bench injects its own measurement per row; the servers are started here, in order."""
     import contextlib
     import types
 
@@ -647,23 +647,28 @@ def test_a_baseline_hook_runs_right_before_each_rows_load(monkeypatch, tmp_path)
 
     @contextlib.contextmanager
     def fake_server(repository, log, options=()):
-        events.append(("start", options))
-        yield types.SimpleNamespace(urls={"http": "127.0.0.1:1"})
-
-    def fake_load(url, model, images, concurrency, duration_s, protocol, batching):
-        events.append(("load", model, concurrency, batching))
-        return (model, concurrency, batching)
+        url = f"127.0.0.1:{len(events)}"
+        events.append(("start", url, "--no-dynamic-batching" in options))
+        yield types.SimpleNamespace(urls={"http": url})
+        events.append(("stop", url))
 
     monkeypatch.setattr(process, "serve_in_background", fake_server)
-    monkeypatch.setattr(loadtest, "run_load", fake_load)
-    hook = lambda model: events.append(("before", model))  # noqa: E731
-    reports = loadtest.load_local_server(
-        tmp_path, [np.zeros((1, 8, 8, 3), np.uint8)], ["a", "b"], [1, 4], 1.0, before_each=hook
-    )
-    rows = [(m, c, b) for b in (True, False) for m in ("a", "b") for c in (1, 4)]
-    assert reports == rows
-    loads = [e for e in events if e[0] != "start"]
-    assert loads == [e for m, c, b in rows for e in (("before", m), ("load", m, c, b))]
+
+    def row(url: str, model: str, concurrency: int, batching: bool) -> tuple:
+        events.append(("row", url, model, concurrency, batching))
+        return (model, concurrency, batching)
+
+    rows = loadtest.each_local_server_row(tmp_path, ["a", "b"], [1, 4], row)
+    assert rows == [(m, c, b) for b in (True, False) for m in ("a", "b") for c in (1, 4)]
+    on, off = "127.0.0.1:0", "127.0.0.1:6"  # each server's url names its place in the events
+    assert events == [
+        ("start", on, False),
+        *(("row", on, m, c, True) for m in ("a", "b") for c in (1, 4)),
+        ("stop", on),
+        ("start", off, True),
+        *(("row", off, m, c, False) for m in ("a", "b") for c in (1, 4)),
+        ("stop", off),
+    ]
 
 
 def test_loadtest_counts_failed_requests_and_bounds_its_settings(server, validated_tiny, capsys):

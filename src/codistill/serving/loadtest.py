@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from tritonclient.utils import InferenceServerException
@@ -28,6 +28,7 @@ WARMUP_REQUESTS = 2
 START_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 60.0
 MAX_ERRORS_IN_A_ROW = 20  # a client that fails this often in a row stops early
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,35 @@ def _closed_loop(
     return tallies, time.perf_counter() - window["start"], window["totals"]
 
 
+def each_local_server_row(
+    repository: Path,
+    models: Sequence[str],
+    concurrencies: Sequence[int],
+    load: Callable[[str, str, int, bool], Row],
+    protocol: str = "http",
+    config_name: str = "cpu",
+) -> list[Row]:
+    """Start ``codistill serve`` with and then without dynamic batching; measure each row.
+
+    A row is ``load(url, model, concurrency, batching)`` against the running server, for each
+    model and concurrency, in that order.
+    """
+    from codistill.serving.process import serve_in_background
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="codistill-loadtest-") as logs:
+        for batching in (True, False):
+            options = [f"--model-config-name={config_name}"]
+            options += [] if batching else ["--no-dynamic-batching"]
+            log = Path(logs) / f"serve-batching-{'on' if batching else 'off'}.log"
+            with serve_in_background(repository, log, tuple(options)) as server:
+                url = server.urls[protocol]
+                for model in models:
+                    for concurrency in concurrencies:
+                        rows.append(load(url, model, concurrency, batching))
+    return rows
+
+
 def load_local_server(
     repository: Path,
     images: Sequence[np.ndarray],
@@ -230,40 +260,15 @@ def load_local_server(
     duration_s: float,
     protocol: str = "http",
     config_name: str = "cpu",
-    before_each: Callable[[str], object] | None = None,
 ) -> list[LoadReport]:
-    """Start ``codistill serve`` with and then without dynamic batching; load each model.
-
-    ``before_each(model)``, where given, runs before each row's load, with the server idle:
-    a baseline measured there shares the row's phase of a machine whose speed drifts.
-    """
-    from codistill.serving.process import serve_in_background
-
+    """Start ``codistill serve`` with and then without dynamic batching; load each model."""
     for concurrency in concurrencies:
         check_load_settings(concurrency, duration_s)
-    reports = []
-    with tempfile.TemporaryDirectory(prefix="codistill-loadtest-") as logs:
-        for batching in (True, False):
-            options = [f"--model-config-name={config_name}"]
-            options += [] if batching else ["--no-dynamic-batching"]
-            log = Path(logs) / f"serve-batching-{'on' if batching else 'off'}.log"
-            with serve_in_background(repository, log, tuple(options)) as server:
-                for model in models:
-                    for concurrency in concurrencies:
-                        if before_each is not None:
-                            before_each(model)
-                        reports.append(
-                            run_load(
-                                server.urls[protocol],
-                                model,
-                                images,
-                                concurrency,
-                                duration_s,
-                                protocol,
-                                batching,
-                            )
-                        )
-    return reports
+
+    def load(url: str, model: str, concurrency: int, batching: bool) -> LoadReport:
+        return run_load(url, model, images, concurrency, duration_s, protocol, batching)
+
+    return each_local_server_row(repository, models, concurrencies, load, protocol, config_name)
 
 
 def format_ms(value: float | None) -> str:
