@@ -41,6 +41,8 @@ from environment import (
 
 Engine = Callable[[np.ndarray], object]
 PROFILED_OPERATORS = 10
+# Operator types (as ONNX Runtime's CPU profile names them) that do a student's matrix work.
+MATRIX_OPERATORS = ("Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm")
 
 
 def parse_args() -> argparse.Namespace:
@@ -239,6 +241,13 @@ def operator_times(path: Path, batch: np.ndarray, runs: int) -> dict[str, float]
     return totals
 
 
+def matrix_bound(times: dict[str, float]) -> tuple[float, float]:
+    """The matrix operators' share of a graph's kernel time, and the speed-up were they free."""
+    total = sum(times.values())
+    matrix = sum(ms for op, ms in times.items() if op in MATRIX_OPERATORS)
+    return matrix / total, total / (total - matrix)
+
+
 def profile_lines(onnx_dir: Path, images: list[np.ndarray], size: tuple[int, int]) -> list[str]:
     """Per student, where its FP32 and INT8 graphs spend one image's time, by operator type."""
     batch = batch_of(images, size, 1)
@@ -268,6 +277,13 @@ def profile_lines(onnx_dir: Path, images: list[np.ndarray], size: tuple[int, int
             "image (ONNX Runtime's profiler, kernel time, mean of 5 calls after a warm-up):",
             "",
             *markdown_table(header, rows),
+        ]
+        share, bound = matrix_bound(times["FP32"])
+        lines += [
+            "",
+            f"Matrix work ({', '.join(MATRIX_OPERATORS)}) is {100 * share:.0f} % of the FP32 "
+            f"graph's kernel time: an INT8 graph that made it free and left the rest as it is "
+            f"would run at most {bound:.2f}x the FP32 graph.",
         ]
     return lines
 

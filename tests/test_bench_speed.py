@@ -157,6 +157,13 @@ def test_infer_speed_sets_each_rounds_rate_against_that_rounds_peak():
     assert row[-2:] == ["3.3", "75%"]  # the rate at the median time; the median share
 
 
+def test_the_int8_bound_counts_only_the_matrix_operators():
+    bench = bench_module("infer_speed")
+    times = {"FusedConv": 3.0, "MatMul": 3.0, "Resize": 4.0, "Transpose": 2.0, "ArgMax": 0.0}
+    share, bound = bench.matrix_bound(times)
+    assert share == pytest.approx(0.5) and bound == pytest.approx(2.0)  # 12 ms, 6 of them left
+
+
 def test_each_endpoint_slice_is_set_against_direct_runs_on_both_its_sides():
     bench = bench_module("endpoint_speed")
     events, direct_seconds = [], iter([0.10, 0.30, 0.20, 0.20, 0.40, 0.10])
@@ -251,6 +258,17 @@ def test_infer_speed_bench_times_every_engine_and_the_endpoint(validated_tiny, t
         total = float(re.search(r"\| all operators \| ([\d.]+) \|", block).group(1))
         assert len(rows) >= 3 and sum(float(ms) for _, ms in rows) <= total + 0.01 * len(rows)
         assert any(op in {"Conv", "MatMul", "QLinearConv", "QLinearMatMul"} for op, _ in rows)
+    bounds = re.findall(
+        r"is (\d+) % of the FP32 graph's kernel time: .* at most ([\d.]+)x", profile
+    )
+    assert len(bounds) == 2
+
+    def free_matrix_work(percent: float, _: float) -> float:
+        return 1 / (1 - percent / 100)
+
+    for share, bound in bounds:  # the bound follows from the share
+        assert 0 < int(share) < 100
+        assert within_rounding(float(bound), 0.005, free_matrix_work, int(share), 0, 0.5)
     endpoint = re.findall(r"\| (cnn|vit) \| (on|off) \| 2 \| .* \| (\d+) \|\n", text)
     assert sorted((r, b) for r, b, _ in endpoint) == [
         ("cnn", "off"),
