@@ -183,3 +183,24 @@ def test_publish_without_evaluation_metrics_names_the_missing_file(tmp_path, exp
             },
         )
     assert not (tmp_path / "release").exists()
+
+
+def test_publish_without_the_preprocessing_contract_names_it_and_keeps_the_release(
+    tmp_path, exported_students
+):
+    import shutil
+
+    onnx_dir = Path(shutil.copytree(exported_students, tmp_path / "onnx"))
+    (onnx_dir / "preprocessing.json").unlink()
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    metrics = {"split": "test", "cnn": {"miou": 0.6}, "vit": {"miou": 0.6}}
+    (evaluation / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "release").mkdir()
+    (tmp_path / "release" / "release.json").write_text("{}")  # a previous release
+    raw = over_repo({"tracking": {"enabled": False}})
+    paths = {"evaluation": evaluation, "onnx": onnx_dir, "out": tmp_path / "release"}
+    with pytest.raises(FileNotFoundError, match=r"onnx/preprocessing\.json: missing"):
+        run_stage("publish", raw, paths)
+    assert [p.name for p in (tmp_path / "release").iterdir()] == ["release.json"]
+    assert (tmp_path / "release" / "release.json").read_text() == "{}"

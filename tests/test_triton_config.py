@@ -1,5 +1,9 @@
 """Triton model configurations generated from the ONNX graphs, read back with tritonclient."""
 
+import json
+import shutil
+from pathlib import Path
+
 import onnx
 import onnxruntime as ort
 import pytest
@@ -7,7 +11,8 @@ import torch
 from tritonclient.grpc import model_config_pb2 as pb
 
 from codistill.config import ConfigError, parse_params
-from codistill.serving.local_server import warmup_inputs
+from codistill.input_size import min_native_side
+from codistill.serving.local_server import inference_scale, warmup_inputs
 from codistill.serving.model_repository import write_model_repository
 from codistill.serving.triton_config import model_config, read_config
 from tests.conftest import over_repo, repo_params
@@ -61,6 +66,17 @@ def test_every_generated_config_matches_its_onnx_graph(exported_students, tmp_pa
         assert not configs["cpu"].optimization.execution_accelerators.gpu_execution_accelerator
     cnn_logits = read_config(written["codistill_cnn"] / "config.pbtxt").output[0]
     assert list(cnn_logits.dims) == [11, -1, -1]
+
+
+def test_the_repository_carries_the_graphs_preprocessing_contract(exported_students, tmp_path):
+    """The server sizes the smallest image it accepts by the contract's inference scale."""
+    graphs = Path(shutil.copytree(exported_students, tmp_path / "graphs"))
+    contract = json.loads((graphs / "preprocessing.json").read_text())
+    (graphs / "preprocessing.json").write_text(json.dumps({**contract, "inference_scale": 0.375}))
+    write_model_repository(graphs, tmp_path / "repo", repo_params().serving, ROLES)
+    copied = json.loads((tmp_path / "repo" / "preprocessing.json").read_text())
+    assert copied == {**contract, "inference_scale": 0.375}
+    assert min_native_side(inference_scale(tmp_path / "repo")) == 86  # 32 px once at 3/8
 
 
 def test_kept_variants_get_their_own_graph_file_and_configuration(exported_variants, tmp_path):

@@ -13,14 +13,13 @@ from codistill.data.base import dataset_spec
 from codistill.data.shards import ShardReader
 from codistill.data.spec import DatasetSpec
 from codistill.evaluation.students import load_students
-from codistill.export.graph_io import INPUT_NAME, OUTPUT_NAMES
+from codistill.export.graph_io import INPUT_NAME, OUTPUT_NAMES, PREPROCESSING_JSON
 from codistill.export.onnx_graph import Normalization, export_onnx
 from codistill.export.parity import ParityError, check_parity, parity_failures
 from codistill.export.variant_gate import faster_variants
 from codistill.stage_result import StageFailedError, StageSummary
 
 PARITY_JSON = "parity.json"
-PREPROCESSING_JSON = "preprocessing.json"
 EXPORT_JSON = "export.json"
 VARIANTS_JSON = "variants.json"
 PARITY_SPLIT = "val"

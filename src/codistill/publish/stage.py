@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from codistill.artifacts import staged_output, write_json_atomic
 from codistill.config import ROLES, Params
-from codistill.export.stage import PREPROCESSING_JSON
+from codistill.export.graph_io import PREPROCESSING_JSON
 from codistill.serving.model_repository import write_model_repository
 from codistill.stage_result import StageInputError, StageSummary
 
@@ -60,12 +59,11 @@ def run_publish(
         entry["registered_model"] = registered_model_name(role)
         entry["alias"] = CANDIDATE_ALIAS if entry["passed"] else None
     release = {"min_miou_points": params.gates.min_miou_points, "students": students}
+    contract = Path(onnx_dir) / PREPROCESSING_JSON
+    if not contract.is_file():
+        raise FileNotFoundError(f"{contract}: missing; run the export stage")
     with staged_output(out_dir) as staged:
         served = write_model_repository(onnx_dir, staged, params.serving, ROLES)
-        contract = Path(onnx_dir) / PREPROCESSING_JSON
-        if not contract.is_file():
-            raise FileNotFoundError(f"{contract}: missing; run the export stage")
-        shutil.copyfile(contract, staged / PREPROCESSING_JSON)
         for role, (name, model_dir) in zip(ROLES, served.items(), strict=True):
             students[role]["served_as"] = name
             students[role]["configs"] = sorted(p.stem for p in (model_dir / "configs").iterdir())

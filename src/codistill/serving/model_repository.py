@@ -14,7 +14,7 @@ from pathlib import Path
 
 from codistill.artifacts import staged_output, write_text_atomic
 from codistill.config import ServingConfig
-from codistill.export.graph_io import variant_file
+from codistill.export.graph_io import PREPROCESSING_JSON, variant_file
 from codistill.serving.triton_config import config_text, model_config
 
 MODEL_FILE = "model.onnx"
@@ -91,7 +91,11 @@ def write_model(
 def write_model_repository(
     onnx_dir: str | Path, repository: str | Path, settings: ServingConfig, roles: tuple[str, ...]
 ) -> dict[str, Path]:
-    """Write one served model per student role from ``onnx_dir/<role>[.<variant>].onnx``."""
+    """Write one served model per student role from ``onnx_dir/<role>[.<variant>].onnx``.
+
+    The graphs' preprocessing contract goes with them, where ``onnx_dir`` has one: the server
+    sizes the smallest image it accepts by the contract's inference scale.
+    """
     onnx_dir, repository = Path(onnx_dir), Path(repository)
     written = {}
     for role in roles:
@@ -99,4 +103,7 @@ def write_model_repository(
         written[name] = write_model(
             student_graphs(onnx_dir, role), repository / name, name, settings
         )
+    contract = onnx_dir / PREPROCESSING_JSON
+    if contract.is_file():
+        shutil.copyfile(contract, repository / PREPROCESSING_JSON)
     return written
