@@ -4,8 +4,8 @@
 
 The endpoint benchmark's baseline: numpy and ONNX Runtime only (no torch and no other engine
 warmed up in the same process). The session is opened and warmed up once; then each line
-read from stdin names a number of passes over the images, one call per image, and is
-answered with one line ``{"seconds_per_image": ...}``, the median over those calls.
+read from stdin names a number of passes over the images (at least 1), one call per image,
+and is answered with one line ``{"seconds_per_image": ...}``, the median over those calls.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 
 def seconds_per_image(session: ort.InferenceSession, images: np.ndarray, passes: int) -> float:
-    """Median wall seconds of one session call on one image of ``images`` (N×H×W×3 uint8)."""
+    """Median wall seconds of one call on one image, over ``passes`` passes over ``images``."""
     name = session.get_inputs()[0].name
     times = []
     for _ in range(passes):

@@ -10,22 +10,31 @@ machine whose speed drifts (within a run it swung by more than 1.5x, within minu
 from __future__ import annotations
 
 import json
+import select
 import statistics
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 
 from codistill.config import ROLES
-from codistill.serving.loadtest import LoadReport, each_local_server_row, format_ms, run_load
+from codistill.markdown import markdown_table
+from codistill.serving.loadtest import (
+    LoadReport,
+    check_load_settings,
+    format_ms,
+    local_server_rows,
+    run_load,
+)
 from codistill.serving.model_repository import served_name
 
 SLICES = 5  # slices per row, each between two direct measurements
 DIRECT_PASSES = 2  # passes over the images per direct measurement
+DIRECT_TIMEOUT_S = 300.0  # the longest one direct measurement may take
 HEADER = [
     "student",
     "dynamic batching",
@@ -44,7 +53,11 @@ Slice = tuple[LoadReport, float]  # a slice's load, and direct seconds per image
 
 @contextmanager
 def direct_engine(graph: Path, images: np.ndarray) -> Iterator[Callable[[], float]]:
-    """A function timing plain ONNX Runtime on ``graph`` (seconds per image) in its own process."""
+    """A function timing plain ONNX Runtime on ``graph`` (seconds per image) in its own process.
+
+    A process that has stopped, or that does not answer within ``DIRECT_TIMEOUT_S``, is named
+    with its graph in a RuntimeError (and killed if still running).
+    """
     with tempfile.TemporaryDirectory(prefix="codistill-direct-") as folder:
         stored = Path(folder) / "images.npy"
         np.save(stored, images)
@@ -54,19 +67,36 @@ def direct_engine(graph: Path, images: np.ndarray) -> Iterator[Callable[[], floa
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
 
+        def stopped(why: str) -> RuntimeError:
+            if process.poll() is None:
+                process.kill()
+            return RuntimeError(f"direct_rate.py on {graph} {why}: exit {process.wait()}")
+
         def seconds() -> float:
-            process.stdin.write(f"{DIRECT_PASSES}\n")
-            process.stdin.flush()
-            answer = process.stdout.readline()
+            try:
+                process.stdin.write(f"{DIRECT_PASSES}\n")
+                process.stdin.flush()
+            except OSError:
+                raise stopped("stopped") from None
+            ready, _, _ = select.select([process.stdout], [], [], DIRECT_TIMEOUT_S)
+            answer = process.stdout.readline() if ready else None
+            if answer is None:
+                raise stopped(f"did not answer within {DIRECT_TIMEOUT_S:g} s")
             if not answer:
-                raise RuntimeError(f"direct_rate.py on {graph} stopped: exit {process.wait()}")
+                raise stopped("stopped")
             return json.loads(answer)["seconds_per_image"]
 
         try:
             yield seconds
         finally:
-            process.stdin.close()
-            process.wait(timeout=60)
+            with suppress(OSError):  # a process that stopped left a broken pipe
+                process.stdin.close()
+            process.stdout.close()
+            try:
+                process.wait(timeout=DIRECT_TIMEOUT_S)  # it ends at the end of its input
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def paired_slices(
@@ -123,6 +153,8 @@ def endpoint_rows(
     duration_s: float,
 ) -> list[list[str]]:
     """Each student's endpoint rows, every slice set against direct ONNX Runtime around it."""
+    for concurrency in concurrencies:
+        check_load_settings(concurrency, duration_s)
     names = {served_name(role): role for role in ROLES}
     stacked = np.concatenate(images)
     with ExitStack() as stack:
@@ -139,7 +171,7 @@ def endpoint_rows(
 
             return row_cells(names[model], paired_slices(load, direct[model], duration_s))
 
-        return each_local_server_row(repository, list(names), concurrencies, row)
+        return local_server_rows(repository, list(names), concurrencies, row)
 
 
 def endpoint_lines(
@@ -150,8 +182,6 @@ def endpoint_lines(
     duration_s: float,
 ) -> list[str]:
     """The endpoint section of the inference table: how it was measured, then the rows."""
-    from codistill.markdown import markdown_table
-
     height, width = images[0].shape[1:3]
     rows = endpoint_rows(repository, onnx_dir, images, concurrencies, duration_s)
     return [
@@ -159,16 +189,16 @@ def endpoint_lines(
         "### Local Triton endpoint (`codistill serve`) against direct ONNX Runtime FP32",
         "",
         f"Closed-loop clients, one {height}x{width} image per request over HTTP, "
-        f"{duration_s:g} s per row in {SLICES} slices. Right before and after each slice, the "
-        "server idle, plain ONNX Runtime on the same graph times one call per image in a "
-        "process of its own (`bench/direct_rate.py`: numpy and ONNX Runtime only, the median "
-        f"of {DIRECT_PASSES} passes over the images); a slice's direct rate is the mean of the "
-        "two. images/s pools the slices; direct images/s is what direct calls would do in the "
-        "same seconds at each slice's rate, so the ratio (endpoint over direct) weighs each "
-        "slice against its own phase of the machine's drifting speed. Latencies, server queue "
-        "and compute (milliseconds per request by Triton's own statistics: the dynamic "
-        "batcher's wait; the model's input, execution and output, with the Python backend's "
-        "hand-over) are medians over the slices.",
+        f"{duration_s:g} s per row in {SLICES} slices. Before each slice's warm-up requests and "
+        "after its timed window, the server idle, plain ONNX Runtime on the same graph times "
+        "one call per image in a process of its own (`bench/direct_rate.py`: numpy and ONNX "
+        f"Runtime only, the median of {DIRECT_PASSES} passes over the images); a slice's direct "
+        "rate is the mean of the two. images/s pools the slices; direct images/s is what direct "
+        "calls would do in the same seconds at each slice's rate, so the ratio (endpoint over "
+        "direct) weighs each slice against its own phase of the machine's drifting speed. "
+        "Latencies, server queue and compute (milliseconds per request by Triton's own "
+        "statistics: the dynamic batcher's wait; the model's input, execution and output, with "
+        "the Python backend's hand-over) are medians over the slices.",
         "",
         *markdown_table(HEADER, rows),
     ]

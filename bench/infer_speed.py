@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -29,7 +30,6 @@ from codistill.export.onnx_graph import DeployableStudent, Normalization
 from codistill.export.onnx_scoring import cpu_session
 from codistill.export.parity import resized_batch
 from codistill.export.variants import VARIANTS
-from endpoint_speed import endpoint_lines
 from environment import (
     bench_parser,
     markdown_table,
@@ -245,7 +245,8 @@ def matrix_bound(times: dict[str, float]) -> tuple[float, float]:
     """The matrix operators' share of a graph's kernel time, and the speed-up were they free."""
     total = sum(times.values())
     matrix = sum(ms for op, ms in times.items() if op in MATRIX_OPERATORS)
-    return matrix / total, total / (total - matrix)
+    rest = total - matrix
+    return matrix / total, total / rest if rest > 0 else math.inf
 
 
 def profile_lines(onnx_dir: Path, images: list[np.ndarray], size: tuple[int, int]) -> list[str]:
@@ -346,6 +347,8 @@ def main() -> None:
         *profile_lines(args.onnx, images, size),
     ]
     if args.triton:
+        from endpoint_speed import endpoint_lines  # tritonclient: only for the endpoint
+
         resized = [batch_of([x], size, 1) for x in images]
         extra += endpoint_lines(
             args.repository, args.onnx, resized, args.concurrency, args.duration

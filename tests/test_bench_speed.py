@@ -7,6 +7,7 @@ import subprocess
 import sys
 from operator import truediv
 
+import numpy as np
 import pytest
 import torch
 
@@ -179,6 +180,15 @@ def test_each_endpoint_slice_is_set_against_direct_runs_on_both_its_sides():
     assert events == ["direct"] + ["load", "direct"] * bench.SLICES
     assert [report for report, _ in slices] == ["slice of 2 s"] * bench.SLICES
     assert [round(s, 6) for _, s in slices] == [0.2, 0.25, 0.2, 0.3, 0.25]
+
+
+def test_a_direct_process_that_stops_is_named_with_its_graph(tmp_path):
+    bench = bench_module("endpoint_speed")
+    graph = tmp_path / "missing.onnx"  # the process fails to open it and exits
+    images = np.zeros((1, 8, 8, 3), np.uint8)
+    stopped = r"direct_rate\.py on .*missing\.onnx stopped: exit 1"
+    with pytest.raises(RuntimeError, match=stopped), bench.direct_engine(graph, images) as direct:
+        direct()
 
 
 def test_an_endpoint_row_weighs_each_slice_against_its_own_direct_rate():

@@ -232,7 +232,8 @@ def test_the_front_writes_to_its_client_and_to_triton_without_waiting_for_acks(m
     finish = FrontHandler.finish
 
     def recording_finish(handler: FrontHandler) -> None:
-        seen.append((no_delay(handler.connection), no_delay(handler._upstream.sock)))
+        upstream = getattr(handler, "_upstream", None)  # None: the relay never connected
+        seen.append((no_delay(handler.connection), upstream and no_delay(upstream.sock)))
         finish(handler)
 
     monkeypatch.setattr(FrontHandler, "finish", recording_finish)

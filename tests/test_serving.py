@@ -658,7 +658,7 @@ def test_each_row_is_measured_against_the_server_of_its_batching_mode(monkeypatc
         events.append(("row", url, model, concurrency, batching))
         return (model, concurrency, batching)
 
-    rows = loadtest.each_local_server_row(tmp_path, ["a", "b"], [1, 4], row)
+    rows = loadtest.local_server_rows(tmp_path, ["a", "b"], [1, 4], row)
     assert rows == [(m, c, b) for b in (True, False) for m in ("a", "b") for c in (1, 4)]
     on, off = "127.0.0.1:0", "127.0.0.1:6"  # each server's url names its place in the events
     assert events == [

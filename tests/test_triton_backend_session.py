@@ -83,7 +83,8 @@ def test_the_served_session_keeps_a_bounded_arena_and_stops_spinning_when_a_call
     assert model.restarts.labels == {"model": "codistill_vit"} and model.restarts.value == 2.0
     options = model.session.get_session_options()
     assert options.enable_cpu_mem_arena is True
-    # spinning between a call's operators, stopped when the call returns
+    # spinning between a call's operators, stopped when the call returns (ONNX Runtime takes
+    # any key: the names are the ones its library holds, checked against its strings once)
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     with pytest.raises(RuntimeError, match="does not have configuration"):
         options.get_session_config_entry("session.intra_op.allow_spinning")  # the default: on

@@ -77,6 +77,9 @@ def test_the_repository_carries_the_graphs_preprocessing_contract(exported_stude
     copied = json.loads((tmp_path / "repo" / "preprocessing.json").read_text())
     assert copied == {**contract, "inference_scale": 0.375}
     assert min_native_side(inference_scale(tmp_path / "repo")) == 86  # 32 px once at 3/8
+    (graphs / "preprocessing.json").unlink()  # graphs without one: the old one goes
+    write_model_repository(graphs, tmp_path / "repo", repo_params().serving, ROLES)
+    assert not (tmp_path / "repo" / "preprocessing.json").exists()
 
 
 def test_kept_variants_get_their_own_graph_file_and_configuration(exported_variants, tmp_path):

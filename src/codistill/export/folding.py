@@ -49,13 +49,11 @@ class FoldedSegFormer(nn.Module):
         features = self.encoder(image)[self.low_index :]
         size = features[0].shape[2:]
         dec = self.project[0](features[0]) + self.bias
+        # every later stage is coarser than the first (a size test here would be traced as a
+        # constant), and a bilinear resize to the same size would change nothing anyway
         for projection, feature in zip(self.project[1:], features[1:], strict=True):
             projected = projection(feature)
-            if projected.shape[2:] != size:
-                projected = F.interpolate(
-                    projected, size=size, mode="bilinear", align_corners=False
-                )
-            dec = dec + projected
+            dec = dec + F.interpolate(projected, size=size, mode="bilinear", align_corners=False)
         dec = torch.relu(dec)
         return StudentOutput(logits=self.classifier(dec), low=features[0], dec=dec)
 

@@ -223,7 +223,7 @@ def _closed_loop(
     return tallies, time.perf_counter() - window["start"], window["totals"]
 
 
-def each_local_server_row(
+def local_server_rows(
     repository: Path,
     models: Sequence[str],
     concurrencies: Sequence[int],
@@ -268,7 +268,7 @@ def load_local_server(
     def load(url: str, model: str, concurrency: int, batching: bool) -> LoadReport:
         return run_load(url, model, images, concurrency, duration_s, protocol, batching)
 
-    return each_local_server_row(repository, models, concurrencies, load, protocol, config_name)
+    return local_server_rows(repository, models, concurrencies, load, protocol, config_name)
 
 
 def format_ms(value: float | None) -> str:

@@ -93,8 +93,9 @@ def write_model_repository(
 ) -> dict[str, Path]:
     """Write one served model per student role from ``onnx_dir/<role>[.<variant>].onnx``.
 
-    The graphs' preprocessing contract goes with them, where ``onnx_dir`` has one: the server
-    sizes the smallest image it accepts by the contract's inference scale.
+    The graphs' preprocessing contract goes with them, where ``onnx_dir`` has one (the server
+    sizes the smallest image it accepts by its inference scale); where it has none, none is
+    left in the repository.
     """
     onnx_dir, repository = Path(onnx_dir), Path(repository)
     written = {}
@@ -105,5 +106,7 @@ def write_model_repository(
         )
     contract = onnx_dir / PREPROCESSING_JSON
     if contract.is_file():
-        shutil.copyfile(contract, repository / PREPROCESSING_JSON)
+        write_text_atomic(repository / PREPROCESSING_JSON, contract.read_text())
+    else:  # an earlier graphs' contract would size these graphs' images
+        (repository / PREPROCESSING_JSON).unlink(missing_ok=True)
     return written
