@@ -19,6 +19,9 @@ from codistill.study.provenance import cpu_model
 from tests.conftest import REPO_ROOT, bench_module, tiny_params_file
 from tests.servers.mlflow_server import mlflow_server
 
+# The lines that say what a table's runs were made with, as a report and a bench write them.
+MADE_WITH = ["- runs made on", "- runs' versions", "- numeric mode", "- weight-shaping code"]
+
 pytestmark = pytest.mark.cost(300)
 
 
@@ -183,9 +186,13 @@ def test_quality_bench_pairs_seeds_persists_runs_and_rewrites_tables_from_them(
     report += ["--params", command[command.index("--params") + 1], "--prepared", str(prepared)]
     subprocess.run(report, check=True, capture_output=True, text=True, timeout=900)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    title, _, description, _, *body = report_path.read_text().splitlines()
+    title, description, made_with, body = report_path.read_text().split("\n\n", 3)
     assert title == "# CamVid: co-distillation against the baselines (regime `tiny`)"
     assert f"\n{description}\n" in text
+    # what the runs were made with, in the words of the bench's table
+    assert [line.split(":")[0] for line in made_with.splitlines()] == MADE_WITH
+    assert f"\n{made_with}\n" in text
+    body = body.splitlines()
     # the same tables; the chart is the bench's to draw, at its default path in a report
     curves = next(i for i, line in enumerate(body) if line.startswith("Learning curves"))
     assert body[curves].endswith("`docs/quality_curves-tiny.png`.")
@@ -417,8 +424,11 @@ def test_search_bench_scores_candidates_on_the_validation_split_only_and_borrows
     report += ["--results", str(tmp_path / "results"), "--prepared", str(validated_tiny[0])]
     report += ["--params", command[command.index("--params") + 1]]
     subprocess.run(report, check=True, capture_output=True, text=True, timeout=300)
-    title, _, _, _, *body = (tmp_path / "r.md").read_text().splitlines()
+    title, _, made_with, body = (tmp_path / "r.md").read_text().split("\n\n", 3)
+    body = body.splitlines()
     assert title == "# Validation search: tiny" and body[0].startswith("| candidate |")
+    assert [line.split(":")[0] for line in made_with.splitlines()] == MADE_WITH
+    assert f"\n{made_with}\n" in (tmp_path / "results.md").read_text()
     assert "\n".join(body).strip() in (tmp_path / "results.md").read_text()
     # a result made otherwise never counts, and the search trains its run again (one policy)
     stale = tmp_path / "results/tiny/balanced-seed0.json"

@@ -231,7 +231,8 @@ def write_regime_report(args: argparse.Namespace) -> int:
     lines = regime_lines(name, regime, results, stale, Path(f"docs/quality_curves-{name}.png"))
     description = regime_description(name, regime, results, args.plan_file, regime_dir)
     out = args.out or args.workdir / f"{name}-report.md"
-    return publish_report(out, [f"# {regime_title(name)}", "", description], lines)
+    heading = [f"# {regime_title(name)}", "", description, "", *made_with_of(results)]
+    return publish_report(out, heading, lines)
 
 
 def write_search_report(args: argparse.Namespace) -> int:
@@ -267,7 +268,15 @@ def write_search_report(args: argparse.Namespace) -> int:
     ]
     description = search_description(search, seeds, folder, REGIME_RESULTS)
     out = args.out or args.workdir / f"{args.search}-report.md"
-    return publish_report(out, [f"# {search_title(args.search)}", "", description], lines)
+    heading = [f"# {search_title(args.search)}", "", description, "", *made_with_of(results)]
+    return publish_report(out, heading, lines)
+
+
+def made_with_of(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The made-with lines of ``results`` (row or candidate -> its results), each run once."""
+    from codistill.study.provenance import made_with_lines
+
+    return made_with_lines({run["key"]: run for row in results.values() for run in row}.values())
 
 
 def migrate_results(args: argparse.Namespace) -> int:
