@@ -32,6 +32,7 @@ import torch
 
 from codistill.config import ROLES
 from codistill.study.plan import PlanError
+from codistill.study.provenance import distinct_runs
 from codistill.study.regime_report import (
     regime_description,
     regime_lines,
@@ -154,7 +155,7 @@ def write_tables(
         [],
         lines,
         key=f"quality-{name}",
-        runs={run["key"]: run for runs in results.values() for run in runs}.values(),
+        runs=distinct_runs(results),
     )
     if regime["headline"]:
         summary = " ".join(regime["description"].split())

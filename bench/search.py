@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from codistill.study.provenance import distinct_runs
 from codistill.study.searches import (
     SEARCH_HEADER,
     SearchFiles,
@@ -68,7 +69,7 @@ def main() -> None:
         table_rows(search, results, current),
         extra=["", choice_line(search, results, args.seeds, current)],
         key=f"search-{args.search}",
-        runs=[run for runs in results.values() for run in runs],
+        runs=distinct_runs(results),
     )
 
 

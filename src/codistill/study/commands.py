@@ -273,10 +273,10 @@ def write_search_report(args: argparse.Namespace) -> int:
 
 
 def made_with_of(results: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """The made-with lines of ``results`` (row or candidate -> its results), each run once."""
-    from codistill.study.provenance import made_with_lines
+    """The made-with lines of ``results`` (row or candidate -> its runs), each run once."""
+    from codistill.study.provenance import distinct_runs, made_with_lines
 
-    return made_with_lines({run["key"]: run for row in results.values() for run in row}.values())
+    return made_with_lines(distinct_runs(results))
 
 
 def migrate_results(args: argparse.Namespace) -> int:

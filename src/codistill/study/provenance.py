@@ -118,6 +118,11 @@ def recorded_machine(recorded: dict[str, Any]) -> str:
     )
 
 
+def distinct_runs(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every run of ``results`` (row or candidate -> its runs) once, by its key."""
+    return list({run["key"]: run for runs in results.values() for run in runs}.values())
+
+
 def made_with_lines(runs: Iterable[dict[str, Any]]) -> list[str]:
     """Bullet lines: the machines, versions, numeric modes and weight-shaping code of ``runs``.
 
